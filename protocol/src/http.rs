@@ -1,0 +1,121 @@
+//! Bodies of the HTTP routes (`Authorization: Bearer TOKEN` on all but `/api/session`).
+
+use serde::{Deserialize, Serialize};
+
+use crate::{ErrorCode, LastMessage, Message, PersonaState, ServerFrame, User};
+
+/// `POST /api/session`. The first login of a new username registers it.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct SessionRequest {
+    pub username: String,
+    pub password: String,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct SessionResponse {
+    pub token: String,
+    pub user: User,
+}
+
+/// An AI persona, as `GET /api/personas` lists it.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Persona {
+    pub id: String,
+    pub name: String,
+    /// One line about who they are.
+    #[serde(default)]
+    pub tagline: String,
+    pub status: PersonaState,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub last_seen: Option<String>,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum ConversationKind {
+    /// One user and one persona.
+    Direct,
+    /// A group room of several users and personas (the Lobby is one).
+    Room,
+}
+
+/// An entry of `GET /api/conversations`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct ConversationSummary {
+    pub id: String,
+    pub kind: ConversationKind,
+    pub title: String,
+    /// The persona of a direct conversation.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub persona: Option<Persona>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub last_message: Option<LastMessage>,
+    pub last_seq: i64,
+    pub unread_count: i64,
+}
+
+/// `POST /api/conversations`: `{persona_id}` opens (or returns) the direct conversation with
+/// that persona. `{title, member_ids, persona_ids}` creates a room (an extension).
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct CreateConversationRequest {
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub persona_id: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub title: Option<String>,
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub member_ids: Vec<String>,
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub persona_ids: Vec<String>,
+}
+
+/// `GET /api/conversations/{id}/messages`: ascending by seq.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct MessagesResponse {
+    pub messages: Vec<Message>,
+    /// More messages exist beyond the requested window in the direction asked.
+    #[serde(default)]
+    pub has_more: bool,
+}
+
+/// `POST /api/conversations/{id}/messages`, answered with an [`crate::Ack`].
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct PostMessageRequest {
+    pub content: String,
+    pub client_id: String,
+}
+
+/// `POST /api/conversations/{id}/typing`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct TypingRequest {
+    pub is_typing: bool,
+}
+
+/// One frame of the long poll, with its event id.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Event {
+    pub id: u64,
+    pub frame: ServerFrame,
+}
+
+/// `GET /api/events?after=EVENT_ID&timeout_ms=25000`. Either events (possibly none, at the
+/// timeout) and the cursor to ask from next, or `resync: true` when `after` is older than
+/// what the server keeps: reload the lists and fill each conversation from its last seq.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct EventsResponse {
+    #[serde(default, skip_serializing_if = "is_false")]
+    pub resync: bool,
+    #[serde(default)]
+    pub events: Vec<Event>,
+    pub next: u64,
+}
+
+fn is_false(b: &bool) -> bool {
+    !*b
+}
+
+/// Every HTTP error body.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct ApiError {
+    pub code: ErrorCode,
+    pub message: String,
+}

@@ -1,0 +1,121 @@
+//! What a user can do in a conversation, shared by the WebSocket and HTTP front doors so
+//! both behave the same.
+
+use persona_chat_protocol::{validate_content, Ack, ErrorCode, LastMessage, Message, ServerFrame, User};
+
+use crate::clock::now_rfc3339;
+use crate::hub::ConnId;
+use crate::store::{Inserted, StoreError};
+use crate::AppState;
+
+/// A refusal with the protocol's code, for an `error` frame or an HTTP error body.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Refusal {
+    pub code: ErrorCode,
+    pub message: String,
+}
+
+impl Refusal {
+    pub fn new(code: ErrorCode, message: impl Into<String>) -> Self {
+        Refusal { code, message: message.into() }
+    }
+
+    pub fn not_member() -> Self {
+        Self::new(ErrorCode::NotMember, "you are not a member of this conversation")
+    }
+}
+
+impl From<StoreError> for Refusal {
+    fn from(e: StoreError) -> Self {
+        match e {
+            StoreError::NotFound => Self::new(ErrorCode::NotFound, "not found"),
+            StoreError::Sqlite(e) => {
+                tracing::error!("database error: {e}");
+                Self::new(ErrorCode::Internal, "internal error")
+            }
+        }
+    }
+}
+
+/// Stores a message (at most once per sender and client_id) and fans it out: the ack to the
+/// sending socket first (if it came over one), `new_message` to every joined socket, and
+/// `conversation_update` to every member's sockets. The fan-out happens under the store's
+/// lock, so every socket sees a conversation's messages in seq order. A resend gets the
+/// original ack and nothing is sent to anyone else.
+pub async fn send_message(
+    app: &AppState,
+    user: &User,
+    conversation_id: String,
+    content: &str,
+    client_id: Option<String>,
+    from_conn: Option<ConnId>,
+) -> Result<Ack, Refusal> {
+    let content = match validate_content(content) {
+        Ok(c) => c.to_owned(),
+        Err(ErrorCode::TooLong) => {
+            return Err(Refusal::new(
+                ErrorCode::TooLong,
+                format!("a message has at most {} characters", persona_chat_protocol::MAX_CONTENT_CHARS),
+            ))
+        }
+        Err(code) => return Err(Refusal::new(code, "a message cannot be empty")),
+    };
+    let client_id = match client_id {
+        Some(id) if id.is_empty() || id.len() > 64 => {
+            return Err(Refusal::new(ErrorCode::InvalidField, "client_id must be 1 to 64 characters"))
+        }
+        Some(id) => id,
+        // Gator clients send no client_id: each of their sends is a new message.
+        None => crate::store::new_id(),
+    };
+    let user = user.clone();
+    let result = app
+        .db(move |store, shared| {
+            if !store.is_member(&conversation_id, &user.id)? {
+                return Ok(Err(Refusal::not_member()));
+            }
+            let (message, new) = match store.insert_message(&conversation_id, &user, &client_id, &content, false)? {
+                Inserted::New(m) => (m, true),
+                Inserted::Duplicate(m) => (m, false),
+            };
+            let ack = Ack {
+                client_id: client_id.clone(),
+                conversation_id: conversation_id.clone(),
+                message_id: message.id.clone(),
+                seq: message.seq,
+                timestamp: message.timestamp.clone(),
+            };
+            if let Some(conn) = from_conn {
+                shared.hub.send_to_conn(conn, &ServerFrame::MessageAck(ack.clone()));
+            }
+            if new {
+                let members = store.user_members(&conversation_id)?;
+                publish_message(shared, &conversation_id, &message, &members);
+            }
+            Ok(Ok(ack))
+        })
+        .await?;
+    result
+}
+
+/// Fans a stored message out: `new_message` to joined sockets, `conversation_update` to members.
+pub fn publish_message(shared: &crate::Shared, conversation_id: &str, message: &Message, members: &[String]) {
+    let now = now_rfc3339();
+    shared.hub.send_to_joined(
+        conversation_id,
+        &ServerFrame::NewMessage {
+            conversation_id: conversation_id.to_owned(),
+            message: message.clone(),
+            timestamp: now.clone(),
+        },
+        None,
+    );
+    shared.hub.send_to_users(
+        members.iter().map(String::as_str),
+        &ServerFrame::ConversationUpdate {
+            conversation_id: conversation_id.to_owned(),
+            last_message: LastMessage::from(message),
+            timestamp: now,
+        },
+    );
+}

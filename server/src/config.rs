@@ -1,0 +1,60 @@
+//! Command-line flags, each also readable from the environment.
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+
+use clap::Parser;
+
+#[derive(Parser, Debug, Clone)]
+#[command(
+    name = "persona-chat-server",
+    version,
+    about = "The persona-chat server: serves the built app, speaks the chat protocol over \
+             WebSocket (/ws) and HTTP (/api), and stores everything in SQLite."
+)]
+pub struct Config {
+    /// Address to listen on.
+    #[arg(long, env = "PERSONA_ADDR", default_value = "127.0.0.1:8080")]
+    pub addr: SocketAddr,
+
+    /// Directory for the SQLite database and the token secret; created if missing.
+    #[arg(long, env = "PERSONA_DATA_DIR", default_value = "./data")]
+    pub data_dir: PathBuf,
+
+    /// Directory of the built app (Trunk's dist/), served at / with index.html as fallback.
+    #[arg(long, env = "PERSONA_STATIC_DIR", default_value = "./dist")]
+    pub static_dir: PathBuf,
+
+    /// Secret for signing tokens. Unset: one is generated at first start and kept in the
+    /// data dir.
+    #[arg(long, env = "PERSONA_SECRET", hide_env_values = true)]
+    pub secret: Option<String>,
+
+    /// How long a session token stays valid, in seconds.
+    #[arg(long, env = "PERSONA_TOKEN_TTL_SECS", default_value_t = 7 * 24 * 3600)]
+    pub token_ttl_secs: i64,
+
+    /// Heartbeat interval announced to clients in `hello`, in milliseconds.
+    #[arg(long, env = "PERSONA_HEARTBEAT_MS", default_value_t = persona_chat_protocol::DEFAULT_HEARTBEAT_MS)]
+    pub heartbeat_ms: u64,
+
+    /// Most sockets one user may have open at once; the next is closed with 1008.
+    #[arg(long, env = "PERSONA_MAX_SOCKETS_PER_USER", default_value_t = 5)]
+    pub max_sockets_per_user: usize,
+
+    /// Refuse WebSocket upgrades (for testing the app's HTTP polling fallback).
+    #[arg(long, env = "PERSONA_DISABLE_WEBSOCKET")]
+    pub disable_websocket: bool,
+}
+
+impl Config {
+    /// Defaults for tests: listen on a free loopback port, keep data in `data_dir`.
+    pub fn for_tests(data_dir: PathBuf) -> Config {
+        let mut c = Config::parse_from(["persona-chat-server"]);
+        c.addr = "127.0.0.1:0".parse().expect("valid address");
+        c.data_dir = data_dir.clone();
+        c.static_dir = data_dir.join("no-static");
+        c.secret = Some("test-secret-test-secret-test-secret".into());
+        c
+    }
+}

@@ -1,0 +1,510 @@
+//! SQLite storage: one database file under the data dir, WAL mode, migrations at start.
+//!
+//! All access goes through one connection behind a mutex, used from blocking threads. The
+//! mutex also orders message inserts, so seq is gap-free and fan-out follows seq order.
+
+use std::path::Path;
+
+use persona_chat_protocol::http::{ConversationKind, ConversationSummary, Persona};
+use persona_chat_protocol::{LastMessage, Message, PersonaState, User};
+use rusqlite::{params, Connection, OptionalExtension};
+
+use crate::clock::now_rfc3339;
+
+pub type Result<T> = std::result::Result<T, StoreError>;
+
+#[derive(Debug)]
+pub enum StoreError {
+    Sqlite(rusqlite::Error),
+    NotFound,
+}
+
+impl std::fmt::Display for StoreError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            StoreError::Sqlite(e) => write!(f, "database error: {e}"),
+            StoreError::NotFound => write!(f, "not found"),
+        }
+    }
+}
+
+impl std::error::Error for StoreError {}
+
+impl From<rusqlite::Error> for StoreError {
+    fn from(e: rusqlite::Error) -> Self {
+        StoreError::Sqlite(e)
+    }
+}
+
+/// Each entry moves the schema one version up; `PRAGMA user_version` records where it is.
+const MIGRATIONS: &[&str] = &[r#"
+CREATE TABLE meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
+CREATE TABLE users (
+    id TEXT PRIMARY KEY,
+    username TEXT NOT NULL UNIQUE COLLATE NOCASE,
+    password_hash TEXT NOT NULL,
+    created_at TEXT NOT NULL,
+    last_seen TEXT
+);
+CREATE TABLE personas (
+    id TEXT PRIMARY KEY,
+    name TEXT NOT NULL UNIQUE,
+    tagline TEXT NOT NULL,
+    enabled INTEGER NOT NULL DEFAULT 1,
+    last_seen TEXT
+);
+CREATE TABLE conversations (
+    id TEXT PRIMARY KEY,
+    kind TEXT NOT NULL CHECK (kind IN ('direct', 'room')),
+    title TEXT NOT NULL,
+    persona_id TEXT REFERENCES personas(id),
+    owner_id TEXT,
+    is_lobby INTEGER NOT NULL DEFAULT 0,
+    last_seq INTEGER NOT NULL DEFAULT 0,
+    created_at TEXT NOT NULL,
+    updated_at TEXT NOT NULL
+);
+CREATE TABLE members (
+    conversation_id TEXT NOT NULL REFERENCES conversations(id),
+    member_id TEXT NOT NULL,
+    member_kind TEXT NOT NULL CHECK (member_kind IN ('user', 'persona')),
+    joined_at TEXT NOT NULL,
+    last_read_seq INTEGER NOT NULL DEFAULT 0,
+    PRIMARY KEY (conversation_id, member_id)
+);
+CREATE INDEX members_by_member ON members(member_id);
+CREATE TABLE messages (
+    id TEXT PRIMARY KEY,
+    conversation_id TEXT NOT NULL REFERENCES conversations(id),
+    seq INTEGER NOT NULL,
+    sender_id TEXT NOT NULL,
+    sender_name TEXT NOT NULL,
+    client_id TEXT,
+    content TEXT NOT NULL,
+    created_at TEXT NOT NULL,
+    is_ai INTEGER NOT NULL DEFAULT 0,
+    UNIQUE (conversation_id, seq),
+    UNIQUE (sender_id, client_id)
+);
+"#];
+
+pub struct Store {
+    conn: Connection,
+}
+
+/// What inserting a message did.
+pub enum Inserted {
+    /// Stored now, with the next seq.
+    New(Message),
+    /// This (sender, client_id) was stored before: the original, nothing new stored.
+    Duplicate(Message),
+}
+
+impl Store {
+    pub fn open(data_dir: &Path) -> Result<Store> {
+        std::fs::create_dir_all(data_dir).map_err(|e| {
+            StoreError::Sqlite(rusqlite::Error::ToSqlConversionFailure(Box::new(e)))
+        })?;
+        let conn = Connection::open(data_dir.join("persona-chat.sqlite3"))?;
+        Self::init(conn)
+    }
+
+    fn init(conn: Connection) -> Result<Store> {
+        // WAL: readers never block the writer. synchronous=NORMAL in WAL keeps every commit
+        // across a process crash (SIGKILL); only an OS crash can lose the last commits.
+        conn.pragma_update(None, "journal_mode", "WAL")?;
+        conn.pragma_update(None, "synchronous", "NORMAL")?;
+        conn.pragma_update(None, "foreign_keys", "ON")?;
+        conn.busy_timeout(std::time::Duration::from_secs(5))?;
+        let mut store = Store { conn };
+        store.migrate()?;
+        Ok(store)
+    }
+
+    fn migrate(&mut self) -> Result<()> {
+        let version: usize = self.conn.pragma_query_value(None, "user_version", |r| r.get(0))?;
+        for (i, sql) in MIGRATIONS.iter().enumerate().skip(version) {
+            let tx = self.conn.transaction()?;
+            tx.execute_batch(sql)?;
+            tx.pragma_update(None, "user_version", i + 1)?;
+            tx.commit()?;
+        }
+        Ok(())
+    }
+
+    pub fn meta(&self, key: &str) -> Result<Option<String>> {
+        Ok(self
+            .conn
+            .query_row("SELECT value FROM meta WHERE key = ?1", [key], |r| r.get(0))
+            .optional()?)
+    }
+
+    pub fn set_meta(&self, key: &str, value: &str) -> Result<()> {
+        self.conn.execute(
+            "INSERT INTO meta (key, value) VALUES (?1, ?2)
+             ON CONFLICT(key) DO UPDATE SET value = excluded.value",
+            [key, value],
+        )?;
+        Ok(())
+    }
+
+    // ---- users ----
+
+    /// The user and their password hash, by username (case-insensitive).
+    pub fn user_by_name(&self, username: &str) -> Result<Option<(User, String)>> {
+        Ok(self
+            .conn
+            .query_row(
+                "SELECT id, username, password_hash FROM users WHERE username = ?1",
+                [username],
+                |r| Ok((User { id: r.get(0)?, username: r.get(1)? }, r.get(2)?)),
+            )
+            .optional()?)
+    }
+
+    /// Registers a user and makes them a member of the Lobby.
+    pub fn create_user(&mut self, username: &str, password_hash: &str) -> Result<User> {
+        let now = now_rfc3339();
+        let user = User { id: new_id(), username: username.to_owned() };
+        let tx = self.conn.transaction()?;
+        tx.execute(
+            "INSERT INTO users (id, username, password_hash, created_at) VALUES (?1, ?2, ?3, ?4)",
+            params![user.id, user.username, password_hash, now],
+        )?;
+        let lobby: String =
+            tx.query_row("SELECT id FROM conversations WHERE is_lobby = 1", [], |r| r.get(0))?;
+        tx.execute(
+            "INSERT INTO members (conversation_id, member_id, member_kind, joined_at)
+             VALUES (?1, ?2, 'user', ?3)",
+            params![lobby, user.id, now],
+        )?;
+        tx.commit()?;
+        Ok(user)
+    }
+
+    pub fn set_last_seen(&self, user_id: &str, at: &str) -> Result<()> {
+        self.conn.execute("UPDATE users SET last_seen = ?2 WHERE id = ?1", [user_id, at])?;
+        Ok(())
+    }
+
+    // ---- personas and the lobby ----
+
+    /// Creates the Lobby and the personas on first start; later starts change nothing.
+    pub fn seed(&mut self, personas: &[(&str, &str)]) -> Result<()> {
+        let now = now_rfc3339();
+        let tx = self.conn.transaction()?;
+        let has_lobby: bool = tx.query_row(
+            "SELECT EXISTS (SELECT 1 FROM conversations WHERE is_lobby = 1)",
+            [],
+            |r| r.get(0),
+        )?;
+        if !has_lobby {
+            tx.execute(
+                "INSERT INTO conversations (id, kind, title, is_lobby, created_at, updated_at)
+                 VALUES (?1, 'room', 'Lobby', 1, ?2, ?2)",
+                params![new_id(), now],
+            )?;
+        }
+        for (name, tagline) in personas {
+            tx.execute(
+                "INSERT INTO personas (id, name, tagline, last_seen) VALUES (?1, ?2, ?3, ?4)
+                 ON CONFLICT(name) DO NOTHING",
+                params![new_id(), name, tagline, now],
+            )?;
+        }
+        tx.commit()?;
+        Ok(())
+    }
+
+    pub fn personas(&self) -> Result<Vec<Persona>> {
+        let mut stmt = self.conn.prepare_cached(
+            "SELECT id, name, tagline, enabled, last_seen FROM personas ORDER BY name",
+        )?;
+        let rows = stmt.query_map([], |r| {
+            let enabled: bool = r.get(3)?;
+            Ok(Persona {
+                id: r.get(0)?,
+                name: r.get(1)?,
+                tagline: r.get(2)?,
+                status: if enabled { PersonaState::Online } else { PersonaState::Offline },
+                last_seen: r.get(4)?,
+            })
+        })?;
+        Ok(rows.collect::<std::result::Result<_, _>>()?)
+    }
+
+    // ---- conversations ----
+
+    pub fn is_member(&self, conversation_id: &str, user_id: &str) -> Result<bool> {
+        Ok(self.conn.query_row(
+            "SELECT EXISTS (SELECT 1 FROM members WHERE conversation_id = ?1 AND member_id = ?2)",
+            [conversation_id, user_id],
+            |r| r.get(0),
+        )?)
+    }
+
+    /// The user ids that are members of a conversation.
+    pub fn user_members(&self, conversation_id: &str) -> Result<Vec<String>> {
+        let mut stmt = self.conn.prepare_cached(
+            "SELECT member_id FROM members WHERE conversation_id = ?1 AND member_kind = 'user'",
+        )?;
+        let rows = stmt.query_map([conversation_id], |r| r.get(0))?;
+        Ok(rows.collect::<std::result::Result<_, _>>()?)
+    }
+
+    pub fn last_seq(&self, conversation_id: &str) -> Result<i64> {
+        self.conn
+            .query_row("SELECT last_seq FROM conversations WHERE id = ?1", [conversation_id], |r| {
+                r.get(0)
+            })
+            .optional()?
+            .ok_or(StoreError::NotFound)
+    }
+
+    /// The user's conversations, most recently active first.
+    pub fn conversations_of(&self, user_id: &str) -> Result<Vec<ConversationSummary>> {
+        let mut stmt = self.conn.prepare_cached(
+            "SELECT c.id, c.kind, c.title, c.persona_id, c.last_seq, m.last_read_seq
+             FROM conversations c JOIN members m ON m.conversation_id = c.id
+             WHERE m.member_id = ?1
+             ORDER BY c.updated_at DESC",
+        )?;
+        let rows = stmt
+            .query_map([user_id], |r| {
+                let kind: String = r.get(1)?;
+                Ok((
+                    r.get::<_, String>(0)?,
+                    kind,
+                    r.get::<_, String>(2)?,
+                    r.get::<_, Option<String>>(3)?,
+                    r.get::<_, i64>(4)?,
+                    r.get::<_, i64>(5)?,
+                ))
+            })?
+            .collect::<std::result::Result<Vec<_>, _>>()?;
+        let personas = self.personas()?;
+        let mut out = Vec::with_capacity(rows.len());
+        for (id, kind, title, persona_id, last_seq, last_read) in rows {
+            let last_message = self.last_message(&id)?;
+            out.push(ConversationSummary {
+                kind: if kind == "direct" { ConversationKind::Direct } else { ConversationKind::Room },
+                persona: persona_id.and_then(|p| personas.iter().find(|x| x.id == p).cloned()),
+                id,
+                title,
+                last_message,
+                last_seq,
+                unread_count: (last_seq - last_read).max(0),
+            });
+        }
+        Ok(out)
+    }
+
+    fn last_message(&self, conversation_id: &str) -> Result<Option<LastMessage>> {
+        let mut stmt = self.conn.prepare_cached(
+            "SELECT id, seq, sender_name, content, created_at FROM messages
+             WHERE conversation_id = ?1 ORDER BY seq DESC LIMIT 1",
+        )?;
+        Ok(stmt
+            .query_row([conversation_id], |r| {
+                Ok(LastMessage {
+                    id: r.get(0)?,
+                    seq: r.get(1)?,
+                    sender_name: r.get(2)?,
+                    content: r.get(3)?,
+                    timestamp: r.get(4)?,
+                })
+            })
+            .optional()?)
+    }
+
+    // ---- messages ----
+
+    /// Stores a message with the conversation's next seq, unless this sender already stored
+    /// this client_id: then the original comes back and nothing is stored. Committed before
+    /// it returns, so an ack built from it survives a crash.
+    pub fn insert_message(
+        &mut self,
+        conversation_id: &str,
+        sender: &User,
+        client_id: &str,
+        content: &str,
+        is_ai: bool,
+    ) -> Result<Inserted> {
+        if let Some(existing) = self.message_by_client_id(&sender.id, client_id)? {
+            return Ok(Inserted::Duplicate(existing));
+        }
+        let now = now_rfc3339();
+        let tx = self.conn.transaction()?;
+        let seq: i64 = tx
+            .query_row(
+                "UPDATE conversations SET last_seq = last_seq + 1, updated_at = ?2
+                 WHERE id = ?1 RETURNING last_seq",
+                params![conversation_id, now],
+                |r| r.get(0),
+            )
+            .optional()?
+            .ok_or(StoreError::NotFound)?;
+        let message = Message {
+            id: new_id(),
+            seq,
+            client_id: Some(client_id.to_owned()),
+            sender_id: sender.id.clone(),
+            sender_name: sender.username.clone(),
+            content: content.to_owned(),
+            timestamp: now,
+            is_ai,
+        };
+        tx.execute(
+            "INSERT INTO messages (id, conversation_id, seq, sender_id, sender_name, client_id,
+                                   content, created_at, is_ai)
+             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9)",
+            params![
+                message.id,
+                conversation_id,
+                message.seq,
+                message.sender_id,
+                message.sender_name,
+                message.client_id,
+                message.content,
+                message.timestamp,
+                message.is_ai
+            ],
+        )?;
+        // The sender has read their own message.
+        tx.execute(
+            "UPDATE members SET last_read_seq = ?3 WHERE conversation_id = ?1 AND member_id = ?2",
+            params![conversation_id, sender.id, seq],
+        )?;
+        tx.commit()?;
+        Ok(Inserted::New(message))
+    }
+
+    fn message_by_client_id(&self, sender_id: &str, client_id: &str) -> Result<Option<Message>> {
+        let mut stmt = self.conn.prepare_cached(&format!(
+            "SELECT {MESSAGE_COLUMNS} FROM messages WHERE sender_id = ?1 AND client_id = ?2"
+        ))?;
+        Ok(stmt.query_row([sender_id, client_id], message_from_row).optional()?)
+    }
+
+    /// Messages of a conversation in ascending seq: after `after_seq`, or the newest ones
+    /// before `before_seq`; at most `limit`. The bool says whether more lie beyond.
+    pub fn messages(
+        &self,
+        conversation_id: &str,
+        after_seq: Option<i64>,
+        before_seq: Option<i64>,
+        limit: usize,
+    ) -> Result<(Vec<Message>, bool)> {
+        let fetch = (limit + 1) as i64;
+        // Without after_seq the newest messages are wanted: read backwards, then reverse.
+        let descending = after_seq.is_none();
+        let sql = if descending {
+            format!(
+                "SELECT {MESSAGE_COLUMNS} FROM messages
+                 WHERE conversation_id = ?1 AND seq < ?2 ORDER BY seq DESC LIMIT ?3"
+            )
+        } else {
+            format!(
+                "SELECT {MESSAGE_COLUMNS} FROM messages
+                 WHERE conversation_id = ?1 AND seq > ?2 AND seq < ?4 ORDER BY seq ASC LIMIT ?3"
+            )
+        };
+        let mut stmt = self.conn.prepare_cached(&sql)?;
+        let before = before_seq.unwrap_or(i64::MAX);
+        let mut rows = if descending {
+            stmt.query_map(params![conversation_id, before, fetch], message_from_row)?
+                .collect::<std::result::Result<Vec<_>, _>>()?
+        } else {
+            stmt.query_map(
+                params![conversation_id, after_seq.unwrap_or(0), fetch, before],
+                message_from_row,
+            )?
+            .collect::<std::result::Result<Vec<_>, _>>()?
+        };
+        let has_more = rows.len() > limit;
+        rows.truncate(limit);
+        if descending {
+            rows.reverse();
+        }
+        Ok((rows, has_more))
+    }
+
+    /// Records that a user has seen a conversation up to `seq`.
+    pub fn mark_read(&self, conversation_id: &str, user_id: &str, seq: i64) -> Result<()> {
+        self.conn.execute(
+            "UPDATE members SET last_read_seq = MAX(last_read_seq, ?3)
+             WHERE conversation_id = ?1 AND member_id = ?2",
+            params![conversation_id, user_id, seq],
+        )?;
+        Ok(())
+    }
+}
+
+const MESSAGE_COLUMNS: &str =
+    "id, seq, client_id, sender_id, sender_name, content, created_at, is_ai";
+
+fn message_from_row(r: &rusqlite::Row<'_>) -> rusqlite::Result<Message> {
+    Ok(Message {
+        id: r.get(0)?,
+        seq: r.get(1)?,
+        client_id: r.get(2)?,
+        sender_id: r.get(3)?,
+        sender_name: r.get(4)?,
+        content: r.get(5)?,
+        timestamp: r.get(6)?,
+        is_ai: r.get(7)?,
+    })
+}
+
+pub fn new_id() -> String {
+    uuid::Uuid::new_v4().to_string()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn store() -> Store {
+        let mut s = Store::init(Connection::open_in_memory().unwrap()).unwrap();
+        s.seed(&[("Ada", "a mathematician")]).unwrap();
+        s
+    }
+
+    #[test]
+    fn seq_is_gap_free_and_resend_is_idempotent() {
+        let mut s = store();
+        let u = s.create_user("alice", "h").unwrap();
+        let lobby = s.conversations_of(&u.id).unwrap()[0].id.clone();
+        let a = s.insert_message(&lobby, &u, "c1", "one", false).unwrap();
+        let b = s.insert_message(&lobby, &u, "c2", "two", false).unwrap();
+        let again = s.insert_message(&lobby, &u, "c1", "one", false).unwrap();
+        let (Inserted::New(a), Inserted::New(b), Inserted::Duplicate(again)) = (a, b, again) else {
+            panic!("expected new, new, duplicate");
+        };
+        assert_eq!((a.seq, b.seq), (1, 2));
+        assert_eq!(again.id, a.id);
+        assert_eq!(s.last_seq(&lobby).unwrap(), 2);
+        let (all, more) = s.messages(&lobby, Some(0), None, 10).unwrap();
+        assert_eq!(all.iter().map(|m| m.seq).collect::<Vec<_>>(), vec![1, 2]);
+        assert!(!more);
+    }
+
+    #[test]
+    fn history_pages_backwards_in_ascending_order() {
+        let mut s = store();
+        let u = s.create_user("bob", "h").unwrap();
+        let lobby = s.conversations_of(&u.id).unwrap()[0].id.clone();
+        for i in 0..5 {
+            s.insert_message(&lobby, &u, &format!("c{i}"), "x", false).unwrap();
+        }
+        let (page, more) = s.messages(&lobby, None, None, 2).unwrap();
+        assert_eq!(page.iter().map(|m| m.seq).collect::<Vec<_>>(), vec![4, 5]);
+        assert!(more);
+        let (page, more) = s.messages(&lobby, None, Some(4), 10).unwrap();
+        assert_eq!(page.iter().map(|m| m.seq).collect::<Vec<_>>(), vec![1, 2, 3]);
+        assert!(!more);
+        let (page, more) = s.messages(&lobby, Some(2), None, 2).unwrap();
+        assert_eq!(page.iter().map(|m| m.seq).collect::<Vec<_>>(), vec![3, 4]);
+        assert!(more);
+    }
+}

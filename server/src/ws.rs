@@ -1,0 +1,256 @@
+//! `GET /ws?token=TOKEN`: one task reads frames and answers them, one writes the socket's
+//! queue. Bad frames get an `error` frame and the socket stays open.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use axum::extract::ws::{CloseFrame, Message as WsMessage, WebSocket, WebSocketUpgrade};
+use axum::extract::{Query, State};
+use axum::http::StatusCode;
+use axum::response::{IntoResponse, Response};
+use futures_util::{SinkExt, StreamExt};
+use persona_chat_protocol::{ClientFrame, ErrorCode, ServerFrame, User, MAX_FRAME_BYTES, PROTOCOL_VERSION};
+use serde::Deserialize;
+use tokio::sync::{mpsc, Notify};
+
+use crate::chat::{self, Refusal};
+use crate::clock::now_rfc3339;
+use crate::http::error::HttpError;
+use crate::hub::{ConnId, Outbound, SOCKET_QUEUE};
+use crate::AppState;
+
+/// Close codes (RFC 6455).
+pub const CLOSE_GOING_AWAY: u16 = 1001;
+pub const CLOSE_POLICY: u16 = 1008;
+pub const CLOSE_TOO_BIG: u16 = 1009;
+
+#[derive(Deserialize)]
+pub struct WsQuery {
+    token: Option<String>,
+}
+
+pub async fn upgrade(
+    State(app): State<AppState>,
+    Query(query): Query<WsQuery>,
+    ws: WebSocketUpgrade,
+) -> Response {
+    if app.config.disable_websocket {
+        return HttpError::new(StatusCode::SERVICE_UNAVAILABLE, ErrorCode::Internal, "WebSocket is disabled on this server")
+            .into_response();
+    }
+    let Some(user) = query.token.as_deref().and_then(|t| app.tokens.verify(t)) else {
+        return HttpError::unauthorized().into_response();
+    };
+    // Small buffers keep each idle connection cheap.
+    ws.read_buffer_size(4 * 1024)
+        .write_buffer_size(4 * 1024)
+        .max_message_size(MAX_FRAME_BYTES)
+        .max_frame_size(MAX_FRAME_BYTES)
+        .on_upgrade(move |socket| run(socket, app, user))
+}
+
+async fn run(socket: WebSocket, app: AppState, user: User) {
+    let (mut sink, mut stream) = socket.split();
+    let (tx, mut rx) = mpsc::channel::<Outbound>(SOCKET_QUEUE);
+    let kick = Arc::new(Notify::new());
+
+    let registration = match app.hub.register(&user, tx.clone(), kick.clone(), app.config.max_sockets_per_user) {
+        Ok(r) => r,
+        Err(_) => {
+            let reason = format!("too many connections: at most {} per user", app.config.max_sockets_per_user);
+            let _ = sink.send(WsMessage::Close(Some(CloseFrame { code: CLOSE_POLICY, reason: reason.into() }))).await;
+            return;
+        }
+    };
+    let conn = registration.id;
+
+    let writer = tokio::spawn(async move {
+        while let Some(out) = rx.recv().await {
+            let (msg, last) = match out {
+                Outbound::Text(text) => (WsMessage::Text(text), false),
+                Outbound::Close(code, reason) => {
+                    (WsMessage::Close(Some(CloseFrame { code, reason: reason.into() })), true)
+                }
+            };
+            if sink.send(msg).await.is_err() || last {
+                break;
+            }
+        }
+        let _ = sink.close().await;
+    });
+
+    // online_users first, then hello: the order the Gator design expects.
+    let now = now_rfc3339();
+    let reply = |frame: ServerFrame| app.hub.send_to_conn(conn, &frame);
+    reply(ServerFrame::OnlineUsers { users: app.hub.online_users(), timestamp: now.clone() });
+    reply(ServerFrame::Hello {
+        protocol: PROTOCOL_VERSION,
+        connection_id: conn.to_string(),
+        user: user.clone(),
+        heartbeat_ms: app.config.heartbeat_ms,
+        server_time: now.clone(),
+    });
+    if registration.first {
+        app.hub.send_to_all(
+            &ServerFrame::PresenceUpdate {
+                user_id: user.id.clone(),
+                username: user.username.clone(),
+                online: true,
+                last_seen: None,
+                timestamp: now,
+            },
+            Some(&user.id),
+        );
+    }
+
+    let mut shutdown = app.shutdown.clone();
+    let close: Option<(u16, &'static str)> = loop {
+        tokio::select! {
+            incoming = stream.next() => match incoming {
+                Some(Ok(WsMessage::Text(text))) => handle_text(&app, conn, &user, text.as_str()).await,
+                Some(Ok(WsMessage::Binary(_))) => reply(error_frame(ErrorCode::InvalidJson, "frames are JSON text, not binary", None)),
+                Some(Ok(WsMessage::Close(_))) | None => break None,
+                Some(Ok(_)) => {} // ping/pong are answered by the library
+                Some(Err(e)) => {
+                    let text = e.to_string();
+                    if text.contains("too long") || text.contains("Space limit") || text.contains("capacity") {
+                        break Some((CLOSE_TOO_BIG, "frame too large: at most 64 KiB"));
+                    }
+                    break None;
+                }
+            },
+            _ = kick.notified() => break Some((CLOSE_POLICY, "too slow to keep up; reconnect")),
+            _ = stopping(&mut shutdown) => break Some((CLOSE_GOING_AWAY, "server is restarting")),
+        }
+    };
+
+    let last = app.hub.unregister(conn);
+    if let Some((code, reason)) = close {
+        let _ = tokio::time::timeout(Duration::from_secs(1), tx.send(Outbound::Close(code, reason))).await;
+    }
+    drop(tx);
+    let _ = tokio::time::timeout(Duration::from_secs(2), writer).await;
+
+    if last {
+        let now = now_rfc3339();
+        let user_id = user.id.clone();
+        let at = now.clone();
+        if let Err(e) = app.db(move |store, _| store.set_last_seen(&user_id, &at)).await {
+            tracing::warn!("could not record last_seen: {e}");
+        }
+        app.hub.send_to_all(
+            &ServerFrame::PresenceUpdate {
+                user_id: user.id.clone(),
+                username: user.username.clone(),
+                online: false,
+                last_seen: Some(now.clone()),
+                timestamp: now,
+            },
+            Some(&user.id),
+        );
+    }
+}
+
+/// Resolves once the server begins shutting down (without holding the watch's lock).
+async fn stopping(shutdown: &mut tokio::sync::watch::Receiver<bool>) {
+    let _ = shutdown.wait_for(|stopping| *stopping).await;
+}
+
+fn error_frame(code: ErrorCode, message: impl Into<String>, reference: Option<String>) -> ServerFrame {
+    ServerFrame::Error { code, message: message.into(), reference, timestamp: now_rfc3339() }
+}
+
+async fn handle_text(app: &AppState, conn: ConnId, user: &User, text: &str) {
+    let reply = |frame: ServerFrame| app.hub.send_to_conn(conn, &frame);
+    let frame = match ClientFrame::parse(text) {
+        Ok(f) => f,
+        Err(e) => return reply(error_frame(e.code, e.message, e.reference)),
+    };
+    let refusal_frame = |r: Refusal, reference: Option<String>| error_frame(r.code, r.message, reference);
+    match frame {
+        ClientFrame::Ping { ts } => reply(ServerFrame::Pong { ts, server_time: now_rfc3339() }),
+        ClientFrame::JoinConversation { conversation_id, after_seq } => {
+            if let Err(r) = join(app, conn, user, conversation_id.clone(), after_seq).await {
+                reply(refusal_frame(r, Some(conversation_id)));
+            }
+        }
+        ClientFrame::LeaveConversation { conversation_id } => {
+            app.hub.leave(conn, &conversation_id);
+            reply(ServerFrame::ConversationLeft { conversation_id });
+        }
+        ClientFrame::SendMessage { conversation_id, content, client_id, persona_id: _ } => {
+            let reference = client_id.clone();
+            if let Err(r) = chat::send_message(app, user, conversation_id, &content, client_id, Some(conn)).await {
+                reply(refusal_frame(r, reference));
+            }
+        }
+        ClientFrame::TypingStart { conversation_id } | ClientFrame::TypingStop { conversation_id }
+            if !is_member(app, user, &conversation_id).await =>
+        {
+            reply(refusal_frame(Refusal::not_member(), Some(conversation_id)));
+        }
+        ClientFrame::TypingStart { conversation_id } => typing(app, user, conversation_id, true),
+        ClientFrame::TypingStop { conversation_id } => typing(app, user, conversation_id, false),
+        ClientFrame::GetOnlineStatus { user_ids } => {
+            let users = app.hub.online_users().into_iter().filter(|u| user_ids.contains(&u.user_id)).collect();
+            reply(ServerFrame::OnlineUsers { users, timestamp: now_rfc3339() });
+        }
+        ClientFrame::StopResponse { message_id, .. } => {
+            reply(error_frame(ErrorCode::NotFound, "no response is streaming with this id", Some(message_id)));
+        }
+    }
+}
+
+async fn is_member(app: &AppState, user: &User, conversation_id: &str) -> bool {
+    let (c, u) = (conversation_id.to_owned(), user.id.clone());
+    app.db(move |store, _| store.is_member(&c, &u)).await.unwrap_or(false)
+}
+
+/// Most missed messages replayed on join; fewer than the socket queue holds.
+pub const JOIN_BACKLOG: usize = SOCKET_QUEUE / 2;
+
+/// Joins the socket to a conversation and sends what it missed after `after_seq`. Both under
+/// the store lock, so no message can fall between the backlog and the live stream.
+async fn join(app: &AppState, conn: ConnId, user: &User, conversation_id: String, after_seq: Option<i64>) -> Result<(), Refusal> {
+    let user_id = user.id.clone();
+    app.db(move |store, shared| {
+        if !store.is_member(&conversation_id, &user_id)? {
+            return Ok(Err(Refusal::not_member()));
+        }
+        let last_seq = store.last_seq(&conversation_id)?;
+        shared.hub.join(conn, &conversation_id);
+        let now = now_rfc3339();
+        shared.hub.send_to_conn(
+            conn,
+            &ServerFrame::ConversationJoined { conversation_id: conversation_id.clone(), last_seq, timestamp: now.clone() },
+        );
+        if let Some(after) = after_seq {
+            // At most JOIN_BACKLOG messages ride the socket; a client further behind sees
+            // last_seq above what arrived and fills the rest over HTTP.
+            let (page, _) = store.messages(&conversation_id, Some(after), None, JOIN_BACKLOG)?;
+            for message in page {
+                shared.hub.send_to_conn(
+                    conn,
+                    &ServerFrame::NewMessage { conversation_id: conversation_id.clone(), message, timestamp: now.clone() },
+                );
+            }
+        }
+        store.mark_read(&conversation_id, &user_id, last_seq)?;
+        Ok(Ok(()))
+    })
+    .await?
+}
+
+fn typing(app: &AppState, user: &User, conversation_id: String, is_typing: bool) {
+    app.hub.send_to_joined(
+        &conversation_id.clone(),
+        &ServerFrame::TypingIndicator {
+            conversation_id,
+            user_id: user.id.clone(),
+            username: user.username.clone(),
+            is_typing,
+            timestamp: now_rfc3339(),
+        },
+        Some(&user.id),
+    );
+}
