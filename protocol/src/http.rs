@@ -100,17 +100,32 @@ pub struct Event {
 /// `GET /api/events?after=EVENT_ID&timeout_ms=25000`. Either events (possibly none, at the
 /// timeout) and the cursor to ask from next, or `resync: true` when `after` is older than
 /// what the server keeps: reload the lists and fill each conversation from its last seq.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Deserialize)]
 pub struct EventsResponse {
-    #[serde(default, skip_serializing_if = "is_false")]
+    #[serde(default)]
     pub resync: bool,
     #[serde(default)]
     pub events: Vec<Event>,
     pub next: u64,
 }
 
-fn is_false(b: &bool) -> bool {
-    !*b
+/// By hand so that the two forms are exactly the contract's: `{events, next}` (the list
+/// present even when empty) and `{resync: true, next}` (no list).
+impl Serialize for EventsResponse {
+    fn serialize<S: serde::Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        use serde::ser::SerializeStruct;
+        let with_events = !self.resync || !self.events.is_empty();
+        let len = 1 + usize::from(self.resync) + usize::from(with_events);
+        let mut s = serializer.serialize_struct("EventsResponse", len)?;
+        if self.resync {
+            s.serialize_field("resync", &true)?;
+        }
+        if with_events {
+            s.serialize_field("events", &self.events)?;
+        }
+        s.serialize_field("next", &self.next)?;
+        s.end()
+    }
 }
 
 /// Every HTTP error body.
