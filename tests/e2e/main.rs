@@ -1,1 +1,130 @@
+//! End-to-end: the real server, the built app and headless Chromium, two windows, two users.
+//! Run by scripts/test.sh (`cargo test --test e2e`); needs the server binary, dist/ and
+//! chromedriver (see harness.rs for the environment variables that override their paths).
 
+mod harness;
+
+use std::time::Duration;
+
+use fantoccini::{Client, Locator};
+use harness::*;
+
+const LIMIT: Duration = Duration::from_secs(15);
+
+async fn sign_in(client: &Client, base: &str, username: &str, password: &str) -> TestResult {
+    client.goto(&format!("{base}/login")).await.map_err(|e| e.to_string())?;
+    let field = client.wait().at_most(LIMIT).for_element(Locator::Id("username")).await.map_err(|e| format!("no sign-in form: {e}"))?;
+    field.send_keys(username).await.map_err(|e| e.to_string())?;
+    client.find(Locator::Id("password")).await.map_err(|e| e.to_string())?.send_keys(password).await.map_err(|e| e.to_string())?;
+    client.find(Locator::Css(".login-card button[type=submit]")).await.map_err(|e| e.to_string())?.click().await.map_err(|e| e.to_string())?;
+    eventually(LIMIT, &format!("{username} to be connected in the Lobby"), || async {
+        let connected = attr_of(client, ".connection", "data-state").await.as_deref() == Some("connected");
+        let lobby = text_of(client, ".chat-header h2").await.as_deref() == Some("Lobby");
+        (connected && lobby).then_some(())
+    })
+    .await
+}
+
+/// The texts of the messages shown in a window, in order.
+async fn message_texts(client: &Client) -> Vec<String> {
+    let mut out = Vec::new();
+    if let Ok(items) = client.find_all(Locator::Css(".messages .message .content")).await {
+        for item in items {
+            out.push(item.text().await.unwrap_or_default());
+        }
+    }
+    out
+}
+
+async fn send(client: &Client, text: &str) -> TestResult {
+    let input = client.find(Locator::Id("composer-input")).await.map_err(|e| e.to_string())?;
+    input.send_keys(text).await.map_err(|e| e.to_string())?;
+    input.send_keys("\u{E007}").await.map_err(|e| e.to_string()) // Enter
+}
+
+async fn two_tabs_body(server: &mut TestServer, a: &Client, b: &Client) -> TestResult {
+    sign_in(a, &server.base, "alice", "alice-password").await?;
+    sign_in(b, &server.base, "bob", "bob-password").await?;
+
+    let text = "Hello Bob, this is Alice <b>not bold</b>";
+    send(a, text).await?;
+    eventually(LIMIT, "Bob's window to show Alice's message", || async {
+        message_texts(b).await.iter().any(|t| t == text).then_some(())
+    })
+    .await?;
+    eventually(LIMIT, "Alice's own message to be marked sent", || async {
+        let state = attr_of(a, ".messages .message.own", "data-delivery").await;
+        (state.as_deref() == Some("sent")).then_some(())
+    })
+    .await?;
+    // Rendered as text: the markup shows literally, no <b> element exists.
+    let bold = b.find_all(Locator::Css(".messages .content b")).await.map_err(|e| e.to_string())?;
+    ensure!(bold.is_empty(), "user content was rendered as HTML");
+
+    let reply = "Hi Alice! Bob here.";
+    send(b, reply).await?;
+    eventually(LIMIT, "Alice's window to show Bob's reply", || async {
+        let texts = message_texts(a).await;
+        (texts == [text.to_owned(), reply.to_owned()]).then_some(())
+    })
+    .await?;
+    ensure!(message_texts(b).await == [text.to_owned(), reply.to_owned()], "Bob's window shows {:?}", message_texts(b).await);
+
+    screenshot(a, "two-tabs-alice").await?;
+    screenshot(b, "two-tabs-bob").await?;
+
+    // The server goes away: both windows say so.
+    server.process.kill();
+    for (client, who) in [(a, "alice"), (b, "bob")] {
+        eventually(LIMIT, &format!("{who}'s window to show Disconnected"), || async {
+            let state = attr_of(client, ".connection", "data-state").await;
+            let words = text_of(client, ".connection-text").await.unwrap_or_default();
+            (state.as_deref() == Some("disconnected") && words.starts_with("Disconnected")).then_some(())
+        })
+        .await?;
+    }
+    screenshot(a, "two-tabs-alice-disconnected").await?;
+
+    // It comes back on the same port and data: the windows reconnect by themselves and the
+    // history is intact, each message once.
+    *server = TestServer::start_on(&server.data_dir.clone(), server.port)?;
+    for (client, who) in [(a, "alice"), (b, "bob")] {
+        eventually(Duration::from_secs(40), &format!("{who}'s window to reconnect"), || async {
+            (attr_of(client, ".connection", "data-state").await.as_deref() == Some("connected")).then_some(())
+        })
+        .await?;
+    }
+    let after = "Back again";
+    send(b, after).await?;
+    eventually(LIMIT, "the message after the restart to reach Alice once", || async {
+        (message_texts(a).await == [text.to_owned(), reply.to_owned(), after.to_owned()]).then_some(())
+    })
+    .await?;
+    Ok(())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_message_crosses_two_real_browser_windows() {
+    let data = tempfile::tempdir().expect("temp dir");
+    let mut server = TestServer::start(data.path()).expect("server starts");
+    let driver = Driver::start().expect("chromedriver starts");
+    let a = driver.window().await.expect("window A");
+    let b = driver.window().await.expect("window B");
+
+    let outcome = tokio::time::timeout(Duration::from_secs(150), two_tabs_body(&mut server, &a, &b)).await;
+
+    // Clean up whatever happened, then report.
+    if !matches!(outcome, Ok(Ok(()))) {
+        let _ = screenshot(&a, "failure-alice").await;
+        let _ = screenshot(&b, "failure-bob").await;
+    }
+    let _ = a.close().await;
+    let _ = b.close().await;
+    drop(driver);
+    drop(server);
+    match outcome {
+        Ok(Ok(())) => {}
+        Ok(Err(e)) => panic!("{e}"),
+        Err(_) => panic!("the end-to-end test took longer than 150 s"),
+    }
+}

@@ -1,0 +1,50 @@
+//! The HTTP API, typed with the protocol crate's bodies.
+
+use gloo_net::http::{Request, Response};
+use persona_chat_protocol::http::{ApiError, ConversationSummary, MessagesResponse, SessionRequest, SessionResponse};
+use serde::de::DeserializeOwned;
+
+/// What went wrong, in words a person can read.
+#[derive(Debug, Clone, PartialEq)]
+pub struct ApiFailure {
+    pub status: u16,
+    pub message: String,
+}
+
+impl std::fmt::Display for ApiFailure {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(&self.message)
+    }
+}
+
+async fn read<T: DeserializeOwned>(response: Result<Response, gloo_net::Error>) -> Result<T, ApiFailure> {
+    let response = response.map_err(|e| ApiFailure { status: 0, message: format!("cannot reach the server ({e})") })?;
+    let status = response.status();
+    if response.ok() {
+        return response
+            .json::<T>()
+            .await
+            .map_err(|e| ApiFailure { status, message: format!("unexpected answer from the server: {e}") });
+    }
+    let message = match response.json::<ApiError>().await {
+        Ok(err) => err.message,
+        Err(_) => format!("the server answered {status}"),
+    };
+    Err(ApiFailure { status, message })
+}
+
+pub async fn sign_in(base: &str, username: &str, password: &str) -> Result<SessionResponse, ApiFailure> {
+    let body = SessionRequest { username: username.to_owned(), password: password.to_owned() };
+    let request = Request::post(&format!("{base}/api/session")).json(&body).map_err(|e| ApiFailure { status: 0, message: e.to_string() })?;
+    read(request.send().await).await
+}
+
+pub async fn conversations(base: &str, token: &str) -> Result<Vec<ConversationSummary>, ApiFailure> {
+    read(Request::get(&format!("{base}/api/conversations")).header("Authorization", &format!("Bearer {token}")).send().await).await
+}
+
+/// The newest `limit` messages of a conversation, ascending.
+pub async fn latest_messages(base: &str, token: &str, conversation_id: &str, limit: u32) -> Result<MessagesResponse, ApiFailure> {
+    let url = format!("{base}/api/conversations/{conversation_id}/messages?limit={limit}");
+    read(Request::get(&url).header("Authorization", &format!("Bearer {token}")).send().await).await
+}

@@ -1,0 +1,11 @@
+//! persona-chat, the browser app: a Leptos client-side-rendered single-page app.
+
+pub mod api;
+pub mod app;
+pub mod components;
+pub mod config;
+pub mod ids;
+pub mod pages;
+pub mod socket;
+pub mod state;
+pub mod storage;

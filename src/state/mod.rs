@@ -1,0 +1,168 @@
+//! The SocketContext: reactive state for the views, and the intents they call. Frames flow
+//! one way: connection -> reducer -> signals -> views.
+
+pub mod reducer;
+
+use std::collections::BTreeSet;
+use std::rc::Rc;
+
+use leptos::prelude::*;
+use leptos::task::spawn_local;
+use persona_chat_protocol::http::{ConversationKind, SessionResponse};
+use persona_chat_protocol::{ClientFrame, ServerFrame};
+
+use crate::api;
+use crate::socket::{ConnEvent, Connection, LinkStatus};
+use reducer::{ChatState, Delivery, PendingMessage};
+
+/// How many messages a conversation shows when opened; older ones come with scrolling.
+pub const HISTORY_PAGE: u32 = 50;
+
+#[derive(Clone, Copy)]
+pub struct SocketContext {
+    pub status: RwSignal<LinkStatus>,
+    pub chat: RwSignal<ChatState>,
+    pub session: RwSignal<Option<SessionResponse>>,
+    /// The conversation open in the chat view.
+    pub active: RwSignal<Option<String>>,
+    /// A problem to show in words (failed loads and the like).
+    pub notice: RwSignal<Option<String>>,
+    base: StoredValue<String>,
+    connection: StoredValue<Option<Connection>, LocalStorage>,
+    joined: StoredValue<BTreeSet<String>>,
+}
+
+impl SocketContext {
+    pub fn new(base: String) -> Self {
+        SocketContext {
+            status: RwSignal::new(LinkStatus::Disconnected),
+            chat: RwSignal::new(ChatState::default()),
+            session: RwSignal::new(None),
+            active: RwSignal::new(None),
+            notice: RwSignal::new(None),
+            base: StoredValue::new(base),
+            connection: StoredValue::new_local(None),
+            joined: StoredValue::new(BTreeSet::new()),
+        }
+    }
+
+    pub fn expect() -> Self {
+        expect_context::<SocketContext>()
+    }
+
+    pub fn base(&self) -> String {
+        self.base.get_value()
+    }
+
+    fn token(&self) -> Option<String> {
+        self.session.with_untracked(|s| s.as_ref().map(|s| s.token.clone()))
+    }
+
+    /// Signs in: connects, loads the conversation list and opens the Lobby.
+    pub fn open_session(&self, session: SessionResponse) {
+        self.close_session();
+        let url = crate::config::socket_url(&self.base(), &session.token);
+        self.chat.update(|c| c.me = Some(session.user.clone()));
+        self.session.set(Some(session));
+        let ctx = *self;
+        let on_event: Rc<dyn Fn(ConnEvent)> = Rc::new(move |event| ctx.on_connection_event(event));
+        let connection = Connection::start(url, on_event);
+        self.connection.set_value(Some(connection));
+        spawn_local(async move { ctx.load_conversations().await });
+    }
+
+    /// Signs out locally: stops the connection and forgets the state.
+    pub fn close_session(&self) {
+        if let Some(c) = self.connection.get_value() {
+            c.stop();
+        }
+        self.connection.set_value(None);
+        self.joined.set_value(BTreeSet::new());
+        self.session.set(None);
+        self.active.set(None);
+        self.chat.set(ChatState::default());
+    }
+
+    async fn load_conversations(&self) {
+        let Some(token) = self.token() else { return };
+        match api::conversations(&self.base(), &token).await {
+            Ok(list) => {
+                let lobby = list.iter().find(|c| c.kind == ConversationKind::Room && c.title == "Lobby").or(list.first()).map(|c| c.id.clone());
+                self.chat.update(|c| c.conversations = list);
+                if let Some(id) = lobby {
+                    self.open_conversation(id);
+                }
+            }
+            Err(e) => self.notice.set(Some(format!("Could not load your conversations: {e}"))),
+        }
+    }
+
+    /// Shows a conversation: its recent history over HTTP, then live frames over the socket.
+    pub fn open_conversation(&self, conversation_id: String) {
+        self.active.set(Some(conversation_id.clone()));
+        let ctx = *self;
+        spawn_local(async move {
+            let Some(token) = ctx.token() else { return };
+            match api::latest_messages(&ctx.base(), &token, &conversation_id, HISTORY_PAGE).await {
+                Ok(page) => ctx.chat.update(|c| c.add_history(&conversation_id, page.messages)),
+                Err(e) => ctx.notice.set(Some(format!("Could not load messages: {e}"))),
+            }
+            ctx.join(conversation_id);
+        });
+    }
+
+    /// Joins a conversation on the socket (again after every reconnect), asking for what came
+    /// after the last message we have.
+    pub fn join(&self, conversation_id: String) {
+        self.joined.update_value(|j| {
+            j.insert(conversation_id.clone());
+        });
+        let last = self.chat.with_untracked(|c| c.last_seq(&conversation_id));
+        self.send_frame(&ClientFrame::JoinConversation { conversation_id, after_seq: Some(last) });
+    }
+
+    /// Sends a message: shown at once as pending, sent now if connected, else when the
+    /// connection is back.
+    pub fn send_message(&self, conversation_id: String, content: String) {
+        let client_id = crate::ids::new_client_id();
+        let timestamp = js_sys::Date::new_0().to_iso_string().as_string().unwrap_or_default();
+        self.chat.update(|c| {
+            c.add_pending(&conversation_id, PendingMessage { client_id: client_id.clone(), content: content.clone(), timestamp, delivery: Delivery::Pending })
+        });
+        self.send_frame(&ClientFrame::SendMessage { conversation_id, content, client_id: Some(client_id), persona_id: None });
+    }
+
+    fn send_frame(&self, frame: &ClientFrame) -> bool {
+        self.connection.with_value(|c| c.as_ref().is_some_and(|c| c.send(frame)))
+    }
+
+    fn on_connection_event(&self, event: ConnEvent) {
+        match event {
+            ConnEvent::Status(status) => self.status.set(status),
+            ConnEvent::Frame(frame) => {
+                let hello = matches!(frame, ServerFrame::Hello { .. });
+                self.chat.update(|c| c.apply(frame));
+                if hello {
+                    self.resume();
+                }
+            }
+        }
+    }
+
+    /// After (re)connecting: rejoin from the last seq we have and resend what is still
+    /// pending. Resending is safe: the server stores each client_id once.
+    fn resume(&self) {
+        for id in self.joined.get_value() {
+            self.join(id);
+        }
+        let unsent: Vec<ClientFrame> = self.chat.with_untracked(|c| {
+            c.logs
+                .iter()
+                .flat_map(|(conversation_id, log)| log.pending_sends(conversation_id))
+                .collect()
+        });
+        for frame in unsent {
+            self.send_frame(&frame);
+        }
+    }
+}

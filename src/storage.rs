@@ -1,0 +1,39 @@
+//! Small persisted values in browser storage.
+//!
+//! The session is kept twice: in sessionStorage, so a tab keeps its own user across reloads
+//! even when another tab signs in as someone else, and in localStorage, so a new tab starts
+//! signed in as whoever signed in last.
+
+use persona_chat_protocol::http::SessionResponse;
+
+const SESSION_KEY: &str = "persona-chat.session";
+
+fn local() -> Option<web_sys::Storage> {
+    web_sys::window()?.local_storage().ok()?
+}
+
+fn per_tab() -> Option<web_sys::Storage> {
+    web_sys::window()?.session_storage().ok()?
+}
+
+fn read(storage: Option<web_sys::Storage>, key: &str) -> Option<String> {
+    storage?.get_item(key).ok()?
+}
+
+pub fn load_session() -> Option<SessionResponse> {
+    let text = read(per_tab(), SESSION_KEY).or_else(|| read(local(), SESSION_KEY))?;
+    serde_json::from_str(&text).ok()
+}
+
+pub fn save_session(session: &SessionResponse) {
+    let Ok(text) = serde_json::to_string(session) else { return };
+    for storage in [per_tab(), local()].into_iter().flatten() {
+        let _ = storage.set_item(SESSION_KEY, &text);
+    }
+}
+
+pub fn clear_session() {
+    for storage in [per_tab(), local()].into_iter().flatten() {
+        let _ = storage.remove_item(SESSION_KEY);
+    }
+}
