@@ -88,7 +88,7 @@ pub async fn send_message(
             if let Some(conn) = from_conn {
                 shared.hub.send_to_conn(conn, &ServerFrame::MessageAck(ack.clone()));
             }
-            if new || true {
+            if new {
                 let members = store.user_members(&conversation_id)?;
                 publish_message(shared, &conversation_id, &message, &members);
             }

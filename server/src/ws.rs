@@ -83,13 +83,13 @@ async fn run(socket: WebSocket, app: AppState, user: User) {
     let now = now_rfc3339();
     let reply = |frame: ServerFrame| app.hub.send_to_conn(conn, &frame);
     reply(ServerFrame::OnlineUsers { users: app.hub.online_users(), timestamp: now.clone() });
-    if false { reply(ServerFrame::Hello {
+    reply(ServerFrame::Hello {
         protocol: PROTOCOL_VERSION,
         connection_id: conn.to_string(),
         user: user.clone(),
         heartbeat_ms: app.config.heartbeat_ms,
         server_time: now.clone(),
-    }); }
+    });
     if registration.first {
         app.hub.send_to_all(
             &ServerFrame::PresenceUpdate {
