@@ -1,7 +1,9 @@
 #!/usr/bin/env bash
 # Installs what building and testing persona-chat needs, and only what is missing:
 #   the wasm32 target, trunk 0.21.14, wasm-bindgen-cli at the Cargo.lock version,
-#   Debian's binaryen (wasm-opt) and brotli (size report);
+#   binaryen's wasm-opt 132 from the npm registry (into tools/, for Node.js; Debian's
+#   binaryen 108 corrupts the externref table export of today's wasm-bindgen output),
+#   Node.js if missing, and Debian's brotli (size report);
 #   with --test also Debian's chromium and chromium-driver.
 # Safe to run again: each step checks first, so a warm machine passes through in a second.
 set -euo pipefail
@@ -9,6 +11,7 @@ cd "$(dirname "$0")/.."
 export PATH="$HOME/.cargo/bin:$PATH"
 
 TRUNK_VERSION=0.21.14
+BINARYEN_VERSION=132
 want_test_tools=0
 [ "${1:-}" = "--test" ] && want_test_tools=1
 
@@ -16,7 +19,7 @@ say() { printf '\033[1;34m[setup]\033[0m %s\n' "$*"; }
 
 # Debian packages.
 apt_missing=()
-command -v wasm-opt >/dev/null 2>&1 || apt_missing+=(binaryen)
+command -v npm >/dev/null 2>&1 || apt_missing+=(nodejs npm)
 command -v brotli >/dev/null 2>&1 || apt_missing+=(brotli)
 if [ "$want_test_tools" = 1 ]; then
   [ -x /usr/bin/chromium ] || apt_missing+=(chromium)
@@ -52,4 +55,12 @@ if [ "$(wasm-bindgen --version 2>/dev/null)" != "wasm-bindgen $wb_version" ]; th
   say "installing wasm-bindgen-cli $wb_version (takes a few minutes, once)"
   # Not --locked: one of its locked dependencies is not in the registry.
   cargo install wasm-bindgen-cli --version "$wb_version" --force
+fi
+
+# wasm-opt, used by Trunk through scripts/build-app.sh (which puts tools/ first on PATH).
+wasm_opt=tools/binaryen/node_modules/.bin/wasm-opt
+if ! "$wasm_opt" --version 2>/dev/null | grep -q "version $BINARYEN_VERSION"; then
+  say "installing binaryen $BINARYEN_VERSION (wasm-opt) from the npm registry into tools/binaryen"
+  mkdir -p tools/binaryen
+  npm install --prefix tools/binaryen --no-audit --no-fund --silent "binaryen@$BINARYEN_VERSION.0.0"
 fi

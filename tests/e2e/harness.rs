@@ -75,15 +75,17 @@ impl ProcessGuard {
     /// SIGKILL, as a crash would.
     pub fn kill(&mut self) {
         if let Some(mut child) = self.child.take() {
-            let _ = Command::new("kill").args(["-KILL", &format!("-{}", child.id())]).status();
+            // The child leads its own process group (see spawn): kill the group, so that
+            // Chromium processes started by chromedriver go too. Never a pid <= 1.
+            let pgid = child.id() as i32;
+            if pgid > 1 {
+                unsafe { libc::kill(-pgid, libc::SIGKILL) };
+            }
             let _ = child.kill();
             let _ = child.wait();
         }
     }
 
-    pub fn is_running(&mut self) -> bool {
-        self.child.as_mut().is_some_and(|c| c.try_wait().ok().flatten().is_none())
-    }
 }
 
 impl Drop for ProcessGuard {
@@ -177,8 +179,20 @@ impl Driver {
             .connect(&self.url)
             .await
             .map_err(|e| format!("cannot open a Chromium window: {e}"))?;
+        set_viewport(&client, 1280, 800).await?;
         Ok(client)
     }
+}
+
+/// Resizes the window so that the page's viewport is exactly `width` x `height`.
+pub async fn set_viewport(client: &Client, width: u32, height: u32) -> TestResult {
+    client.set_window_size(width, height).await.map_err(|e| e.to_string())?;
+    let inner = client
+        .execute("return [window.innerWidth, window.innerHeight];", vec![])
+        .await
+        .map_err(|e| e.to_string())?;
+    let (w, h) = (inner[0].as_u64().unwrap_or(width as u64) as u32, inner[1].as_u64().unwrap_or(height as u64) as u32);
+    client.set_window_size(2 * width - w, 2 * height - h).await.map_err(|e| e.to_string())
 }
 
 /// Polls until `probe` returns Some, or fails after `limit` with `what`.
