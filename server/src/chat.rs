@@ -48,6 +48,7 @@ pub async fn send_message(
     conversation_id: String,
     content: &str,
     client_id: Option<String>,
+    persona_id: Option<String>,
     from_conn: Option<ConnId>,
 ) -> Result<Ack, Refusal> {
     let content = match validate_content(content) {
@@ -77,6 +78,12 @@ pub async fn send_message(
             let (message, new) = match store.insert_message(&conversation_id, &user, &client_id, &content, false)? {
                 Inserted::New(m) => (m, true),
                 Inserted::Duplicate(m) => (m, false),
+                Inserted::ClientIdTaken => {
+                    return Ok(Err(Refusal::new(
+                        ErrorCode::InvalidField,
+                        "this client_id was already used for a message in another conversation",
+                    )))
+                }
             };
             let ack = Ack {
                 client_id: client_id.clone(),
@@ -92,10 +99,14 @@ pub async fn send_message(
                 let members = store.user_members(&conversation_id)?;
                 publish_message(shared, &conversation_id, &message, &members);
             }
-            Ok(Ok(ack))
+            Ok(Ok((ack, new.then_some(message))))
         })
         .await?;
-    result
+    let (ack, stored) = result?;
+    if let Some(message) = stored {
+        crate::personas::on_user_message(app, &ack.conversation_id, &message, persona_id);
+    }
+    Ok(ack)
 }
 
 /// Fans a stored message out: `new_message` to joined sockets, `conversation_update` to members.

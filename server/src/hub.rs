@@ -1,14 +1,19 @@
 //! Who is connected and where frames go: sockets per user, sockets joined per conversation.
 //!
-//! Frames are serialized once and shared (`Utf8Bytes`, reference-counted) by every socket they go to. Each socket
-//! has a bounded queue; a socket too slow to drain it is kicked (it reconnects and catches up
-//! with after_seq) instead of letting memory grow.
+//! Frames are serialized once and shared (`Utf8Bytes`, reference-counted) by every socket they
+//! go to, and every frame meant for users (not a reply to one socket) also goes into the
+//! [`EventLog`] for clients that poll. Each socket has a bounded queue; a socket too slow to
+//! drain it is kicked (it reconnects and catches up with after_seq) instead of letting memory
+//! grow. The hub also caches who is a member of which conversation.
 
 use std::collections::{HashMap, HashSet};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 
 use persona_chat_protocol::{OnlineUser, ServerFrame, User};
+
+use crate::clock::now_rfc3339;
+use crate::events::{Audience, EventLog};
 use axum::extract::ws::Utf8Bytes;
 use tokio::sync::{mpsc, Notify};
 
@@ -36,13 +41,24 @@ struct Inner {
     conns: HashMap<ConnId, Conn>,
     by_user: HashMap<String, Vec<ConnId>>,
     by_conversation: HashMap<String, HashSet<ConnId>>,
+    /// conversation -> its user members.
+    members: HashMap<String, HashSet<String>>,
 }
 
-#[derive(Default)]
 pub struct Hub {
     inner: Mutex<Inner>,
     next_id: AtomicU64,
+    pub events: EventLog,
 }
+
+impl Default for Hub {
+    fn default() -> Self {
+        Hub::new(EventLog::new(DEFAULT_EVENT_LOG))
+    }
+}
+
+/// Events kept for pollers unless configured otherwise.
+pub const DEFAULT_EVENT_LOG: usize = 10_000;
 
 pub struct TooManySockets;
 
@@ -54,6 +70,10 @@ pub struct Registration {
 }
 
 impl Hub {
+    pub fn new(events: EventLog) -> Hub {
+        Hub { inner: Mutex::default(), next_id: AtomicU64::new(0), events }
+    }
+
     fn lock(&self) -> std::sync::MutexGuard<'_, Inner> {
         // A panic elsewhere while holding the lock leaves plain maps behind: keep going.
         self.inner.lock().unwrap_or_else(|p| p.into_inner())
@@ -74,12 +94,47 @@ impl Hub {
         let id = self.next_id.fetch_add(1, Ordering::Relaxed) + 1;
         inner.conns.insert(id, Conn { user: user.clone(), tx, kick, joined: HashSet::new() });
         inner.by_user.entry(user.id.clone()).or_default().push(id);
-        Ok(Registration { id, first: existing == 0 })
+        let first = existing == 0;
+        if first {
+            // Under the same lock as the registration, so presence frames can never arrive
+            // out of order when a user drops and comes back at once.
+            let frame = ServerFrame::PresenceUpdate {
+                user_id: user.id.clone(),
+                username: user.username.clone(),
+                online: true,
+                last_seen: None,
+                timestamp: now_rfc3339(),
+            };
+            self.fan_out_all(&inner, &frame, Some(&user.id));
+        }
+        Ok(Registration { id, first })
     }
 
-    /// Forgets a socket. True when it was the user's last one: they just went offline.
-    pub fn unregister(&self, id: ConnId) -> bool {
+    /// Forgets a socket. When it was the user's last one they just went offline: the others
+    /// are told, unless `announce` is false (the server is shutting down, so everyone is
+    /// leaving and coming back), and `last_seen` is returned so it can be stored.
+    pub fn unregister(&self, id: ConnId, announce: bool) -> Option<String> {
         let mut inner = self.lock();
+        let user = inner.conns.get(&id).map(|c| c.user.clone())?;
+        if !Self::forget(&mut inner, id) {
+            return None;
+        }
+        let now = now_rfc3339();
+        let frame = ServerFrame::PresenceUpdate {
+            user_id: user.id.clone(),
+            username: user.username,
+            online: false,
+            last_seen: Some(now.clone()),
+            timestamp: now.clone(),
+        };
+        if announce {
+            self.fan_out_all(&inner, &frame, Some(&user.id));
+        }
+        Some(now)
+    }
+
+    /// Removes a socket from the maps; true if it was its user's last.
+    fn forget(inner: &mut Inner, id: ConnId) -> bool {
         let Some(conn) = inner.conns.remove(&id) else { return false };
         for conversation in &conn.joined {
             if let Some(set) = inner.by_conversation.get_mut(conversation) {
@@ -99,6 +154,48 @@ impl Hub {
         }
         last
     }
+
+    // ---- membership cache ----
+
+    /// Replaces the membership cache (at start, from the store).
+    pub fn load_members(&self, memberships: Vec<(String, String)>) {
+        let mut inner = self.lock();
+        inner.members.clear();
+        for (conversation, user) in memberships {
+            inner.members.entry(conversation).or_default().insert(user);
+        }
+    }
+
+    pub fn add_member(&self, conversation_id: &str, user_id: &str) {
+        self.lock().members.entry(conversation_id.to_owned()).or_default().insert(user_id.to_owned());
+    }
+
+    /// Removes a member, and unjoins their sockets from the conversation.
+    pub fn remove_member(&self, conversation_id: &str, user_id: &str) {
+        let mut inner = self.lock();
+        if let Some(set) = inner.members.get_mut(conversation_id) {
+            set.remove(user_id);
+        }
+        let ids: Vec<ConnId> = inner.by_user.get(user_id).cloned().unwrap_or_default();
+        for id in ids {
+            if let Some(conn) = inner.conns.get_mut(&id) {
+                conn.joined.remove(conversation_id);
+            }
+            if let Some(set) = inner.by_conversation.get_mut(conversation_id) {
+                set.remove(&id);
+            }
+        }
+    }
+
+    pub fn members_of(&self, conversation_id: &str) -> Vec<String> {
+        self.lock().members.get(conversation_id).map(|m| m.iter().cloned().collect()).unwrap_or_default()
+    }
+
+    pub fn is_member(&self, conversation_id: &str, user_id: &str) -> bool {
+        self.lock().members.get(conversation_id).is_some_and(|m| m.contains(user_id))
+    }
+
+    // ---- sockets ----
 
     pub fn join(&self, id: ConnId, conversation_id: &str) {
         let mut inner = self.lock();
@@ -151,10 +248,17 @@ impl Hub {
         }
     }
 
-    /// To every socket joined to a conversation, except those of `except_user`.
+    /// To every socket joined to a conversation, except those of `except_user`; pollers among
+    /// its members get it too.
     pub fn send_to_joined(&self, conversation_id: &str, frame: &ServerFrame, except_user: Option<&str>) {
         let text: Utf8Bytes = frame.to_json().into();
         let inner = self.lock();
+        let audience: Vec<String> = inner
+            .members
+            .get(conversation_id)
+            .map(|m| m.iter().filter(|u| Some(u.as_str()) != except_user).cloned().collect())
+            .unwrap_or_default();
+        self.events.append(Audience::Users(audience), text.clone());
         let Some(ids) = inner.by_conversation.get(conversation_id) else { return };
         for conn in ids.iter().filter_map(|id| inner.conns.get(id)) {
             if except_user != Some(conn.user.id.as_str()) {
@@ -163,26 +267,33 @@ impl Hub {
         }
     }
 
-    /// To every socket of these users, joined or not.
+    /// To every socket of these users, joined or not, and to their polls.
     pub fn send_to_users<'a>(&self, user_ids: impl IntoIterator<Item = &'a str>, frame: &ServerFrame) {
         let text: Utf8Bytes = frame.to_json().into();
+        let user_ids: Vec<String> = user_ids.into_iter().map(str::to_owned).collect();
         let inner = self.lock();
-        for user_id in user_ids {
+        for user_id in &user_ids {
             for conn in inner.by_user.get(user_id).into_iter().flatten().filter_map(|id| inner.conns.get(id)) {
                 deliver(conn, &text);
             }
         }
+        self.events.append(Audience::Users(user_ids), text);
     }
 
-    /// To every socket, except those of `except_user`.
+    /// To every socket and poll, except those of `except_user`.
     pub fn send_to_all(&self, frame: &ServerFrame, except_user: Option<&str>) {
-        let text: Utf8Bytes = frame.to_json().into();
         let inner = self.lock();
+        self.fan_out_all(&inner, frame, except_user);
+    }
+
+    fn fan_out_all(&self, inner: &Inner, frame: &ServerFrame, except_user: Option<&str>) {
+        let text: Utf8Bytes = frame.to_json().into();
         for conn in inner.conns.values() {
             if except_user != Some(conn.user.id.as_str()) {
                 deliver(conn, &text);
             }
         }
+        self.events.append(Audience::All { except: except_user.map(str::to_owned) }, text);
     }
 }
 
@@ -210,9 +321,9 @@ mod tests {
         let b = hub.register(&user("a"), tx.clone(), kick.clone(), 2).ok().unwrap();
         assert!(a.first && !b.first);
         assert!(hub.register(&user("a"), tx.clone(), kick.clone(), 2).is_err());
-        assert!(!hub.unregister(a.id));
+        assert!(hub.unregister(a.id, true).is_none());
         assert!(hub.is_online("a"));
-        assert!(hub.unregister(b.id));
+        assert!(hub.unregister(b.id, true).is_some());
         assert!(!hub.is_online("a"));
     }
 
@@ -224,12 +335,19 @@ mod tests {
         let (tx_b, mut rx_b) = mpsc::channel(4);
         let a = hub.register(&user("a"), tx_a, kick.clone(), 5).ok().unwrap();
         let b = hub.register(&user("b"), tx_b, kick, 5).ok().unwrap();
+        // Registering b told a that b came online, under the hub's lock.
+        assert!(matches!(rx_a.try_recv(), Ok(Outbound::Text(t)) if t.as_str().contains("\"presence_update\"")));
         hub.join(a.id, "c");
         hub.join(b.id, "c");
+        hub.load_members(vec![("c".into(), "a".into()), ("c".into(), "b".into())]);
+        let before = hub.events.last_id();
         let frame = ServerFrame::ConversationLeft { conversation_id: "c".into() };
         hub.send_to_joined("c", &frame, Some("a"));
         assert!(rx_a.try_recv().is_err());
         assert!(matches!(rx_b.try_recv(), Ok(Outbound::Text(_))));
+        // Pollers get it too: b (a member) does, a (the excepted sender) does not.
+        assert!(matches!(hub.events.read("b", before, 10), crate::events::Read::Events { ref events, .. } if events.len() == 1));
+        assert!(matches!(hub.events.read("a", before, 10), crate::events::Read::Events { ref events, .. } if events.is_empty()));
         hub.leave(b.id, "c");
         hub.send_to_joined("c", &frame, Some("a"));
         assert!(rx_b.try_recv().is_err());

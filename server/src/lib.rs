@@ -4,6 +4,7 @@ pub mod auth;
 pub mod chat;
 pub mod clock;
 pub mod config;
+pub mod events;
 pub mod http;
 pub mod hub;
 pub mod personas;
@@ -67,6 +68,8 @@ impl Server {
         let mut store = Store::open(&config.data_dir)
             .map_err(|e| format!("cannot open the database in {}: {e}", config.data_dir.display()))?;
         store.seed(personas::SEED).map_err(|e| format!("cannot seed the database: {e}"))?;
+        let hub = Hub::default();
+        hub.load_members(store.user_memberships().map_err(|e| format!("cannot read memberships: {e}"))?);
         let listener = TcpListener::bind(config.addr)
             .await
             .map_err(|e| format!("cannot listen on {}: {e}", config.addr))?;
@@ -76,7 +79,7 @@ impl Server {
             tokens: Tokens::new(secret, config.token_ttl_secs),
             config,
             store: Mutex::new(store),
-            hub: Hub::default(),
+            hub,
             shutdown: shutdown_rx,
         });
         let router = http::router(shared);

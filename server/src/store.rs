@@ -96,8 +96,11 @@ pub struct Store {
 pub enum Inserted {
     /// Stored now, with the next seq.
     New(Message),
-    /// This (sender, client_id) was stored before: the original, nothing new stored.
+    /// This (sender, client_id) was stored before in this conversation: the original,
+    /// nothing new stored.
     Duplicate(Message),
+    /// This sender used this client_id for a message of another conversation: nothing stored.
+    ClientIdTaken,
 }
 
 impl Store {
@@ -317,6 +320,163 @@ impl Store {
             .optional()?)
     }
 
+    pub fn persona(&self, persona_id: &str) -> Result<Option<Persona>> {
+        Ok(self.personas()?.into_iter().find(|p| p.id == persona_id))
+    }
+
+    /// The user's direct conversation with a persona, created on first ask. NotFound if there
+    /// is no such persona.
+    pub fn direct_conversation(&mut self, user: &User, persona_id: &str) -> Result<String> {
+        let persona = self.persona(persona_id)?.ok_or(StoreError::NotFound)?;
+        let existing: Option<String> = self
+            .conn
+            .query_row(
+                "SELECT c.id FROM conversations c JOIN members m ON m.conversation_id = c.id
+                 WHERE c.kind = 'direct' AND c.persona_id = ?1 AND m.member_id = ?2",
+                [persona_id, &user.id],
+                |r| r.get(0),
+            )
+            .optional()?;
+        if let Some(id) = existing {
+            return Ok(id);
+        }
+        let now = now_rfc3339();
+        let id = new_id();
+        let tx = self.conn.transaction()?;
+        tx.execute(
+            "INSERT INTO conversations (id, kind, title, persona_id, owner_id, created_at, updated_at)
+             VALUES (?1, 'direct', ?2, ?3, ?4, ?5, ?5)",
+            params![id, persona.name, persona_id, user.id, now],
+        )?;
+        for (member, kind) in [(&user.id, "user"), (&persona.id, "persona")] {
+            tx.execute(
+                "INSERT INTO members (conversation_id, member_id, member_kind, joined_at) VALUES (?1, ?2, ?3, ?4)",
+                params![id, member, kind, now],
+            )?;
+        }
+        tx.commit()?;
+        Ok(id)
+    }
+
+    /// A new room owned by `owner`, with these users and personas as members (unknown ids are
+    /// skipped).
+    pub fn create_room(&mut self, owner: &User, title: &str, user_ids: &[String], persona_ids: &[String]) -> Result<String> {
+        let now = now_rfc3339();
+        let id = new_id();
+        {
+            let tx = self.conn.transaction()?;
+            tx.execute(
+                "INSERT INTO conversations (id, kind, title, owner_id, created_at, updated_at)
+                 VALUES (?1, 'room', ?2, ?3, ?4, ?4)",
+                params![id, title, owner.id, now],
+            )?;
+            tx.execute(
+                "INSERT INTO members (conversation_id, member_id, member_kind, joined_at) VALUES (?1, ?2, 'user', ?3)",
+                params![id, owner.id, now],
+            )?;
+            tx.commit()?;
+        }
+        self.add_members(&id, user_ids, persona_ids)?;
+        Ok(id)
+    }
+
+    /// Adds existing users and personas to a conversation. Returns the users and personas
+    /// that were not members before (as User: id and display name).
+    pub fn add_members(&mut self, conversation_id: &str, user_ids: &[String], persona_ids: &[String]) -> Result<Vec<User>> {
+        let now = now_rfc3339();
+        let tx = self.conn.transaction()?;
+        let mut added = Vec::new();
+        for (ids, kind, table, name_col) in [(user_ids, "user", "users", "username"), (persona_ids, "persona", "personas", "name")] {
+            for member_id in ids {
+                let name: Option<String> = tx
+                    .query_row(&format!("SELECT {name_col} FROM {table} WHERE id = ?1"), [member_id], |r| r.get(0))
+                    .optional()?;
+                let Some(name) = name else { continue };
+                let inserted = tx.execute(
+                    "INSERT INTO members (conversation_id, member_id, member_kind, joined_at) VALUES (?1, ?2, ?3, ?4)
+                     ON CONFLICT DO NOTHING",
+                    params![conversation_id, member_id, kind, now],
+                )?;
+                if inserted == 1 {
+                    added.push(User { id: member_id.clone(), username: name });
+                }
+            }
+        }
+        tx.commit()?;
+        Ok(added)
+    }
+
+    /// Removes a member; true if they were one.
+    pub fn remove_member(&self, conversation_id: &str, member_id: &str) -> Result<bool> {
+        Ok(self.conn.execute(
+            "DELETE FROM members WHERE conversation_id = ?1 AND member_id = ?2",
+            [conversation_id, member_id],
+        )? == 1)
+    }
+
+    pub fn conversation_kind(&self, conversation_id: &str) -> Result<Option<(ConversationKind, bool)>> {
+        Ok(self
+            .conn
+            .query_row("SELECT kind, is_lobby FROM conversations WHERE id = ?1", [conversation_id], |r| {
+                let kind: String = r.get(0)?;
+                Ok((if kind == "direct" { ConversationKind::Direct } else { ConversationKind::Room }, r.get(1)?))
+            })
+            .optional()?)
+    }
+
+    /// One conversation as the user's list shows it; None if they are not a member.
+    pub fn conversation_of(&self, user_id: &str, conversation_id: &str) -> Result<Option<ConversationSummary>> {
+        Ok(self.conversations_of(user_id)?.into_iter().find(|c| c.id == conversation_id))
+    }
+
+    /// The persona ids that are members of a conversation.
+    pub fn persona_members(&self, conversation_id: &str) -> Result<Vec<String>> {
+        let mut stmt = self.conn.prepare_cached(
+            "SELECT member_id FROM members WHERE conversation_id = ?1 AND member_kind = 'persona'",
+        )?;
+        let rows = stmt.query_map([conversation_id], |r| r.get(0))?;
+        Ok(rows.collect::<std::result::Result<_, _>>()?)
+    }
+
+    /// Every (conversation, user) membership, to warm the hub's cache at start.
+    pub fn user_memberships(&self) -> Result<Vec<(String, String)>> {
+        let mut stmt = self
+            .conn
+            .prepare("SELECT conversation_id, member_id FROM members WHERE member_kind = 'user'")?;
+        let rows = stmt.query_map([], |r| Ok((r.get(0)?, r.get(1)?)))?;
+        Ok(rows.collect::<std::result::Result<_, _>>()?)
+    }
+
+    /// Every member of a conversation: (id, display name, is a persona).
+    pub fn members(&self, conversation_id: &str) -> Result<Vec<(String, String, bool)>> {
+        let mut stmt = self.conn.prepare_cached(
+            "SELECT m.member_id, COALESCE(u.username, p.name, '?'), m.member_kind = 'persona'
+             FROM members m LEFT JOIN users u ON u.id = m.member_id LEFT JOIN personas p ON p.id = m.member_id
+             WHERE m.conversation_id = ?1",
+        )?;
+        let rows = stmt.query_map([conversation_id], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)))?;
+        Ok(rows.collect::<std::result::Result<_, _>>()?)
+    }
+
+    /// The (conversation, user) memberships of one user.
+    pub fn user_memberships_of(&self, user_id: &str) -> Result<Vec<(String, String)>> {
+        let mut stmt = self.conn.prepare_cached("SELECT conversation_id, member_id FROM members WHERE member_id = ?1")?;
+        let rows = stmt.query_map([user_id], |r| Ok((r.get(0)?, r.get(1)?)))?;
+        Ok(rows.collect::<std::result::Result<_, _>>()?)
+    }
+
+    /// Users whose name starts with `prefix` (case-insensitive), by name, at most `limit`.
+    pub fn users(&self, prefix: &str, limit: usize) -> Result<Vec<User>> {
+        let escaped = prefix.replace('\\', "\\\\").replace('%', "\\%").replace('_', "\\_");
+        let mut stmt = self.conn.prepare_cached(
+            "SELECT id, username FROM users WHERE username LIKE ?1 ESCAPE '\\' ORDER BY username LIMIT ?2",
+        )?;
+        let rows = stmt.query_map(params![format!("{escaped}%"), limit as i64], |r| {
+            Ok(User { id: r.get(0)?, username: r.get(1)? })
+        })?;
+        Ok(rows.collect::<std::result::Result<_, _>>()?)
+    }
+
     // ---- messages ----
 
     /// Stores a message with the conversation's next seq, unless this sender already stored
@@ -330,8 +490,26 @@ impl Store {
         content: &str,
         is_ai: bool,
     ) -> Result<Inserted> {
-        if let Some(existing) = self.message_by_client_id(&sender.id, client_id)? {
-            return Ok(Inserted::Duplicate(existing));
+        self.insert_message_with_id(conversation_id, sender, client_id, content, is_ai, &new_id())
+    }
+
+    /// As [`Store::insert_message`], with the message id chosen by the caller (a persona's
+    /// reply is announced by id before it is stored).
+    pub fn insert_message_with_id(
+        &mut self,
+        conversation_id: &str,
+        sender: &User,
+        client_id: &str,
+        content: &str,
+        is_ai: bool,
+        message_id: &str,
+    ) -> Result<Inserted> {
+        if let Some((existing_conversation, existing)) = self.message_by_client_id(&sender.id, client_id)? {
+            return Ok(if existing_conversation == conversation_id {
+                Inserted::Duplicate(existing)
+            } else {
+                Inserted::ClientIdTaken
+            });
         }
         let now = now_rfc3339();
         let tx = self.conn.transaction()?;
@@ -345,7 +523,7 @@ impl Store {
             .optional()?
             .ok_or(StoreError::NotFound)?;
         let message = Message {
-            id: new_id(),
+            id: message_id.to_owned(),
             seq,
             client_id: Some(client_id.to_owned()),
             sender_id: sender.id.clone(),
@@ -379,11 +557,13 @@ impl Store {
         Ok(Inserted::New(message))
     }
 
-    fn message_by_client_id(&self, sender_id: &str, client_id: &str) -> Result<Option<Message>> {
+    fn message_by_client_id(&self, sender_id: &str, client_id: &str) -> Result<Option<(String, Message)>> {
         let mut stmt = self.conn.prepare_cached(&format!(
-            "SELECT {MESSAGE_COLUMNS} FROM messages WHERE sender_id = ?1 AND client_id = ?2"
+            "SELECT {MESSAGE_COLUMNS}, conversation_id FROM messages WHERE sender_id = ?1 AND client_id = ?2"
         ))?;
-        Ok(stmt.query_row([sender_id, client_id], message_from_row).optional()?)
+        Ok(stmt
+            .query_row([sender_id, client_id], |r| Ok((r.get(8)?, message_from_row(r)?)))
+            .optional()?)
     }
 
     /// Messages of a conversation in ascending seq: after `after_seq`, or the newest ones

@@ -88,20 +88,8 @@ async fn run(socket: WebSocket, app: AppState, user: User) {
         connection_id: conn.to_string(),
         user: user.clone(),
         heartbeat_ms: app.config.heartbeat_ms,
-        server_time: now.clone(),
+        server_time: now,
     });
-    if registration.first {
-        app.hub.send_to_all(
-            &ServerFrame::PresenceUpdate {
-                user_id: user.id.clone(),
-                username: user.username.clone(),
-                online: true,
-                last_seen: None,
-                timestamp: now,
-            },
-            Some(&user.id),
-        );
-    }
 
     let mut shutdown = app.shutdown.clone();
     let close: Option<(u16, &'static str)> = loop {
@@ -124,30 +112,19 @@ async fn run(socket: WebSocket, app: AppState, user: User) {
         }
     };
 
-    let last = app.hub.unregister(conn);
+    let shutting_down = matches!(close, Some((CLOSE_GOING_AWAY, _)));
+    let went_offline = app.hub.unregister(conn, !shutting_down);
     if let Some((code, reason)) = close {
         let _ = tokio::time::timeout(Duration::from_secs(1), tx.send(Outbound::Close(code, reason))).await;
     }
     drop(tx);
     let _ = tokio::time::timeout(Duration::from_secs(2), writer).await;
 
-    if last {
-        let now = now_rfc3339();
+    if let Some(last_seen) = went_offline {
         let user_id = user.id.clone();
-        let at = now.clone();
-        if let Err(e) = app.db(move |store, _| store.set_last_seen(&user_id, &at)).await {
+        if let Err(e) = app.db(move |store, _| store.set_last_seen(&user_id, &last_seen)).await {
             tracing::warn!("could not record last_seen: {e}");
         }
-        app.hub.send_to_all(
-            &ServerFrame::PresenceUpdate {
-                user_id: user.id.clone(),
-                username: user.username.clone(),
-                online: false,
-                last_seen: Some(now.clone()),
-                timestamp: now,
-            },
-            Some(&user.id),
-        );
     }
 }
 
@@ -178,9 +155,9 @@ async fn handle_text(app: &AppState, conn: ConnId, user: &User, text: &str) {
             app.hub.leave(conn, &conversation_id);
             reply(ServerFrame::ConversationLeft { conversation_id });
         }
-        ClientFrame::SendMessage { conversation_id, content, client_id, persona_id: _ } => {
+        ClientFrame::SendMessage { conversation_id, content, client_id, persona_id } => {
             let reference = client_id.clone();
-            if let Err(r) = chat::send_message(app, user, conversation_id, &content, client_id, Some(conn)).await {
+            if let Err(r) = chat::send_message(app, user, conversation_id, &content, client_id, persona_id, Some(conn)).await {
                 reply(refusal_frame(r, reference));
             }
         }
@@ -195,15 +172,16 @@ async fn handle_text(app: &AppState, conn: ConnId, user: &User, text: &str) {
             let users = app.hub.online_users().into_iter().filter(|u| user_ids.contains(&u.user_id)).collect();
             reply(ServerFrame::OnlineUsers { users, timestamp: now_rfc3339() });
         }
-        ClientFrame::StopResponse { message_id, .. } => {
-            reply(error_frame(ErrorCode::NotFound, "no response is streaming with this id", Some(message_id)));
+        ClientFrame::StopResponse { conversation_id, message_id } => {
+            if let Err(r) = crate::personas::stop_response(app, user, &conversation_id, &message_id) {
+                reply(refusal_frame(r, Some(message_id)));
+            }
         }
     }
 }
 
 async fn is_member(app: &AppState, user: &User, conversation_id: &str) -> bool {
-    let (c, u) = (conversation_id.to_owned(), user.id.clone());
-    app.db(move |store, _| store.is_member(&c, &u)).await.unwrap_or(false)
+    app.hub.is_member(conversation_id, &user.id)
 }
 
 /// Most missed messages replayed on join; fewer than the socket queue holds.

@@ -19,7 +19,10 @@ pub fn router(state: AppState) -> Router {
     Router::new()
         .route("/api/session", post(session::create))
         .route("/api/personas", get(conversations::personas))
-        .route("/api/conversations", get(conversations::list))
+        .route("/api/conversations", get(conversations::list).post(conversations::create))
+        .route("/api/conversations/{id}/members", get(conversations::members).post(conversations::add_members))
+        .route("/api/conversations/{id}/members/me", axum::routing::delete(conversations::leave))
+        .route("/api/users", get(conversations::users))
         .route(
             "/api/conversations/{id}/messages",
             get(conversations::messages).post(conversations::post_message),

@@ -4,10 +4,11 @@ use axum::extract::State;
 use axum::http::StatusCode;
 use axum::Json;
 use persona_chat_protocol::http::{SessionRequest, SessionResponse};
-use persona_chat_protocol::ErrorCode;
+use persona_chat_protocol::{ErrorCode, User};
 
 use super::error::HttpError;
 use crate::auth::{hash_password, verify_password};
+use crate::store::StoreError;
 use crate::AppState;
 
 pub const USERNAME_MAX: usize = 32;
@@ -28,16 +29,7 @@ pub async fn create(
             format!("a password has {PASSWORD_MIN} to {PASSWORD_MAX} characters"),
         ));
     }
-    let password = req.password;
-    let user = app
-        .db(move |store, _| {
-            // Hashing is slow on purpose; it runs on this blocking thread.
-            if let Some((user, hash)) = store.user_by_name(&username)? {
-                return Ok(verify_password(&password, &hash).then_some(user));
-            }
-            let hash = hash_password(&password);
-            Ok(Some(store.create_user(&username, &hash)?))
-        })
+    let user = sign_in_or_register(&app, username, req.password)
         .await?
         .ok_or_else(|| HttpError::new(StatusCode::UNAUTHORIZED, ErrorCode::InvalidCredentials, "wrong username or password"))?;
     let token = app.tokens.issue(&user);
@@ -55,4 +47,48 @@ fn check_username(name: &str) -> Result<(), HttpError> {
             format!("a username has 1 to {USERNAME_MAX} letters, digits, '_', '-' or '.'"),
         ))
     }
+}
+
+/// The user if the password is theirs, registering a new username. The slow hashing runs on
+/// a blocking thread of its own, never while holding the store, so sign-ins do not stall
+/// everyone's messages.
+async fn sign_in_or_register(app: &AppState, username: String, password: String) -> Result<Option<User>, HttpError> {
+    let name = username.clone();
+    let existing = app.db(move |store, _| store.user_by_name(&name)).await?;
+    let (user_and_hash, password) = match existing {
+        Some(found) => (Some(found), password),
+        None => {
+            let (hash, password) = blocking(move || (hash_password(&password), password)).await;
+            let name = username.clone();
+            let created = app
+                .db(move |store, shared| {
+                    let user = store.create_user(&name, &hash)?;
+                    for (conversation, member) in store.user_memberships_of(&user.id)? {
+                        shared.hub.add_member(&conversation, &member);
+                    }
+                    Ok(user)
+                })
+                .await;
+            match created {
+                Ok(user) => return Ok(Some(user)),
+                // Registered by a concurrent first sign-in of the same name: check against it.
+                Err(StoreError::Sqlite(rusqlite::Error::SqliteFailure(e, _)))
+                    if e.code == rusqlite::ErrorCode::ConstraintViolation =>
+                {
+                    let name = username.clone();
+                    (app.db(move |store, _| store.user_by_name(&name)).await?, password)
+                }
+                Err(e) => return Err(e.into()),
+            }
+        }
+    };
+    let Some((user, hash)) = user_and_hash else { return Ok(None) };
+    let ok = blocking(move || verify_password(&password, &hash)).await;
+    Ok(ok.then_some(user))
+}
+
+async fn blocking<T: Send + 'static>(f: impl FnOnce() -> T + Send + 'static) -> T {
+    tokio::task::spawn_blocking(f)
+        .await
+        .unwrap_or_else(|join_error| std::panic::resume_unwind(join_error.into_panic()))
 }
