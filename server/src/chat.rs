@@ -61,6 +61,16 @@ pub async fn send_message(
         }
         Err(code) => return Err(Refusal::new(code, "a message cannot be empty")),
     };
+    if !app.limiter.allow(&user.id, std::time::Instant::now()) {
+        crate::metrics::inc(&app.metrics.rate_limited);
+        return Err(Refusal::new(
+            ErrorCode::RateLimited,
+            format!(
+                "too many messages: at most {} per second (bursts of {}); nothing was stored, send it again shortly",
+                app.config.rate_limit_per_sec, app.config.rate_limit_burst
+            ),
+        ));
+    }
     let client_id = match client_id {
         Some(id) if id.is_empty() || id.len() > 64 => {
             return Err(Refusal::new(ErrorCode::InvalidField, "client_id must be 1 to 64 characters"))
@@ -95,6 +105,7 @@ pub async fn send_message(
             if let Some(conn) = from_conn {
                 shared.hub.send_to_conn(conn, &ServerFrame::MessageAck(ack.clone()));
             }
+            crate::metrics::inc(if new { &shared.metrics.messages_stored } else { &shared.metrics.messages_duplicate });
             if new {
                 let members = store.user_members(&conversation_id)?;
                 publish_message(shared, &conversation_id, &message, &members);
@@ -128,5 +139,38 @@ pub fn publish_message(shared: &crate::Shared, conversation_id: &str, message: &
             last_message: LastMessage::from(message),
             timestamp: now,
         },
+    );
+}
+
+/// A user starts or stops typing (over a socket, `conn`, or HTTP). The other members' joined
+/// sockets are told; a stop is only told if the start was.
+pub fn set_typing(shared: &crate::Shared, user: &User, conversation_id: &str, is_typing: bool, conn: Option<ConnId>) {
+    let tell = if is_typing {
+        shared.typing.start(conversation_id, &user.id, &user.username, conn, std::time::Instant::now());
+        true
+    } else {
+        shared.typing.stop(conversation_id, &user.id)
+    };
+    if tell {
+        send_typing(shared, conversation_id, &user.id, &user.username, is_typing);
+    }
+}
+
+/// Tells the others that a typing state ended (timed out, or its socket closed).
+pub fn announce_typing_stopped(shared: &crate::Shared, (conversation_id, user_id, username): crate::typing::Ended) {
+    send_typing(shared, &conversation_id, &user_id, &username, false);
+}
+
+fn send_typing(shared: &crate::Shared, conversation_id: &str, user_id: &str, username: &str, is_typing: bool) {
+    shared.hub.send_to_joined(
+        conversation_id,
+        &ServerFrame::TypingIndicator {
+            conversation_id: conversation_id.to_owned(),
+            user_id: user_id.to_owned(),
+            username: username.to_owned(),
+            is_typing,
+            timestamp: now_rfc3339(),
+        },
+        Some(user_id),
     );
 }

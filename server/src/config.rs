@@ -42,6 +42,24 @@ pub struct Config {
     #[arg(long, env = "PERSONA_MAX_SOCKETS_PER_USER", default_value_t = 5)]
     pub max_sockets_per_user: usize,
 
+    /// Origins (scheme://host[:port]) besides the server's own that may call the API and open
+    /// sockets from a browser; repeatable. Requests without an Origin header (not browsers)
+    /// always pass.
+    #[arg(long = "allowed-origin", env = "PERSONA_ALLOWED_ORIGINS", value_delimiter = ',')]
+    pub allowed_origins: Vec<String>,
+
+    /// Messages a user may send per second, on average.
+    #[arg(long, env = "PERSONA_RATE_LIMIT_PER_SEC", default_value_t = 10.0)]
+    pub rate_limit_per_sec: f64,
+
+    /// Messages a user may send at once before the per-second rate applies.
+    #[arg(long, env = "PERSONA_RATE_LIMIT_BURST", default_value_t = 20.0)]
+    pub rate_limit_burst: f64,
+
+    /// Events kept in memory for clients that poll (GET /api/events); older cursors get resync.
+    #[arg(long, env = "PERSONA_EVENT_LOG_CAPACITY", default_value_t = crate::hub::DEFAULT_EVENT_LOG)]
+    pub event_log_capacity: usize,
+
     /// Refuse WebSocket upgrades (for testing the app's HTTP polling fallback).
     #[arg(long, env = "PERSONA_DISABLE_WEBSOCKET")]
     pub disable_websocket: bool,

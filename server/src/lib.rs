@@ -7,8 +7,11 @@ pub mod config;
 pub mod events;
 pub mod http;
 pub mod hub;
+pub mod limits;
+pub mod metrics;
 pub mod personas;
 pub mod store;
+pub mod typing;
 pub mod ws;
 
 use std::net::SocketAddr;
@@ -20,7 +23,11 @@ use tokio::sync::watch;
 
 use crate::auth::Tokens;
 use crate::config::Config;
+use crate::events::EventLog;
 use crate::hub::Hub;
+use crate::limits::RateLimiter;
+use crate::metrics::Metrics;
+use crate::typing::Typing;
 use crate::store::Store;
 
 /// What every handler shares.
@@ -29,6 +36,9 @@ pub struct Shared {
     pub store: Mutex<Store>,
     pub hub: Hub,
     pub tokens: Tokens,
+    pub typing: Typing,
+    pub limiter: RateLimiter,
+    pub metrics: Metrics,
     /// Flips to true when the server begins shutting down; sockets close with 1001.
     pub shutdown: watch::Receiver<bool>,
 }
@@ -58,6 +68,7 @@ pub struct Server {
     listener: TcpListener,
     router: Router,
     shutdown_tx: watch::Sender<bool>,
+    shared: AppState,
 }
 
 impl Server {
@@ -68,7 +79,7 @@ impl Server {
         let mut store = Store::open(&config.data_dir)
             .map_err(|e| format!("cannot open the database in {}: {e}", config.data_dir.display()))?;
         store.seed(personas::SEED).map_err(|e| format!("cannot seed the database: {e}"))?;
-        let hub = Hub::default();
+        let hub = Hub::new(EventLog::new(config.event_log_capacity));
         hub.load_members(store.user_memberships().map_err(|e| format!("cannot read memberships: {e}"))?);
         let listener = TcpListener::bind(config.addr)
             .await
@@ -77,13 +88,16 @@ impl Server {
         let (shutdown_tx, shutdown_rx) = watch::channel(false);
         let shared = Arc::new(Shared {
             tokens: Tokens::new(secret, config.token_ttl_secs),
+            typing: Typing::default(),
+            limiter: RateLimiter::new(config.rate_limit_per_sec, config.rate_limit_burst),
+            metrics: Metrics::default(),
             config,
             store: Mutex::new(store),
             hub,
             shutdown: shutdown_rx,
         });
-        let router = http::router(shared);
-        Ok(Server { addr, listener, router, shutdown_tx })
+        let router = http::router(shared.clone());
+        Ok(Server { addr, listener, router, shutdown_tx, shared })
     }
 
     /// Serves until `stop` resolves, then closes every socket with 1001 and returns once
@@ -91,6 +105,7 @@ impl Server {
     pub async fn serve(self, stop: impl std::future::Future<Output = ()> + Send + 'static) -> std::io::Result<()> {
         let shutdown_tx = self.shutdown_tx;
         let mut done = shutdown_tx.subscribe();
+        let sweeper = tokio::spawn(sweep_typing(self.shared.clone()));
         tokio::spawn(async move {
             stop.await;
             let _ = shutdown_tx.send(true);
@@ -99,7 +114,9 @@ impl Server {
             .with_graceful_shutdown(async move {
                 let _ = done.wait_for(|stopping| *stopping).await;
             })
-            .await
+            .await?;
+        sweeper.abort();
+        Ok(())
     }
 
     /// Starts serving in the background (for tests); the returned sender stops it.
@@ -110,6 +127,18 @@ impl Server {
             let _ = rx.await;
         }));
         (addr, tx, handle)
+    }
+}
+
+/// Ends typing states that got no typing_start for 5 s, telling the others.
+async fn sweep_typing(shared: AppState) {
+    let mut tick = tokio::time::interval(std::time::Duration::from_millis(250));
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        tick.tick().await;
+        for ended in shared.typing.expire(std::time::Instant::now()) {
+            chat::announce_typing_stopped(&shared, ended);
+        }
     }
 }
 

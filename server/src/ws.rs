@@ -57,12 +57,14 @@ async fn run(socket: WebSocket, app: AppState, user: User) {
     let registration = match app.hub.register(&user, tx.clone(), kick.clone(), app.config.max_sockets_per_user) {
         Ok(r) => r,
         Err(_) => {
+            crate::metrics::inc(&app.metrics.sockets_refused);
             let reason = format!("too many connections: at most {} per user", app.config.max_sockets_per_user);
             let _ = sink.send(WsMessage::Close(Some(CloseFrame { code: CLOSE_POLICY, reason: reason.into() }))).await;
             return;
         }
     };
     let conn = registration.id;
+    crate::metrics::inc(&app.metrics.sockets_opened);
 
     let writer = tokio::spawn(async move {
         while let Some(out) = rx.recv().await {
@@ -114,6 +116,9 @@ async fn run(socket: WebSocket, app: AppState, user: User) {
 
     let shutting_down = matches!(close, Some((CLOSE_GOING_AWAY, _)));
     let went_offline = app.hub.unregister(conn, !shutting_down);
+    for ended in app.typing.socket_closed(conn) {
+        chat::announce_typing_stopped(&app, ended);
+    }
     if let Some((code, reason)) = close {
         let _ = tokio::time::timeout(Duration::from_secs(1), tx.send(Outbound::Close(code, reason))).await;
     }
@@ -138,7 +143,13 @@ fn error_frame(code: ErrorCode, message: impl Into<String>, reference: Option<St
 }
 
 async fn handle_text(app: &AppState, conn: ConnId, user: &User, text: &str) {
-    let reply = |frame: ServerFrame| app.hub.send_to_conn(conn, &frame);
+    crate::metrics::inc(&app.metrics.frames_received);
+    let reply = |frame: ServerFrame| {
+        if matches!(frame, ServerFrame::Error { .. }) {
+            crate::metrics::inc(&app.metrics.error_frames);
+        }
+        app.hub.send_to_conn(conn, &frame)
+    };
     let frame = match ClientFrame::parse(text) {
         Ok(f) => f,
         Err(e) => return reply(error_frame(e.code, e.message, e.reference)),
@@ -166,8 +177,8 @@ async fn handle_text(app: &AppState, conn: ConnId, user: &User, text: &str) {
         {
             reply(refusal_frame(Refusal::not_member(), Some(conversation_id)));
         }
-        ClientFrame::TypingStart { conversation_id } => typing(app, user, conversation_id, true),
-        ClientFrame::TypingStop { conversation_id } => typing(app, user, conversation_id, false),
+        ClientFrame::TypingStart { conversation_id } => chat::set_typing(app, user, &conversation_id, true, Some(conn)),
+        ClientFrame::TypingStop { conversation_id } => chat::set_typing(app, user, &conversation_id, false, Some(conn)),
         ClientFrame::GetOnlineStatus { user_ids } => {
             let users = app.hub.online_users().into_iter().filter(|u| user_ids.contains(&u.user_id)).collect();
             reply(ServerFrame::OnlineUsers { users, timestamp: now_rfc3339() });
@@ -217,18 +228,4 @@ async fn join(app: &AppState, conn: ConnId, user: &User, conversation_id: String
         Ok(Ok(()))
     })
     .await?
-}
-
-fn typing(app: &AppState, user: &User, conversation_id: String, is_typing: bool) {
-    app.hub.send_to_joined(
-        &conversation_id.clone(),
-        &ServerFrame::TypingIndicator {
-            conversation_id,
-            user_id: user.id.clone(),
-            username: user.username.clone(),
-            is_typing,
-            timestamp: now_rfc3339(),
-        },
-        Some(&user.id),
-    );
 }

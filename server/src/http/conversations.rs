@@ -224,3 +224,23 @@ pub async fn users(State(app): State<AppState>, _user: AuthUser, Query(q): Query
     let prefix: String = q.q.trim().chars().take(32).collect();
     Ok(Json(app.db(move |store, _| store.users(&prefix, 20)).await?))
 }
+
+#[derive(Deserialize)]
+pub struct TypingBody {
+    is_typing: bool,
+}
+
+/// `POST /api/conversations/{id}/typing {is_typing}`: typing over HTTP (polling clients).
+pub async fn typing(
+    State(app): State<AppState>,
+    AuthUser(user): AuthUser,
+    Path(id): Path<String>,
+    body: Result<Json<TypingBody>, axum::extract::rejection::JsonRejection>,
+) -> Result<StatusCode, HttpError> {
+    let Json(req) = body.map_err(|e| HttpError::bad_request(ErrorCode::InvalidField, e.body_text()))?;
+    if !app.hub.is_member(&id, &user.id) {
+        return Err(HttpError::not_member());
+    }
+    chat::set_typing(&app, &user, &id, req.is_typing, None);
+    Ok(StatusCode::NO_CONTENT)
+}

@@ -31,7 +31,11 @@ pub async fn create(
     }
     let user = sign_in_or_register(&app, username, req.password)
         .await?
-        .ok_or_else(|| HttpError::new(StatusCode::UNAUTHORIZED, ErrorCode::InvalidCredentials, "wrong username or password"))?;
+        .ok_or_else(|| {
+            crate::metrics::inc(&app.metrics.sign_in_failures);
+        })
+        .map_err(|()| HttpError::new(StatusCode::UNAUTHORIZED, ErrorCode::InvalidCredentials, "wrong username or password"))?;
+    crate::metrics::inc(&app.metrics.sign_ins);
     let token = app.tokens.issue(&user);
     Ok(Json(SessionResponse { token, user }))
 }

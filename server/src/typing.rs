@@ -1,0 +1,88 @@
+//! Who is typing where. The server itself says `is_typing=false` when no typing_start came
+//! for [`TYPING_TIMEOUT`], and when the socket that was typing closes.
+
+use std::collections::HashMap;
+use std::sync::Mutex;
+use std::time::{Duration, Instant};
+
+use crate::hub::ConnId;
+
+pub const TYPING_TIMEOUT: Duration = Duration::from_secs(5);
+
+struct Typist {
+    username: String,
+    /// The socket that said so (None: over HTTP).
+    conn: Option<ConnId>,
+    until: Instant,
+}
+
+/// A typing state that ended: (conversation, user id, username).
+pub type Ended = (String, String, String);
+
+#[derive(Default)]
+pub struct Typing {
+    inner: Mutex<HashMap<(String, String), Typist>>,
+}
+
+impl Typing {
+    fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<(String, String), Typist>> {
+        self.inner.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// Records a typing_start at `now`.
+    pub fn start(&self, conversation_id: &str, user_id: &str, username: &str, conn: Option<ConnId>, now: Instant) {
+        self.lock().insert(
+            (conversation_id.to_owned(), user_id.to_owned()),
+            Typist { username: username.to_owned(), conn, until: now + TYPING_TIMEOUT },
+        );
+    }
+
+    /// Records a typing_stop; true if the user was typing there.
+    pub fn stop(&self, conversation_id: &str, user_id: &str) -> bool {
+        self.lock().remove(&(conversation_id.to_owned(), user_id.to_owned())).is_some()
+    }
+
+    /// Removes and returns the typists whose time ran out by `now`.
+    pub fn expire(&self, now: Instant) -> Vec<Ended> {
+        let mut inner = self.lock();
+        let gone: Vec<(String, String)> = inner.iter().filter(|(_, t)| t.until <= now).map(|(k, _)| k.clone()).collect();
+        gone.into_iter()
+            .filter_map(|k| inner.remove(&k).map(|t| (k.0, k.1, t.username)))
+            .collect()
+    }
+
+    /// Removes and returns what a closing socket was typing.
+    pub fn socket_closed(&self, conn: ConnId) -> Vec<Ended> {
+        let mut inner = self.lock();
+        let gone: Vec<(String, String)> = inner.iter().filter(|(_, t)| t.conn == Some(conn)).map(|(k, _)| k.clone()).collect();
+        gone.into_iter()
+            .filter_map(|k| inner.remove(&k).map(|t| (k.0, k.1, t.username)))
+            .collect()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn typing_expires_five_seconds_after_the_last_start() {
+        let typing = Typing::default();
+        let t0 = Instant::now();
+        typing.start("c", "u", "ann", Some(1), t0);
+        typing.start("c", "u", "ann", Some(1), t0 + Duration::from_secs(3));
+        assert!(typing.expire(t0 + Duration::from_millis(7_900)).is_empty());
+        assert_eq!(typing.expire(t0 + Duration::from_secs(8)), vec![("c".into(), "u".into(), "ann".into())]);
+        assert!(!typing.stop("c", "u"), "already ended");
+    }
+
+    #[test]
+    fn a_closing_socket_ends_only_its_own_typing() {
+        let typing = Typing::default();
+        let now = Instant::now();
+        typing.start("c1", "u", "ann", Some(1), now);
+        typing.start("c2", "v", "bob", Some(2), now);
+        assert_eq!(typing.socket_closed(1), vec![("c1".into(), "u".into(), "ann".into())]);
+        assert!(typing.stop("c2", "v"));
+    }
+}
