@@ -24,7 +24,10 @@ pub fn ChatPage() -> impl IntoView {
         ctx.chat.with(|c| c.conversations.iter().find(|x| Some(&x.id) == id.as_ref()).map(|x| x.title.clone()))
     });
     let me = Memo::new(move |_| ctx.chat.with(|c| c.me.as_ref().map(|u| u.username.clone())));
-    let online = Memo::new(move |_| ctx.chat.with(|c| c.online.len()));
+    // Who is online is only known while connected.
+    let online = Memo::new(move |_| {
+        (ctx.status.get() == crate::socket::LinkStatus::Connected).then(|| ctx.chat.with(|c| c.online.len()))
+    });
     let sign_out = move |_| {
         crate::storage::clear_session();
         ctx.close_session();
@@ -41,7 +44,7 @@ pub fn ChatPage() -> impl IntoView {
             <main class="chat">
                 <header class="chat-header">
                     <h2>{move || title.get().unwrap_or_else(|| "Loading…".into())}</h2>
-                    <span class="online-count">{move || format!("{} online", online.get())}</span>
+                    <span class="online-count">{move || online.get().map(|n| format!("{n} online"))}</span>
                 </header>
                 {move || ctx.notice.get().map(|n| view! { <p class="notice" role="alert">{n}</p> })}
                 <MessageList conversation_id=active />
