@@ -246,13 +246,24 @@ impl Store {
         )?)
     }
 
+    /// Runs a query and collects every row through `map`.
+    fn rows<T, P: rusqlite::Params>(&self, sql: &str, params: P, map: impl FnMut(&rusqlite::Row<'_>) -> rusqlite::Result<T>) -> Result<Vec<T>> {
+        let mut stmt = self.conn.prepare_cached(sql)?;
+        let rows = stmt.query_map(params, map)?;
+        Ok(rows.collect::<std::result::Result<_, _>>()?)
+    }
+
+    fn members_of_kind(&self, conversation_id: &str, kind: &str) -> Result<Vec<String>> {
+        self.rows(
+            "SELECT member_id FROM members WHERE conversation_id = ?1 AND member_kind = ?2",
+            [conversation_id, kind],
+            |r| r.get(0),
+        )
+    }
+
     /// The user ids that are members of a conversation.
     pub fn user_members(&self, conversation_id: &str) -> Result<Vec<String>> {
-        let mut stmt = self.conn.prepare_cached(
-            "SELECT member_id FROM members WHERE conversation_id = ?1 AND member_kind = 'user'",
-        )?;
-        let rows = stmt.query_map([conversation_id], |r| r.get(0))?;
-        Ok(rows.collect::<std::result::Result<_, _>>()?)
+        self.members_of_kind(conversation_id, "user")
     }
 
     pub fn last_seq(&self, conversation_id: &str) -> Result<i64> {
@@ -431,38 +442,28 @@ impl Store {
 
     /// The persona ids that are members of a conversation.
     pub fn persona_members(&self, conversation_id: &str) -> Result<Vec<String>> {
-        let mut stmt = self.conn.prepare_cached(
-            "SELECT member_id FROM members WHERE conversation_id = ?1 AND member_kind = 'persona'",
-        )?;
-        let rows = stmt.query_map([conversation_id], |r| r.get(0))?;
-        Ok(rows.collect::<std::result::Result<_, _>>()?)
+        self.members_of_kind(conversation_id, "persona")
     }
 
     /// Every (conversation, user) membership, to warm the hub's cache at start.
     pub fn user_memberships(&self) -> Result<Vec<(String, String)>> {
-        let mut stmt = self
-            .conn
-            .prepare("SELECT conversation_id, member_id FROM members WHERE member_kind = 'user'")?;
-        let rows = stmt.query_map([], |r| Ok((r.get(0)?, r.get(1)?)))?;
-        Ok(rows.collect::<std::result::Result<_, _>>()?)
+        self.rows("SELECT conversation_id, member_id FROM members WHERE member_kind = 'user'", [], |r| Ok((r.get(0)?, r.get(1)?)))
     }
 
     /// Every member of a conversation: (id, display name, is a persona).
     pub fn members(&self, conversation_id: &str) -> Result<Vec<(String, String, bool)>> {
-        let mut stmt = self.conn.prepare_cached(
+        self.rows(
             "SELECT m.member_id, COALESCE(u.username, p.name, '?'), m.member_kind = 'persona'
              FROM members m LEFT JOIN users u ON u.id = m.member_id LEFT JOIN personas p ON p.id = m.member_id
              WHERE m.conversation_id = ?1",
-        )?;
-        let rows = stmt.query_map([conversation_id], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)))?;
-        Ok(rows.collect::<std::result::Result<_, _>>()?)
+            [conversation_id],
+            |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)),
+        )
     }
 
     /// The (conversation, user) memberships of one user.
     pub fn user_memberships_of(&self, user_id: &str) -> Result<Vec<(String, String)>> {
-        let mut stmt = self.conn.prepare_cached("SELECT conversation_id, member_id FROM members WHERE member_id = ?1")?;
-        let rows = stmt.query_map([user_id], |r| Ok((r.get(0)?, r.get(1)?)))?;
-        Ok(rows.collect::<std::result::Result<_, _>>()?)
+        self.rows("SELECT conversation_id, member_id FROM members WHERE member_id = ?1", [user_id], |r| Ok((r.get(0)?, r.get(1)?)))
     }
 
     /// Users whose name starts with `prefix` (case-insensitive), by name, at most `limit`.

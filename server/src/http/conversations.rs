@@ -10,7 +10,7 @@ use persona_chat_protocol::{Ack, ErrorCode, ServerFrame, User};
 use serde::Deserialize;
 
 use super::error::HttpError;
-use super::extractor::AuthUser;
+use super::extractor::{AuthUser, JsonBody};
 use crate::chat;
 use crate::AppState;
 
@@ -56,9 +56,8 @@ pub async fn post_message(
     State(app): State<AppState>,
     AuthUser(user): AuthUser,
     Path(id): Path<String>,
-    body: Result<Json<PostMessageRequest>, axum::extract::rejection::JsonRejection>,
+    JsonBody(req): JsonBody<PostMessageRequest>,
 ) -> Result<Json<Ack>, HttpError> {
-    let Json(req) = body.map_err(|e| HttpError::bad_request(ErrorCode::InvalidField, e.body_text()))?;
     chat::send_message(&app, &user, id, &req.content, Some(req.client_id), None, None)
         .await
         .map(Json)
@@ -73,9 +72,8 @@ pub const MEMBERS_MAX: usize = 100;
 pub async fn create(
     State(app): State<AppState>,
     AuthUser(user): AuthUser,
-    body: Result<Json<CreateConversationRequest>, axum::extract::rejection::JsonRejection>,
+    JsonBody(req): JsonBody<CreateConversationRequest>,
 ) -> Result<Json<ConversationSummary>, HttpError> {
-    let Json(req) = body.map_err(|e| HttpError::bad_request(ErrorCode::InvalidField, e.body_text()))?;
     if let Some(persona_id) = req.persona_id {
         let me = user.clone();
         let summary = app
@@ -143,9 +141,8 @@ pub async fn add_members(
     State(app): State<AppState>,
     AuthUser(user): AuthUser,
     Path(id): Path<String>,
-    body: Result<Json<AddMembers>, axum::extract::rejection::JsonRejection>,
+    JsonBody(req): JsonBody<AddMembers>,
 ) -> Result<Json<ConversationSummary>, HttpError> {
-    let Json(req) = body.map_err(|e| HttpError::bad_request(ErrorCode::InvalidField, e.body_text()))?;
     if req.user_ids.len() + req.persona_ids.len() > MEMBERS_MAX {
         return Err(HttpError::bad_request(ErrorCode::InvalidField, format!("at most {MEMBERS_MAX} members at once")));
     }
@@ -235,9 +232,8 @@ pub async fn typing(
     State(app): State<AppState>,
     AuthUser(user): AuthUser,
     Path(id): Path<String>,
-    body: Result<Json<TypingBody>, axum::extract::rejection::JsonRejection>,
+    JsonBody(req): JsonBody<TypingBody>,
 ) -> Result<StatusCode, HttpError> {
-    let Json(req) = body.map_err(|e| HttpError::bad_request(ErrorCode::InvalidField, e.body_text()))?;
     if !app.hub.is_member(&id, &user.id) {
         return Err(HttpError::not_member());
     }

@@ -1,6 +1,6 @@
 //! The signed-in user of a request, from `Authorization: Bearer TOKEN`.
 
-use axum::extract::FromRequestParts;
+use axum::extract::{FromRequest, FromRequestParts, Request};
 use axum::http::request::Parts;
 use persona_chat_protocol::User;
 
@@ -20,5 +20,20 @@ impl FromRequestParts<AppState> for AuthUser {
             .and_then(|v| v.strip_prefix("Bearer "))
             .ok_or_else(HttpError::unauthorized)?;
         state.tokens.verify(token.trim()).map(AuthUser).ok_or_else(HttpError::unauthorized)
+    }
+}
+
+/// A JSON body whose rejection (bad JSON, wrong types, wrong content type) is answered like
+/// every other error: 400 `{code: "invalid_field", message}`.
+pub struct JsonBody<T>(pub T);
+
+impl<T: serde::de::DeserializeOwned, S: Send + Sync> FromRequest<S> for JsonBody<T> {
+    type Rejection = HttpError;
+
+    async fn from_request(request: Request, state: &S) -> Result<Self, Self::Rejection> {
+        axum::Json::<T>::from_request(request, state)
+            .await
+            .map(|axum::Json(v)| JsonBody(v))
+            .map_err(|e| HttpError::bad_request(persona_chat_protocol::ErrorCode::InvalidField, e.body_text()))
     }
 }

@@ -7,6 +7,7 @@ use persona_chat_protocol::http::{SessionRequest, SessionResponse};
 use persona_chat_protocol::{ErrorCode, User};
 
 use super::error::HttpError;
+use super::extractor::JsonBody;
 use crate::auth::{hash_password, verify_password};
 use crate::store::StoreError;
 use crate::AppState;
@@ -17,9 +18,8 @@ pub const PASSWORD_MAX: usize = 256;
 
 pub async fn create(
     State(app): State<AppState>,
-    body: Result<Json<SessionRequest>, axum::extract::rejection::JsonRejection>,
+    JsonBody(req): JsonBody<SessionRequest>,
 ) -> Result<Json<SessionResponse>, HttpError> {
-    let Json(req) = body.map_err(|e| HttpError::bad_request(ErrorCode::InvalidField, e.body_text()))?;
     let username = req.username.trim().to_owned();
     check_username(&username)?;
     let n = req.password.chars().count();
