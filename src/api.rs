@@ -48,3 +48,29 @@ pub async fn latest_messages(base: &str, token: &str, conversation_id: &str, lim
     let url = format!("{base}/api/conversations/{conversation_id}/messages?limit={limit}");
     read(Request::get(&url).header("Authorization", &format!("Bearer {token}")).send().await).await
 }
+
+/// The HTTP twin of `send_message` (the polling transport's way to send): idempotent by
+/// client_id, answered with the ack.
+pub async fn post_message(base: &str, token: &str, conversation_id: &str, content: &str, client_id: &str) -> Result<persona_chat_protocol::Ack, ApiFailure> {
+    let body = persona_chat_protocol::http::PostMessageRequest { content: content.to_owned(), client_id: client_id.to_owned() };
+    let request = Request::post(&format!("{base}/api/conversations/{conversation_id}/messages"))
+        .header("Authorization", &format!("Bearer {token}"))
+        .json(&body)
+        .map_err(|e| ApiFailure { status: 0, message: e.to_string() })?;
+    read(request.send().await).await
+}
+
+/// The HTTP twin of typing_start / typing_stop.
+pub async fn set_typing(base: &str, token: &str, conversation_id: &str, is_typing: bool) -> Result<(), ApiFailure> {
+    let body = persona_chat_protocol::http::TypingRequest { is_typing };
+    let request = Request::post(&format!("{base}/api/conversations/{conversation_id}/typing"))
+        .header("Authorization", &format!("Bearer {token}"))
+        .json(&body)
+        .map_err(|e| ApiFailure { status: 0, message: e.to_string() })?;
+    let response = request.send().await.map_err(|e| ApiFailure { status: 0, message: format!("cannot reach the server ({e})") })?;
+    if response.ok() {
+        Ok(())
+    } else {
+        Err(ApiFailure { status: response.status(), message: format!("the server answered {}", response.status()) })
+    }
+}

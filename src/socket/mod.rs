@@ -5,6 +5,7 @@
 //! once the server's `hello` confirms the connection.
 
 pub mod backoff;
+pub mod polling;
 pub mod websocket;
 
 use std::cell::RefCell;
