@@ -5,6 +5,8 @@
 //! once the server's `hello` confirms the connection.
 
 pub mod backoff;
+pub mod machine;
+pub mod outbox;
 pub mod polling;
 pub mod websocket;
 

@@ -1,7 +1,9 @@
 //! The SocketContext: reactive state for the views, and the intents they call. Frames flow
 //! one way: connection -> reducer -> signals -> views.
 
+pub mod gaps;
 pub mod reducer;
+pub mod typing;
 
 use std::collections::BTreeSet;
 use std::rc::Rc;
