@@ -63,6 +63,57 @@ pub struct Config {
     /// Refuse WebSocket upgrades (for testing the app's HTTP polling fallback).
     #[arg(long, env = "PERSONA_DISABLE_WEBSOCKET")]
     pub disable_websocket: bool,
+
+    /// A persona (by name, case-insensitive) that stays offline and does not reply;
+    /// repeatable. In the environment: names separated by commas.
+    #[arg(long = "offline-persona", env = "PERSONA_OFFLINE_PERSONAS", value_delimiter = ',')]
+    pub offline_personas: Vec<String>,
+
+    /// Pace of a persona's streamed reply: about this many milliseconds between pieces of a
+    /// few words each (0: as fast as possible).
+    #[arg(long, env = "PERSONA_PACE_MS", default_value_t = 60)]
+    pub persona_pace_ms: u64,
+
+    /// How long the built-in responder thinks before its first words, in milliseconds.
+    #[arg(long, env = "PERSONA_THINK_MS", default_value_t = 700)]
+    pub persona_think_ms: u64,
+
+    /// Base URL of an OpenAI-compatible API (e.g. https://api.openai.com/v1): when set,
+    /// personas reply through its streaming `/chat/completions` instead of the built-in
+    /// responder.
+    #[arg(long, env = "PERSONA_LLM_URL")]
+    pub persona_llm_url: Option<String>,
+
+    /// Model asked for by the OpenAI-compatible responder.
+    #[arg(long, env = "PERSONA_LLM_MODEL", default_value = "gpt-4o-mini")]
+    pub persona_llm_model: String,
+
+    /// API key of the OpenAI-compatible endpoint. Prefer the environment: a command line is
+    /// visible to every local user. Never logged.
+    #[arg(long, env = "PERSONA_LLM_API_KEY", hide_env_values = true)]
+    pub persona_llm_api_key: Option<ApiKey>,
+}
+
+/// A secret that never shows in logs or `Debug` output.
+#[derive(Clone, PartialEq, Eq)]
+pub struct ApiKey(String);
+
+impl ApiKey {
+    pub fn expose(&self) -> &str {
+        &self.0
+    }
+}
+
+impl From<String> for ApiKey {
+    fn from(s: String) -> Self {
+        ApiKey(s)
+    }
+}
+
+impl std::fmt::Debug for ApiKey {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("ApiKey(<redacted>)")
+    }
 }
 
 impl Config {
@@ -73,6 +124,12 @@ impl Config {
         c.data_dir = data_dir.clone();
         c.static_dir = data_dir.join("no-static");
         c.secret = Some("test-secret-test-secret-test-secret".into());
+        // Personas reply at once and fast, with the built-in responder, all of them online.
+        c.persona_pace_ms = 2;
+        c.persona_think_ms = 0;
+        c.persona_llm_url = None;
+        c.persona_llm_api_key = None;
+        c.offline_personas.clear();
         c
     }
 }

@@ -39,6 +39,8 @@ pub struct Shared {
     pub typing: Typing,
     pub limiter: RateLimiter,
     pub metrics: Metrics,
+    /// The personas at work: their live status, reply queues and streams.
+    pub personas: personas::Runtime,
     /// Flips to true when the server begins shutting down; sockets close with 1001.
     pub shutdown: watch::Receiver<bool>,
 }
@@ -87,6 +89,7 @@ impl Server {
         let addr = listener.local_addr().map_err(|e| e.to_string())?;
         let (shutdown_tx, shutdown_rx) = watch::channel(false);
         let shared = Arc::new(Shared {
+            personas: personas::Runtime::new(&config, &store),
             tokens: Tokens::new(secret, config.token_ttl_secs),
             typing: Typing::default(),
             limiter: RateLimiter::new(config.rate_limit_per_sec, config.rate_limit_burst),

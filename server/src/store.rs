@@ -619,6 +619,33 @@ impl Store {
         )?;
         Ok(())
     }
+
+    // ---- personas ----
+
+    /// Records whether a persona is enabled (configuration decides at each start).
+    pub fn set_persona_enabled(&self, persona_id: &str, enabled: bool) -> Result<()> {
+        self.conn.execute("UPDATE personas SET enabled = ?2 WHERE id = ?1", params![persona_id, enabled])?;
+        Ok(())
+    }
+
+    /// Records when a persona was last active.
+    pub fn set_persona_last_seen(&self, persona_id: &str, at: &str) -> Result<()> {
+        self.conn.execute("UPDATE personas SET last_seen = ?2 WHERE id = ?1", [persona_id, at])?;
+        Ok(())
+    }
+
+    /// The persona of a direct conversation: None if there is no such conversation,
+    /// Some(None) for a room.
+    pub fn conversation_persona(&self, conversation_id: &str) -> Result<Option<Option<String>>> {
+        Ok(self
+            .conn
+            .query_row(
+                "SELECT CASE WHEN kind = 'direct' THEN persona_id END FROM conversations WHERE id = ?1",
+                [conversation_id],
+                |r| r.get(0),
+            )
+            .optional()?)
+    }
 }
 
 const MESSAGE_COLUMNS: &str =

@@ -14,12 +14,17 @@ use super::extractor::{AuthUser, JsonBody};
 use crate::chat;
 use crate::AppState;
 
+/// The personas with their live status (online, busy, responding or offline).
 pub async fn personas(State(app): State<AppState>, _user: AuthUser) -> Result<Json<Vec<Persona>>, HttpError> {
-    Ok(Json(app.db(|store, _| store.personas()).await?))
+    let mut personas = app.db(|store, _| store.personas()).await?;
+    personas.iter_mut().for_each(|p| app.personas.overlay(p));
+    Ok(Json(personas))
 }
 
 pub async fn list(State(app): State<AppState>, AuthUser(user): AuthUser) -> Result<Json<Vec<ConversationSummary>>, HttpError> {
-    Ok(Json(app.db(move |store, _| store.conversations_of(&user.id)).await?))
+    let mut list = app.db(move |store, _| store.conversations_of(&user.id)).await?;
+    list.iter_mut().filter_map(|c| c.persona.as_mut()).for_each(|p| app.personas.overlay(p));
+    Ok(Json(list))
 }
 
 #[derive(Deserialize)]

@@ -1,0 +1,493 @@
+//! The personas at work.
+//!
+//! Each persona answers one message at a time: triggers wait in the persona's queue (in seq
+//! order within a conversation) and one worker task per persona drains it. The status follows
+//! the work and is announced to everyone (`persona_status`): `busy` while a reply waits
+//! (queued, or waiting for the responder's first words), `responding` while it streams,
+//! `online` when the queue is empty, `offline` when configuration disables the persona.
+//!
+//! A reply streams as `stream_start` (sent with the first words, so an interrupted reply
+//! always has some text), `stream_delta`s of a few words at the configured pace, and
+//! `stream_end` with the stored message. The message is stored under the streamed id and
+//! fanned out like any other (`new_message`, `conversation_update`) before `stream_end`.
+
+use std::collections::{HashMap, HashSet, VecDeque};
+use std::sync::{Arc, Mutex, OnceLock, Weak};
+use std::time::Duration;
+
+use persona_chat_protocol::http::Persona;
+use persona_chat_protocol::{ErrorCode, Message, PersonaState, ServerFrame, User, MAX_CONTENT_CHARS};
+use rand::Rng;
+use tokio::sync::{mpsc, Notify};
+
+use super::builtin::Builtin;
+use super::openai::OpenAi;
+use super::responder::{Chunks, ReplyRequest, Responder};
+use super::{addressed, PersonaInfo};
+use crate::chat::Refusal;
+use crate::clock::now_rfc3339;
+use crate::config::Config;
+use crate::store::{Inserted, Store};
+use crate::{AppState, Shared};
+
+/// Replies that may wait per persona; later triggers get no reply (and a warning in the log).
+pub const MAX_QUEUE: usize = 64;
+/// Messages of the conversation a responder sees, the one answered included.
+pub const CONTEXT_MESSAGES: usize = 12;
+/// Stored for an interrupted reply that had no text yet (a message cannot be empty). With
+/// `stream_start` sent together with the first words this does not happen in practice.
+pub const EMPTY_INTERRUPTED: &str = "…";
+/// Conversations whose kind is remembered (it never changes); the cache restarts when full.
+const KIND_CACHE: usize = 100_000;
+
+/// A user's message some persona is to answer.
+#[derive(Debug, Clone)]
+struct Job {
+    conversation_id: String,
+    trigger: Message,
+}
+
+struct Slot {
+    info: PersonaInfo,
+    enabled: bool,
+    status: PersonaState,
+    last_seen: Option<String>,
+    queue: VecDeque<Job>,
+    /// A worker task is draining the queue.
+    working: bool,
+}
+
+/// A reply being streamed, by message id.
+struct Active {
+    conversation_id: String,
+    stop: Arc<Notify>,
+}
+
+#[derive(Default)]
+struct State {
+    slots: Vec<Slot>,
+    active: HashMap<String, Active>,
+}
+
+/// A user's message, on its way to the dispatcher.
+struct Trigger {
+    conversation_id: String,
+    message: Message,
+    persona_id: Option<String>,
+}
+
+pub struct Runtime {
+    state: Mutex<State>,
+    responder: Arc<dyn Responder>,
+    /// Answers when the configured responder gives no words at all (endpoint down).
+    fallback: Option<Arc<dyn Responder>>,
+    pace: Duration,
+    /// Hands triggers to one dispatcher task, so they are looked at in the order they came.
+    dispatch: OnceLock<mpsc::UnboundedSender<Trigger>>,
+    /// conversation -> the persona of a direct conversation (None: a room).
+    kinds: Mutex<HashMap<String, Option<String>>>,
+}
+
+impl Runtime {
+    /// Loads the personas from the store and applies the configuration: personas named by
+    /// `--offline-persona` are disabled (stored, so lists show them offline), the others are
+    /// online as of now.
+    pub fn new(config: &Config, store: &Store) -> Runtime {
+        let builtin: Arc<dyn Responder> = Arc::new(Builtin::new(Duration::from_millis(config.persona_think_ms)));
+        let (responder, fallback) = match config.persona_llm_url.as_deref().map(str::trim).filter(|u| !u.is_empty()) {
+            Some(url) => match OpenAi::new(url, &config.persona_llm_model, config.persona_llm_api_key.clone()) {
+                Ok(openai) => {
+                    tracing::info!("personas reply through {} (model {})", openai.endpoint(), config.persona_llm_model);
+                    (Arc::new(openai) as Arc<dyn Responder>, Some(builtin))
+                }
+                Err(e) => {
+                    tracing::error!("cannot use the OpenAI-compatible endpoint ({e}); personas use the built-in responder");
+                    (builtin, None)
+                }
+            },
+            None => (builtin, None),
+        };
+        let runtime = Runtime {
+            state: Mutex::default(),
+            responder,
+            fallback,
+            pace: Duration::from_millis(config.persona_pace_ms),
+            dispatch: OnceLock::new(),
+            kinds: Mutex::default(),
+        };
+        let offline: HashSet<String> =
+            config.offline_personas.iter().map(|n| n.trim().to_lowercase()).filter(|n| !n.is_empty()).collect();
+        let personas = store.personas().unwrap_or_else(|e| {
+            tracing::error!("cannot read the personas: {e}; none will reply");
+            Vec::new()
+        });
+        for name in &offline {
+            if !personas.iter().any(|p| p.name.to_lowercase() == *name) {
+                tracing::warn!("--offline-persona {name:?}: there is no persona of that name");
+            }
+        }
+        let now = now_rfc3339();
+        let mut state = runtime.lock();
+        for p in personas {
+            let enabled = !offline.contains(&p.name.to_lowercase());
+            let mut last_seen = p.last_seen.clone();
+            let stored = store.set_persona_enabled(&p.id, enabled).and_then(|()| {
+                if enabled {
+                    last_seen = Some(now.clone());
+                    store.set_persona_last_seen(&p.id, &now)?;
+                }
+                Ok(())
+            });
+            if let Err(e) = stored {
+                tracing::warn!("cannot record the state of persona {}: {e}", p.name);
+            }
+            if !enabled {
+                tracing::info!("persona {} is offline by configuration", p.name);
+            }
+            state.slots.push(Slot {
+                info: PersonaInfo { id: p.id, name: p.name, tagline: p.tagline },
+                enabled,
+                status: if enabled { PersonaState::Online } else { PersonaState::Offline },
+                last_seen,
+                queue: VecDeque::new(),
+                working: false,
+            });
+        }
+        drop(state);
+        runtime
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, State> {
+        self.state.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// Puts the live status over what the store says of a persona.
+    pub fn overlay(&self, persona: &mut Persona) {
+        let state = self.lock();
+        if let Some(slot) = state.slots.iter().find(|s| s.info.id == persona.id) {
+            persona.status = slot.status;
+            persona.last_seen = slot.last_seen.clone();
+        }
+    }
+
+    /// The live status of a persona.
+    pub fn status(&self, persona_id: &str) -> Option<PersonaState> {
+        self.lock().slots.iter().find(|s| s.info.id == persona_id).map(|s| s.status)
+    }
+
+    pub fn personas(&self) -> Vec<PersonaInfo> {
+        self.lock().slots.iter().map(|s| s.info.clone()).collect()
+    }
+
+    /// A user's message was stored: hand it to the dispatcher (started on first use).
+    pub(super) fn trigger(&self, app: &AppState, conversation_id: &str, message: &Message, persona_id: Option<String>) {
+        let tx = self.dispatch.get_or_init(|| {
+            let (tx, rx) = mpsc::unbounded_channel();
+            // A weak reference: the dispatcher must not keep the server alive.
+            tokio::spawn(dispatcher(Arc::downgrade(app), rx));
+            tx
+        });
+        let _ = tx.send(Trigger { conversation_id: conversation_id.to_owned(), message: message.clone(), persona_id });
+    }
+
+    /// `stop_response` from a member.
+    pub(super) fn stop(&self, conversation_id: &str, message_id: &str) -> Result<(), Refusal> {
+        match self.lock().active.get(message_id) {
+            Some(active) if active.conversation_id == conversation_id => {
+                active.stop.notify_one();
+                Ok(())
+            }
+            _ => Err(Refusal::new(ErrorCode::NotFound, "no response is streaming with this id in this conversation")),
+        }
+    }
+
+    /// The persona of a direct conversation (Some(None): a room; None: no such conversation).
+    async fn kind_of(&self, app: &AppState, conversation_id: &str) -> Option<Option<String>> {
+        if let Some(kind) = self.kinds.lock().unwrap_or_else(|p| p.into_inner()).get(conversation_id) {
+            return Some(kind.clone());
+        }
+        let id = conversation_id.to_owned();
+        let kind = match app.db(move |store, _| store.conversation_persona(&id)).await {
+            Ok(kind) => kind?,
+            Err(e) => {
+                tracing::warn!("cannot read conversation {conversation_id}: {e}");
+                return None;
+            }
+        };
+        let mut kinds = self.kinds.lock().unwrap_or_else(|p| p.into_inner());
+        if kinds.len() >= KIND_CACHE {
+            kinds.clear();
+        }
+        kinds.insert(conversation_id.to_owned(), kind.clone());
+        Some(kind)
+    }
+
+    /// Queues a reply of a persona; starts its worker when idle.
+    fn enqueue(&self, app: &AppState, persona_id: &str, job: Job) {
+        let mut state = self.lock();
+        let Some(slot) = state.slots.iter_mut().find(|s| s.info.id == persona_id) else { return };
+        if !slot.enabled {
+            tracing::debug!("{} is offline: no reply to message {}", slot.info.name, job.trigger.id);
+            return;
+        }
+        if slot.queue.len() >= MAX_QUEUE {
+            tracing::warn!("{} has {MAX_QUEUE} replies waiting: message {} gets none", slot.info.name, job.trigger.id);
+            return;
+        }
+        // Within a conversation, answer in seq order even if triggers came out of order.
+        let at = slot
+            .queue
+            .iter()
+            .position(|j| j.conversation_id == job.conversation_id && j.trigger.seq > job.trigger.seq)
+            .unwrap_or(slot.queue.len());
+        slot.queue.insert(at, job);
+        if !slot.working {
+            slot.working = true;
+            set_status(&app.hub, slot, PersonaState::Busy);
+            tokio::spawn(worker(app.clone(), persona_id.to_owned()));
+        }
+    }
+
+    fn with_slot<T>(&self, persona_id: &str, f: impl FnOnce(&mut Slot) -> T) -> Option<T> {
+        self.lock().slots.iter_mut().find(|s| s.info.id == persona_id).map(f)
+    }
+}
+
+/// Announces a status change to everyone (under the runtime's lock, so announcements of one
+/// persona never cross).
+fn set_status(hub: &crate::hub::Hub, slot: &mut Slot, status: PersonaState) {
+    if slot.status == status {
+        return;
+    }
+    let now = now_rfc3339();
+    slot.status = status;
+    slot.last_seen = Some(now.clone());
+    hub.send_to_all(
+        &ServerFrame::PersonaStatus { persona_id: slot.info.id.clone(), status, last_seen: Some(now.clone()), timestamp: now },
+        None,
+    );
+}
+
+/// Looks at each stored user message in the order they came and queues the replies due.
+async fn dispatcher(app: Weak<Shared>, mut rx: mpsc::UnboundedReceiver<Trigger>) {
+    while let Some(trigger) = rx.recv().await {
+        let Some(app) = app.upgrade() else { return };
+        let runtime = &app.personas;
+        let Some(direct) = runtime.kind_of(&app, &trigger.conversation_id).await else { continue };
+        let targets = match direct {
+            // A direct conversation: its persona answers everything.
+            Some(persona_id) => vec![persona_id],
+            // A room: the persona asked for, and those mentioned, member or not.
+            None => addressed(&runtime.personas(), trigger.persona_id.as_deref(), &trigger.message.content),
+        };
+        for persona_id in targets {
+            let job = Job { conversation_id: trigger.conversation_id.clone(), trigger: trigger.message.clone() };
+            runtime.enqueue(&app, &persona_id, job);
+        }
+    }
+}
+
+/// Answers a persona's queue one reply at a time.
+async fn worker(app: AppState, persona_id: String) {
+    loop {
+        let next = app.personas.with_slot(&persona_id, |slot| match slot.queue.pop_front() {
+            Some(job) => {
+                set_status(&app.hub, slot, PersonaState::Busy);
+                Some((slot.info.clone(), job))
+            }
+            None => {
+                slot.working = false;
+                set_status(&app.hub, slot, PersonaState::Online);
+                None
+            }
+        });
+        let Some(Some((persona, job))) = next else { return };
+        // In a task of its own, so a panic costs one reply, not the persona.
+        if let Err(e) = tokio::spawn(reply(app.clone(), persona.clone(), job)).await {
+            tracing::error!("a reply of {} failed: {e}", persona.name);
+        }
+    }
+}
+
+/// Waits for the first piece with some text (skipping blank ones). None: the responder failed
+/// or had nothing to say, or the server is stopping.
+async fn first_words(chunks: &mut Chunks, persona: &PersonaInfo, responder: &dyn Responder, app: &AppState) -> Option<String> {
+    let mut shutdown = app.shutdown.clone();
+    loop {
+        tokio::select! {
+            item = chunks.recv() => match item {
+                Some(Ok(text)) if text.trim().is_empty() => continue,
+                Some(Ok(text)) => return Some(text),
+                Some(Err(e)) => {
+                    tracing::warn!("the {} responder failed to answer as {}: {e}", responder.name(), persona.name);
+                    return None;
+                }
+                None => {
+                    tracing::warn!("the {} responder had nothing to say as {}", responder.name(), persona.name);
+                    return None;
+                }
+            },
+            _ = shutdown.wait_for(|stopping| *stopping) => return None,
+        }
+    }
+}
+
+/// Why streaming stopped.
+#[derive(PartialEq)]
+enum End {
+    Complete,
+    /// stop_response, the server stopping, or the responder failing midway.
+    Interrupted,
+}
+
+/// Streams one reply and stores it.
+async fn reply(app: AppState, persona: PersonaInfo, job: Job) {
+    let runtime = &app.personas;
+    let conversation_id = job.conversation_id.clone();
+    let history = {
+        let (id, before) = (conversation_id.clone(), job.trigger.seq + 1);
+        match app.db(move |store, _| store.messages(&id, None, Some(before), CONTEXT_MESSAGES)).await {
+            Ok((messages, _)) if !messages.is_empty() => messages,
+            Ok(_) => vec![job.trigger.clone()],
+            Err(e) => {
+                tracing::warn!("cannot read the context of conversation {conversation_id}: {e}");
+                vec![job.trigger.clone()]
+            }
+        }
+    };
+    let request = ReplyRequest { persona: persona.clone(), conversation_id: conversation_id.clone(), history, trigger: job.trigger };
+
+    // Busy until the first words.
+    let mut chunks = runtime.responder.respond(request.clone());
+    let mut first = first_words(&mut chunks, &persona, runtime.responder.as_ref(), &app).await;
+    if first.is_none() && !*app.shutdown.borrow() {
+        if let Some(fallback) = &runtime.fallback {
+            chunks = fallback.respond(request);
+            first = first_words(&mut chunks, &persona, fallback.as_ref(), &app).await;
+        }
+    }
+    let Some(first) = first else { return };
+
+    let message_id = crate::store::new_id();
+    let stop = Arc::new(Notify::new());
+    runtime.lock().active.insert(message_id.clone(), Active { conversation_id: conversation_id.clone(), stop: stop.clone() });
+    runtime.with_slot(&persona.id, |slot| set_status(&app.hub, slot, PersonaState::Responding));
+    let hub = &app.hub;
+    hub.send_to_joined(
+        &conversation_id,
+        &ServerFrame::StreamStart { conversation_id: conversation_id.clone(), message_id: message_id.clone(), persona_id: persona.id.clone() },
+        None,
+    );
+
+    let mut shutdown = app.shutdown.clone();
+    let mut pending: VecDeque<String> = VecDeque::from([first]);
+    let mut finished = false; // the responder has no more
+    let mut failed = false;
+    let mut sent = String::new();
+    let mut offset: u64 = 0;
+    let end = 'stream: loop {
+        // A few pieces per delta.
+        let want = rand::thread_rng().gen_range(1..=3usize);
+        while pending.len() < want && !finished {
+            if pending.is_empty() {
+                tokio::select! {
+                    biased;
+                    _ = stop.notified() => break 'stream End::Interrupted,
+                    _ = shutdown.wait_for(|stopping| *stopping) => break 'stream End::Interrupted,
+                    item = chunks.recv() => match item {
+                        Some(Ok(text)) => pending.push_back(text),
+                        Some(Err(e)) => {
+                            tracing::warn!("the {} responder failed midway as {}: {e}", runtime.responder.name(), persona.name);
+                            (finished, failed) = (true, true);
+                        }
+                        None => finished = true,
+                    },
+                }
+            } else {
+                match chunks.try_recv() {
+                    Ok(Ok(text)) => pending.push_back(text),
+                    Ok(Err(e)) => {
+                        tracing::warn!("the {} responder failed midway as {}: {e}", runtime.responder.name(), persona.name);
+                        (finished, failed) = (true, true);
+                    }
+                    Err(mpsc::error::TryRecvError::Empty) => break,
+                    Err(mpsc::error::TryRecvError::Disconnected) => finished = true,
+                }
+            }
+        }
+        if pending.is_empty() {
+            break if failed { End::Interrupted } else { End::Complete };
+        }
+        let take = want.min(pending.len());
+        let mut text: String = pending.drain(..take).collect();
+        // A message holds at most MAX_CONTENT_CHARS: a longer reply ends there.
+        let room = MAX_CONTENT_CHARS.saturating_sub(offset as usize);
+        if text.chars().count() >= room {
+            text = text.chars().take(room).collect();
+            (finished, failed) = (true, false);
+            pending.clear();
+        }
+        if !text.is_empty() {
+            hub.send_to_joined(
+                &conversation_id,
+                &ServerFrame::StreamDelta {
+                    conversation_id: conversation_id.clone(),
+                    message_id: message_id.clone(),
+                    offset,
+                    text: text.clone(),
+                },
+                None,
+            );
+            offset += text.chars().count() as u64;
+            sent.push_str(&text);
+        }
+        if finished && pending.is_empty() {
+            break if failed { End::Interrupted } else { End::Complete };
+        }
+        let pause = pace(runtime.pace);
+        tokio::select! {
+            biased;
+            _ = stop.notified() => break End::Interrupted,
+            _ = shutdown.wait_for(|stopping| *stopping) => break End::Interrupted,
+            _ = tokio::time::sleep(pause), if !pause.is_zero() => {}
+            _ = tokio::task::yield_now(), if pause.is_zero() => {}
+        }
+    };
+    // Dropping the pieces stops the responder (and closes its HTTP stream).
+    drop(chunks);
+
+    let interrupted = end == End::Interrupted;
+    let content = if sent.trim().is_empty() { EMPTY_INTERRUPTED.to_owned() } else { sent };
+    let sender = User { id: persona.id.clone(), username: persona.name.clone() };
+    let (id, mid, persona_id) = (conversation_id.clone(), message_id.clone(), persona.id.clone());
+    let stored = app
+        .db(move |store, shared| {
+            // The message id doubles as the client_id: unique per sender.
+            let message = match store.insert_message_with_id(&id, &sender, &mid, &content, true, &mid)? {
+                Inserted::New(m) | Inserted::Duplicate(m) => m,
+                Inserted::ClientIdTaken => return Err(crate::store::StoreError::NotFound),
+            };
+            let members = store.user_members(&id)?;
+            crate::chat::publish_message(shared, &id, &message, &members);
+            store.set_persona_last_seen(&persona_id, &message.timestamp)?;
+            Ok(message)
+        })
+        .await;
+    match stored {
+        Ok(message) => hub.send_to_joined(
+            &conversation_id,
+            &ServerFrame::StreamEnd { conversation_id: conversation_id.clone(), message_id: message_id.clone(), interrupted, message },
+            None,
+        ),
+        Err(e) => tracing::error!("cannot store the reply of {} in {conversation_id}: {e}", persona.name),
+    }
+    runtime.lock().active.remove(&message_id);
+}
+
+/// The pause before the next delta: the configured pace, give or take a third.
+fn pace(base: Duration) -> Duration {
+    if base.is_zero() {
+        return base;
+    }
+    base.mul_f64(rand::thread_rng().gen_range(0.67..1.33))
+}
