@@ -74,3 +74,9 @@ pub async fn set_typing(base: &str, token: &str, conversation_id: &str, is_typin
         Err(ApiFailure { status: response.status(), message: format!("the server answered {}", response.status()) })
     }
 }
+
+/// Messages of a conversation after `after_seq`, ascending (one page).
+pub async fn messages_after(base: &str, token: &str, conversation_id: &str, after_seq: i64) -> Result<MessagesResponse, ApiFailure> {
+    let url = format!("{base}/api/conversations/{conversation_id}/messages?after_seq={after_seq}&limit=500");
+    read(Request::get(&url).header("Authorization", &format!("Bearer {token}")).send().await).await
+}

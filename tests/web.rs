@@ -4,7 +4,7 @@
 use leptos::prelude::*;
 use persona_chat::components::connection_status::ConnectionStatus;
 use persona_chat::components::message_list::MessageList;
-use persona_chat::socket::LinkStatus;
+use persona_chat::socket::{now_ms, LinkState};
 use persona_chat::state::reducer::{Delivery, PendingMessage};
 use persona_chat::state::SocketContext;
 use persona_chat_protocol::{Message, ServerFrame, User};
@@ -33,10 +33,12 @@ async fn connection_status_names_each_state_in_words() {
         view! { <ConnectionStatus /> }
     });
     let cases = [
-        (LinkStatus::Connecting, "connecting", "Connecting"),
-        (LinkStatus::Connected, "connected", "Connected"),
-        (LinkStatus::Reconnecting { attempt: 3, retry_in_ms: 4000 }, "disconnected", "Disconnected · retrying in 4 s (attempt 3)"),
-        (LinkStatus::Disconnected, "disconnected", "Disconnected"),
+        (LinkState::Connecting, "connecting", "Connecting"),
+        (LinkState::Connected { since_ms: 0.0, latency_ms: Some(23.0) }, "connected", "Connected · 23 ms"),
+        (LinkState::Reconnecting { attempt: 3, retry_at_ms: now_ms() + 3_500.0 }, "disconnected", "Disconnected · retrying in 4 s (attempt 3)"),
+        (LinkState::Polling, "polling", "Live via polling"),
+        (LinkState::Offline, "offline", "Offline"),
+        (LinkState::Disconnected, "disconnected", "Disconnected"),
     ];
     for (status, state, words) in cases {
         ctx.status.set(status);

@@ -26,7 +26,7 @@ pub fn ChatPage() -> impl IntoView {
     let me = Memo::new(move |_| ctx.chat.with(|c| c.me.as_ref().map(|u| u.username.clone())));
     // Who is online is only known while connected.
     let online = Memo::new(move |_| {
-        (ctx.status.get() == crate::socket::LinkStatus::Connected).then(|| ctx.chat.with(|c| c.online.len()))
+        matches!(ctx.status.get(), crate::socket::LinkState::Connected { .. } | crate::socket::LinkState::Polling).then(|| ctx.chat.with(|c| c.online.len()))
     });
     let sign_out = move |_| {
         crate::storage::clear_session();

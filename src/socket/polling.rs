@@ -1,31 +1,13 @@
 //! The HTTP long-poll transport (`GET /api/events`), used when WebSocket is blocked. It
 //! delivers the same frames a socket would; sending goes over the HTTP routes (see api.rs).
+//! The connection machine decides when to poll; this does one poll at a time.
 //!
 //! Frames are read one by one, so a frame type this build does not know is skipped instead
 //! of failing the whole answer.
 
-use std::cell::Cell;
-use std::rc::Rc;
-
 use gloo_net::http::Request;
 use persona_chat_protocol::ServerFrame;
 use serde::Deserialize;
-
-/// How long one poll may wait on the server.
-pub const POLL_TIMEOUT_MS: u32 = 25_000;
-/// Pause after a failed poll before the next.
-pub const RETRY_AFTER_FAILURE_MS: u32 = 2_000;
-
-#[derive(Debug, Clone)]
-pub enum PollEvent {
-    /// The first poll answered: the transport is live.
-    Live,
-    Frame(ServerFrame),
-    /// Events were missed (the cursor was too old): reload lists, fill from last seqs.
-    Resync,
-    /// A poll failed (network or server); it is retried.
-    Failed(String),
-}
 
 #[derive(Deserialize)]
 struct RawEvents {
@@ -52,64 +34,23 @@ pub fn parse_events(body: &str) -> Result<(Vec<ServerFrame>, bool, u64), String>
     Ok((frames, raw.resync, raw.next))
 }
 
-/// A running poll loop; stops when dropped or stopped.
-pub struct Poller {
-    running: Rc<Cell<bool>>,
-}
-
-impl Poller {
-    pub fn start(base: String, token: String, on_event: Rc<dyn Fn(PollEvent)>) -> Poller {
-        let running = Rc::new(Cell::new(true));
-        let alive = running.clone();
-        leptos::task::spawn_local(async move {
-            let mut cursor: Option<u64> = None;
-            let mut announced = false;
-            while alive.get() {
-                let url = match cursor {
-                    None => format!("{base}/api/events"),
-                    Some(after) => format!("{base}/api/events?after={after}&timeout_ms={POLL_TIMEOUT_MS}"),
-                };
-                let answer = match Request::get(&url).header("Authorization", &format!("Bearer {token}")).send().await {
-                    Ok(resp) if resp.ok() => resp.text().await.map_err(|e| e.to_string()).and_then(|t| parse_events(&t)),
-                    Ok(resp) => Err(format!("the server answered {}", resp.status())),
-                    Err(e) => Err(e.to_string()),
-                };
-                if !alive.get() {
-                    break;
-                }
-                match answer {
-                    Ok((frames, resync, next)) => {
-                        if !announced {
-                            announced = true;
-                            on_event(PollEvent::Live);
-                        }
-                        if resync {
-                            on_event(PollEvent::Resync);
-                        }
-                        for frame in frames {
-                            on_event(PollEvent::Frame(frame));
-                        }
-                        cursor = Some(next);
-                    }
-                    Err(e) => {
-                        on_event(PollEvent::Failed(e));
-                        gloo_timers::future::TimeoutFuture::new(RETRY_AFTER_FAILURE_MS).await;
-                    }
-                }
-            }
-        });
-        Poller { running }
+/// One long poll: from `after` (None: just learn the current cursor, at once), waiting at
+/// most `timeout_ms` on the server. Answers the frames, the resync flag and the next cursor.
+pub async fn poll_once(base: &str, token: &str, after: Option<u64>, timeout_ms: u64) -> Result<(Vec<ServerFrame>, bool, u64), String> {
+    let url = match after {
+        None => format!("{base}/api/events"),
+        Some(after) => format!("{base}/api/events?after={after}&timeout_ms={timeout_ms}"),
+    };
+    let resp = Request::get(&url)
+        .header("Authorization", &format!("Bearer {token}"))
+        .send()
+        .await
+        .map_err(|e| format!("cannot reach the server ({e})"))?;
+    if !resp.ok() {
+        return Err(format!("the server answered {}", resp.status()));
     }
-
-    pub fn stop(&self) {
-        self.running.set(false);
-    }
-}
-
-impl Drop for Poller {
-    fn drop(&mut self) {
-        self.stop();
-    }
+    let text = resp.text().await.map_err(|e| e.to_string())?;
+    parse_events(&text)
 }
 
 #[cfg(test)]

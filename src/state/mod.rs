@@ -11,10 +11,10 @@ use std::rc::Rc;
 use leptos::prelude::*;
 use leptos::task::spawn_local;
 use persona_chat_protocol::http::{ConversationKind, SessionResponse};
-use persona_chat_protocol::{ClientFrame, ServerFrame};
+use persona_chat_protocol::{ClientFrame, ErrorCode, ServerFrame};
 
 use crate::api;
-use crate::socket::{ConnEvent, Connection, LinkStatus};
+use crate::socket::{ConnEvent, Connection, LinkState, Transport};
 use reducer::{ChatState, Delivery, PendingMessage};
 
 /// How many messages a conversation shows when opened; older ones come with scrolling.
@@ -22,7 +22,7 @@ pub const HISTORY_PAGE: u32 = 50;
 
 #[derive(Clone, Copy)]
 pub struct SocketContext {
-    pub status: RwSignal<LinkStatus>,
+    pub status: RwSignal<LinkState>,
     pub chat: RwSignal<ChatState>,
     pub session: RwSignal<Option<SessionResponse>>,
     /// The conversation open in the chat view.
@@ -37,7 +37,7 @@ pub struct SocketContext {
 impl SocketContext {
     pub fn new(base: String) -> Self {
         SocketContext {
-            status: RwSignal::new(LinkStatus::Disconnected),
+            status: RwSignal::new(LinkState::Disconnected),
             chat: RwSignal::new(ChatState::default()),
             session: RwSignal::new(None),
             active: RwSignal::new(None),
@@ -63,12 +63,12 @@ impl SocketContext {
     /// Signs in: connects, loads the conversation list and opens the Lobby.
     pub fn open_session(&self, session: SessionResponse) {
         self.close_session();
-        let url = crate::config::socket_url(&self.base(), &session.token);
+        let token = session.token.clone();
         self.chat.update(|c| c.me = Some(session.user.clone()));
         self.session.set(Some(session));
         let ctx = *self;
         let on_event: Rc<dyn Fn(ConnEvent)> = Rc::new(move |event| ctx.on_connection_event(event));
-        let connection = Connection::start(url, on_event);
+        let connection = Connection::start(self.base(), token, on_event);
         self.connection.set_value(Some(connection));
         spawn_local(async move { ctx.load_conversations().await });
     }
@@ -134,25 +134,103 @@ impl SocketContext {
         self.send_frame(&ClientFrame::SendMessage { conversation_id, content, client_id: Some(client_id), persona_id: None });
     }
 
+    fn transport(&self) -> Option<Transport> {
+        self.connection.with_value(|c| c.as_ref().and_then(Connection::transport))
+    }
+
+    /// Sends a frame on whichever transport is up: the socket, or the HTTP routes while
+    /// polling. False when none is up (a message then stays pending and goes out on `Ready`).
     fn send_frame(&self, frame: &ClientFrame) -> bool {
+        if self.transport() == Some(Transport::Polling) {
+            self.send_over_http(frame.clone());
+            return true;
+        }
         self.connection.with_value(|c| c.as_ref().is_some_and(|c| c.send(frame)))
     }
 
-    fn on_connection_event(&self, event: ConnEvent) {
-        match event {
-            ConnEvent::Status(status) => self.status.set(status),
-            ConnEvent::Frame(frame) => {
-                let hello = matches!(frame, ServerFrame::Hello { .. });
-                self.chat.update(|c| c.apply(frame));
-                if hello {
-                    self.resume();
+    /// The polling transport's way to send: each frame has its HTTP twin.
+    fn send_over_http(&self, frame: ClientFrame) {
+        let Some(token) = self.token() else { return };
+        let (ctx, base) = (*self, self.base());
+        spawn_local(async move {
+            match frame {
+                ClientFrame::SendMessage { conversation_id, content, client_id: Some(client_id), .. } => {
+                    match api::post_message(&base, &token, &conversation_id, &content, &client_id).await {
+                        Ok(ack) => ctx.chat.update(|c| c.apply(ServerFrame::MessageAck(ack))),
+                        // Refused (not a network failure): the message failed, with the reason.
+                        Err(e) if (400..500).contains(&e.status) => ctx.chat.update(|c| {
+                            c.apply(ServerFrame::Error { code: ErrorCode::Unknown, message: e.message, reference: Some(client_id), timestamp: String::new() })
+                        }),
+                        Err(_) => {} // stays pending; resent when a transport is ready again
+                    }
+                }
+                ClientFrame::TypingStart { conversation_id } => drop(api::set_typing(&base, &token, &conversation_id, true).await),
+                ClientFrame::TypingStop { conversation_id } => drop(api::set_typing(&base, &token, &conversation_id, false).await),
+                ClientFrame::JoinConversation { conversation_id, after_seq } => ctx.fill(conversation_id, after_seq.unwrap_or(0)).await,
+                _ => {}
+            }
+        });
+    }
+
+    /// Fetches over HTTP what a conversation has after `after_seq`, page by page.
+    async fn fill(&self, conversation_id: String, mut after_seq: i64) {
+        let Some(token) = self.token() else { return };
+        loop {
+            match api::messages_after(&self.base(), &token, &conversation_id, after_seq).await {
+                Ok(page) => {
+                    after_seq = page.messages.last().map_or(after_seq, |m| m.seq);
+                    let more = page.has_more && !page.messages.is_empty();
+                    self.chat.update(|c| c.add_history(&conversation_id, page.messages));
+                    if !more {
+                        return;
+                    }
+                }
+                Err(e) => {
+                    self.notice.set(Some(format!("Could not load messages: {e}")));
+                    return;
                 }
             }
         }
     }
 
-    /// After (re)connecting: rejoin from the last seq we have and resend what is still
-    /// pending. Resending is safe: the server stores each client_id once.
+    pub fn retry_now(&self) {
+        self.connection.with_value(|c| c.as_ref().map(Connection::retry_now));
+    }
+
+    pub fn disconnect(&self) {
+        self.connection.with_value(|c| c.as_ref().map(Connection::disconnect));
+    }
+
+    pub fn force_polling(&self) {
+        self.connection.with_value(|c| c.as_ref().map(Connection::force_polling));
+    }
+
+    fn on_connection_event(&self, event: ConnEvent) {
+        match event {
+            ConnEvent::State(state) => self.status.set(state),
+            ConnEvent::Frame(frame) => self.chat.update(|c| c.apply(frame)),
+            ConnEvent::Ready(_) => self.resume(),
+            ConnEvent::Resync => {
+                let ctx = *self;
+                spawn_local(async move { ctx.reload_conversations().await });
+            }
+        }
+    }
+
+    /// After a resync: the list again, and each joined conversation from its last seq.
+    async fn reload_conversations(&self) {
+        let Some(token) = self.token() else { return };
+        if let Ok(list) = api::conversations(&self.base(), &token).await {
+            self.chat.update(|c| c.conversations = list);
+        }
+        for id in self.joined.get_value() {
+            let last = self.chat.with_untracked(|c| c.last_seq(&id));
+            self.fill(id, last).await;
+        }
+    }
+
+    /// When a transport is (again) up: rejoin from the last seq we have and resend what is
+    /// still pending. Resending is safe: the server stores each client_id once.
     fn resume(&self) {
         for id in self.joined.get_value() {
             self.join(id);
