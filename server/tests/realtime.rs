@@ -58,9 +58,17 @@ async fn the_long_poll_carries_what_a_socket_would_get() {
         })
         .expect("new_message in the poll");
     assert_eq!((message.id.as_str(), message.seq), (ack.message_id.as_str(), ack.seq));
-    assert!(got.events.iter().any(|e| matches!(e.frame, ServerFrame::ConversationUpdate { .. })));
     assert!(got.events.windows(2).all(|w| w[0].id < w[1].id), "ids ascend");
     assert_eq!(got.next, got.events.last().unwrap().id);
+    // The poll answers as soon as there is one event; the rest follow from the cursor, as a
+    // client polling again sees them.
+    let mut got = got;
+    if !got.events.iter().any(|e| matches!(e.frame, ServerFrame::ConversationUpdate { .. })) {
+        let more = poll(&server, &b.token, &format!("after={}&timeout_ms=2000", got.next)).await;
+        assert!(more.events.iter().any(|e| matches!(e.frame, ServerFrame::ConversationUpdate { .. })), "conversation_update follows");
+        assert!(more.events.iter().all(|e| e.id > got.next), "nothing twice across polls");
+        got = more;
+    }
 
     // Nothing new: an empty answer at the timeout, cursor unchanged.
     let t = Instant::now();
@@ -334,4 +342,33 @@ async fn the_app_is_served_with_fitting_cache_headers_and_a_route_fallback() {
     assert_eq!(css.headers()["content-encoding"], "br");
     let css = within("css gzip", get("/main-0123456789abcde.css", "gzip")).await.unwrap();
     assert_eq!(css.headers()["content-encoding"], "gzip");
+}
+
+#[tokio::test]
+async fn a_persona_reply_can_be_stopped_over_http() {
+    let server = TestServer::start_with(|c| c.persona_pace_ms = 250).await;
+    let a = server.sign_in("alice", PASSWORD).await;
+    let b = server.sign_in("bob", PASSWORD).await;
+    let personas: Vec<serde_json::Value> = json(server.get(&a.token, "/api/personas").await).await;
+    let persona = personas[0]["id"].as_str().unwrap().to_owned();
+    let chat: ConversationSummary = json(server.post(&a.token, "/api/conversations", &serde_json::json!({"persona_id": persona})).await).await;
+    let mut sa = server.connect(&a.token).await;
+    sa.join(&chat.id, None).await;
+    server.post_message(&a.token, &chat.id, "Tell me about gardens and the sea", &client_id()).await;
+    let message_id = expect_frame!(sa.next_of("stream_start").await, ServerFrame::StreamStart { message_id, .. } => message_id);
+    let stop_path = format!("/api/conversations/{}/stop", chat.id);
+
+    // Not someone else's to stop, and unknown ids are not found.
+    let resp = server.post(&b.token, &stop_path, &serde_json::json!({"message_id": message_id})).await;
+    expect_api_error(resp, StatusCode::FORBIDDEN, "not_member").await;
+    let resp = server.post(&a.token, &stop_path, &serde_json::json!({"message_id": "no-such-reply"})).await;
+    expect_api_error(resp, StatusCode::NOT_FOUND, "not_found").await;
+
+    let resp = server.post(&a.token, &stop_path, &serde_json::json!({"message_id": message_id})).await;
+    assert_eq!(resp.status(), StatusCode::NO_CONTENT);
+    let (interrupted, stored) = expect_frame!(sa.next_of("stream_end").await, ServerFrame::StreamEnd { interrupted, message, .. } => (interrupted, message));
+    assert!(interrupted);
+    assert_eq!(stored.id, message_id);
+    let history = server.messages_after(&a.token, &chat.id, 0).await.messages;
+    assert_eq!(history.last().map(|m| m.content.as_str()), Some(stored.content.as_str()), "the partial text is what is stored");
 }

@@ -245,3 +245,20 @@ pub async fn typing(
     chat::set_typing(&app, &user, &id, req.is_typing, None);
     Ok(StatusCode::NO_CONTENT)
 }
+
+#[derive(Deserialize)]
+pub struct StopBody {
+    message_id: String,
+}
+
+/// `POST /api/conversations/{id}/stop {message_id}`: the HTTP twin of `stop_response`.
+pub async fn stop_response(
+    State(app): State<AppState>,
+    AuthUser(user): AuthUser,
+    Path(id): Path<String>,
+    JsonBody(req): JsonBody<StopBody>,
+) -> Result<StatusCode, HttpError> {
+    crate::personas::stop_response(&app, &user, &id, &req.message_id)
+        .map(|()| StatusCode::NO_CONTENT)
+        .map_err(|r| HttpError::from_code(r.code, r.message))
+}

@@ -467,6 +467,7 @@ async fn reply(app: AppState, persona: PersonaInfo, job: Job) {
                 Inserted::New(m) | Inserted::Duplicate(m) => m,
                 Inserted::ClientIdTaken => return Err(crate::store::StoreError::NotFound),
             };
+            crate::metrics::inc(&shared.metrics.messages_stored);
             let members = store.user_members(&id)?;
             crate::chat::publish_message(shared, &id, &message, &members);
             store.set_persona_last_seen(&persona_id, &message.timestamp)?;
