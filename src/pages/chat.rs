@@ -24,9 +24,9 @@ pub fn ChatPage() -> impl IntoView {
         ctx.chat.with(|c| c.conversations.iter().find(|x| Some(&x.id) == id.as_ref()).map(|x| x.title.clone()))
     });
     let me = Memo::new(move |_| ctx.chat.with(|c| c.me.as_ref().map(|u| u.username.clone())));
-    // Who is online is only known while connected.
+    // Who is online is only known on a socket (pollers are not counted as present yet).
     let online = Memo::new(move |_| {
-        matches!(ctx.status.get(), crate::socket::LinkState::Connected { .. } | crate::socket::LinkState::Polling).then(|| ctx.chat.with(|c| c.online.len()))
+        matches!(ctx.status.get(), crate::socket::LinkState::Connected { .. }).then(|| ctx.chat.with(|c| c.online.len()))
     });
     let sign_out = move |_| {
         crate::storage::clear_session();

@@ -121,6 +121,11 @@ impl TestServer {
     }
 
     pub fn start_on(data_dir: &Path, port: u16) -> TestResult<TestServer> {
+        Self::start_with_args(data_dir, port, &[])
+    }
+
+    /// With extra server flags (e.g. `--disable-websocket`).
+    pub fn start_with_args(data_dir: &Path, port: u16, args: &[&str]) -> TestResult<TestServer> {
         let bin = server_binary();
         ensure!(bin.exists(), "server binary {} not found: build it with `cargo build -p persona-chat-server` (or set PERSONA_SERVER_BIN)", bin.display());
         let dist = dist_dir();
@@ -130,6 +135,7 @@ impl TestServer {
         cmd.arg("--addr").arg(format!("127.0.0.1:{port}"))
             .arg("--data-dir").arg(data_dir)
             .arg("--static-dir").arg(&dist)
+            .args(args)
             .env("RUST_LOG", "info")
             .stdout(Stdio::from(log.try_clone().map_err(|e| e.to_string())?))
             .stderr(Stdio::from(log));

@@ -12,13 +12,18 @@ use harness::*;
 const LIMIT: Duration = Duration::from_secs(15);
 
 async fn sign_in(client: &Client, base: &str, username: &str, password: &str) -> TestResult {
+    sign_in_until(client, base, username, password, "connected", LIMIT).await
+}
+
+/// Signs in and waits until the connection indicator shows `state` in the Lobby.
+async fn sign_in_until(client: &Client, base: &str, username: &str, password: &str, state: &str, limit: Duration) -> TestResult {
     client.goto(&format!("{base}/login")).await.map_err(|e| e.to_string())?;
     let field = client.wait().at_most(LIMIT).for_element(Locator::Id("username")).await.map_err(|e| format!("no sign-in form: {e}"))?;
     field.send_keys(username).await.map_err(|e| e.to_string())?;
     client.find(Locator::Id("password")).await.map_err(|e| e.to_string())?.send_keys(password).await.map_err(|e| e.to_string())?;
     client.find(Locator::Css(".login-card button[type=submit]")).await.map_err(|e| e.to_string())?.click().await.map_err(|e| e.to_string())?;
-    eventually(LIMIT, &format!("{username} to be connected in the Lobby"), || async {
-        let connected = attr_of(client, ".connection", "data-state").await.as_deref() == Some("connected");
+    eventually(limit, &format!("{username} to be {state} in the Lobby"), || async {
+        let connected = attr_of(client, ".connection", "data-state").await.as_deref() == Some(state);
         let lobby = text_of(client, ".chat-header h2").await.as_deref() == Some("Lobby");
         (connected && lobby).then_some(())
     })
@@ -126,5 +131,52 @@ async fn a_message_crosses_two_real_browser_windows() {
         Ok(Ok(())) => {}
         Ok(Err(e)) => panic!("{e}"),
         Err(_) => panic!("the end-to-end test took longer than 150 s"),
+    }
+}
+
+async fn polling_body(server: &TestServer, a: &Client, b: &Client) -> TestResult {
+    // Five failed WebSocket attempts with jittered backoff (at most 1+2+4+8 s) before polling.
+    sign_in_until(a, &server.base, "alice", "alice-password", "polling", Duration::from_secs(45)).await?;
+    sign_in_until(b, &server.base, "bob", "bob-password", "polling", Duration::from_secs(45)).await?;
+    let words = text_of(a, ".connection-text").await.unwrap_or_default();
+    ensure!(words == "Live via polling", "the indicator says {words:?}");
+    send(a, "sent while polling").await?;
+    eventually(LIMIT, "Bob to receive over the long poll", || async {
+        message_texts(b).await.iter().any(|t| t == "sent while polling").then_some(())
+    })
+    .await?;
+    send(b, "and back").await?;
+    eventually(LIMIT, "Alice to receive Bob's reply, each message once", || async {
+        (message_texts(a).await == ["sent while polling".to_owned(), "and back".to_owned()]).then_some(())
+    })
+    .await?;
+    eventually(LIMIT, "Alice's message to be marked sent", || async {
+        (attr_of(a, ".messages .message.own", "data-delivery").await.as_deref() == Some("sent")).then_some(())
+    })
+    .await?;
+    screenshot(a, "polling-alice").await?;
+    Ok(())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn without_websocket_both_windows_carry_on_over_polling() {
+    let data = tempfile::tempdir().expect("temp dir");
+    let server = TestServer::start_with_args(data.path(), free_port(), &["--disable-websocket"]).expect("server starts");
+    let driver = Driver::start().expect("chromedriver starts");
+    let a = driver.window().await.expect("window A");
+    let b = driver.window().await.expect("window B");
+    let outcome = tokio::time::timeout(Duration::from_secs(150), polling_body(&server, &a, &b)).await;
+    if !matches!(outcome, Ok(Ok(()))) {
+        let _ = screenshot(&a, "failure-polling-alice").await;
+        let _ = screenshot(&b, "failure-polling-bob").await;
+    }
+    let _ = a.close().await;
+    let _ = b.close().await;
+    drop(driver);
+    drop(server);
+    match outcome {
+        Ok(Ok(())) => {}
+        Ok(Err(e)) => panic!("{e}"),
+        Err(_) => panic!("the polling test took longer than 150 s"),
     }
 }
