@@ -9,6 +9,8 @@ use serde::de::DeserializeOwned;
 pub struct ApiFailure {
     pub status: u16,
     pub message: String,
+    /// The server's error code, when it answered one.
+    pub code: Option<persona_chat_protocol::ErrorCode>,
 }
 
 impl std::fmt::Display for ApiFailure {
@@ -18,24 +20,23 @@ impl std::fmt::Display for ApiFailure {
 }
 
 async fn read<T: DeserializeOwned>(response: Result<Response, gloo_net::Error>) -> Result<T, ApiFailure> {
-    let response = response.map_err(|e| ApiFailure { status: 0, message: format!("cannot reach the server ({e})") })?;
+    let response = response.map_err(|e| ApiFailure { status: 0, message: format!("cannot reach the server ({e})"), code: None })?;
     let status = response.status();
     if response.ok() {
         return response
             .json::<T>()
             .await
-            .map_err(|e| ApiFailure { status, message: format!("unexpected answer from the server: {e}") });
+            .map_err(|e| ApiFailure { status, message: format!("unexpected answer from the server: {e}"), code: None });
     }
-    let message = match response.json::<ApiError>().await {
-        Ok(err) => err.message,
-        Err(_) => format!("the server answered {status}"),
-    };
-    Err(ApiFailure { status, message })
+    match response.json::<ApiError>().await {
+        Ok(err) => Err(ApiFailure { status, message: err.message, code: Some(err.code) }),
+        Err(_) => Err(ApiFailure { status, message: format!("the server answered {status}"), code: None }),
+    }
 }
 
 pub async fn sign_in(base: &str, username: &str, password: &str) -> Result<SessionResponse, ApiFailure> {
     let body = SessionRequest { username: username.to_owned(), password: password.to_owned() };
-    let request = Request::post(&format!("{base}/api/session")).json(&body).map_err(|e| ApiFailure { status: 0, message: e.to_string() })?;
+    let request = Request::post(&format!("{base}/api/session")).json(&body).map_err(|e| ApiFailure { status: 0, message: e.to_string(), code: None })?;
     read(request.send().await).await
 }
 
@@ -56,7 +57,7 @@ pub async fn post_message(base: &str, token: &str, conversation_id: &str, conten
     let request = Request::post(&format!("{base}/api/conversations/{conversation_id}/messages"))
         .header("Authorization", &format!("Bearer {token}"))
         .json(&body)
-        .map_err(|e| ApiFailure { status: 0, message: e.to_string() })?;
+        .map_err(|e| ApiFailure { status: 0, message: e.to_string(), code: None })?;
     read(request.send().await).await
 }
 
@@ -66,12 +67,12 @@ pub async fn set_typing(base: &str, token: &str, conversation_id: &str, is_typin
     let request = Request::post(&format!("{base}/api/conversations/{conversation_id}/typing"))
         .header("Authorization", &format!("Bearer {token}"))
         .json(&body)
-        .map_err(|e| ApiFailure { status: 0, message: e.to_string() })?;
-    let response = request.send().await.map_err(|e| ApiFailure { status: 0, message: format!("cannot reach the server ({e})") })?;
+        .map_err(|e| ApiFailure { status: 0, message: e.to_string(), code: None })?;
+    let response = request.send().await.map_err(|e| ApiFailure { status: 0, message: format!("cannot reach the server ({e})"), code: None })?;
     if response.ok() {
         Ok(())
     } else {
-        Err(ApiFailure { status: response.status(), message: format!("the server answered {}", response.status()) })
+        Err(ApiFailure { status: response.status(), message: format!("the server answered {}", response.status()), code: None })
     }
 }
 

@@ -35,5 +35,19 @@ pub fn save_session(session: &SessionResponse) {
 pub fn clear_session() {
     for storage in [per_tab(), local()].into_iter().flatten() {
         let _ = storage.remove_item(SESSION_KEY);
+        let _ = storage.remove_item(ACTIVE_KEY);
     }
+}
+
+const ACTIVE_KEY: &str = "persona-chat.active";
+
+/// The conversation this tab had open, kept across reloads.
+pub fn save_active(conversation_id: &str) {
+    for storage in [per_tab(), local()].into_iter().flatten() {
+        let _ = storage.set_item(ACTIVE_KEY, conversation_id);
+    }
+}
+
+pub fn load_active() -> Option<String> {
+    read(per_tab(), ACTIVE_KEY).or_else(|| read(local(), ACTIVE_KEY))
 }

@@ -13,8 +13,10 @@ pub fn Composer(conversation_id: Signal<Option<String>>) -> impl IntoView {
         let Some(id) = conversation_id.get_untracked() else { return };
         let text = draft.get_untracked();
         if let Ok(content) = validate_content(&text) {
-            ctx.send_message(id, content.to_owned());
-            draft.set(String::new());
+            // The draft stays when the message could not even be queued.
+            if ctx.send_message(id, content.to_owned()) {
+                draft.set(String::new());
+            }
         }
     };
     let on_keydown = move |ev: leptos::ev::KeyboardEvent| {

@@ -14,7 +14,8 @@ use persona_chat_protocol::http::{ConversationKind, SessionResponse};
 use persona_chat_protocol::{ClientFrame, ErrorCode, ServerFrame};
 
 use crate::api;
-use crate::socket::{ConnEvent, Connection, LinkState, Transport};
+use crate::socket::outbox::{self, OutStatus, Outbox, OutboxConfig, Outgoing, Refusal};
+use crate::socket::{now_ms, ConnEvent, Connection, LinkState, Transport};
 use reducer::{ChatState, Delivery, PendingMessage};
 
 /// How many messages a conversation shows when opened; older ones come with scrolling.
@@ -32,6 +33,11 @@ pub struct SocketContext {
     base: StoredValue<String>,
     connection: StoredValue<Option<Connection>, LocalStorage>,
     joined: StoredValue<BTreeSet<String>>,
+    /// Every message not yet acknowledged, persisted in localStorage per user: the source of
+    /// truth for sending (the chat state only shows it).
+    outbox: StoredValue<Outbox>,
+    /// Wakes the outbox for rate-limited messages due later.
+    outbox_timer: StoredValue<Option<gloo_timers::callback::Timeout>, LocalStorage>,
 }
 
 impl SocketContext {
@@ -45,6 +51,8 @@ impl SocketContext {
             base: StoredValue::new(base),
             connection: StoredValue::new_local(None),
             joined: StoredValue::new(BTreeSet::new()),
+            outbox: StoredValue::new(Outbox::new(OutboxConfig::default())),
+            outbox_timer: StoredValue::new_local(None),
         }
     }
 
@@ -64,10 +72,16 @@ impl SocketContext {
     pub fn open_session(&self, session: SessionResponse) {
         self.close_session();
         let token = session.token.clone();
+        self.restore_outbox(&session.user.id);
         self.chat.update(|c| c.me = Some(session.user.clone()));
         self.session.set(Some(session));
         let ctx = *self;
         let on_event: Rc<dyn Fn(ConnEvent)> = Rc::new(move |event| ctx.on_connection_event(event));
+        // Where the user was: shown at once (with anything still unsent), even before the
+        // server answers.
+        if let Some(active) = crate::storage::load_active() {
+            self.active.set(Some(active));
+        }
         let connection = Connection::start(self.base(), token, on_event);
         self.connection.set_value(Some(connection));
         spawn_local(async move { ctx.load_conversations().await });
@@ -89,18 +103,22 @@ impl SocketContext {
         let Some(token) = self.token() else { return };
         match api::conversations(&self.base(), &token).await {
             Ok(list) => {
-                let lobby = list.iter().find(|c| c.kind == ConversationKind::Room && c.title == "Lobby").or(list.first()).map(|c| c.id.clone());
+                let remembered = self.active.get_untracked().filter(|id| list.iter().any(|c| &c.id == id));
+                let lobby = remembered.or_else(|| {
+                    list.iter().find(|c| c.kind == ConversationKind::Room && c.title == "Lobby").or(list.first()).map(|c| c.id.clone())
+                });
                 self.chat.update(|c| c.conversations = list);
                 if let Some(id) = lobby {
                     self.open_conversation(id);
                 }
             }
-            Err(e) => self.notice.set(Some(format!("Could not load your conversations: {e}"))),
+            Err(e) => self.notice.set(Some(format!("Could not load your conversations yet ({e}); trying again when the connection is back."))),
         }
     }
 
     /// Shows a conversation: its recent history over HTTP, then live frames over the socket.
     pub fn open_conversation(&self, conversation_id: String) {
+        crate::storage::save_active(&conversation_id);
         self.active.set(Some(conversation_id.clone()));
         let ctx = *self;
         spawn_local(async move {
@@ -125,13 +143,106 @@ impl SocketContext {
 
     /// Sends a message: shown at once as pending, sent now if connected, else when the
     /// connection is back.
-    pub fn send_message(&self, conversation_id: String, content: String) {
+    /// Sends a message: shown at once as pending, kept (across reloads too) until the server
+    /// acknowledges it, sent now if a transport is up, else when one is. False (and a notice)
+    /// when the outbox is full: nothing is dropped silently.
+    pub fn send_message(&self, conversation_id: String, content: String) -> bool {
         let client_id = crate::ids::new_client_id();
         let timestamp = js_sys::Date::new_0().to_iso_string().as_string().unwrap_or_default();
+        let item = Outgoing::new(client_id.clone(), conversation_id.clone(), content.clone(), timestamp.clone());
+        if let Err(e) = self.with_outbox(|o| o.push(item)) {
+            self.notice.set(Some(format!("Not sent: {e}. Wait until the connection is back.")));
+            return false;
+        }
+        self.chat.update(|c| c.add_pending(&conversation_id, PendingMessage { client_id, content, timestamp, delivery: Delivery::Pending }));
+        self.flush_outbox();
+        true
+    }
+
+    /// Changes the outbox and saves it.
+    fn with_outbox<T>(&self, f: impl FnOnce(&mut Outbox) -> T) -> T {
+        let out = self.outbox.try_update_value(f).expect("the outbox lives as long as the context");
+        let user = self.chat.with_untracked(|c| c.me.as_ref().map(|u| u.id.clone()));
+        if let (Some(user), Some(storage)) = (user, web_sys::window().and_then(|w| w.local_storage().ok().flatten())) {
+            let _ = storage.set_item(&outbox::storage_key(&user), &self.outbox.with_value(Outbox::to_json));
+        }
+        out
+    }
+
+    /// After a reload: what was not acknowledged shows again as pending (or failed) and goes
+    /// out once a transport is up.
+    fn restore_outbox(&self, user_id: &str) {
+        let stored = web_sys::window()
+            .and_then(|w| w.local_storage().ok().flatten())
+            .and_then(|s| s.get_item(&outbox::storage_key(user_id)).ok().flatten())
+            .and_then(|text| Outbox::from_json(&text, OutboxConfig::default()).ok())
+            .unwrap_or_else(|| Outbox::new(OutboxConfig::default()));
+        let shown: Vec<(String, PendingMessage)> = stored
+            .items()
+            .iter()
+            .map(|i| {
+                let delivery = match &i.status {
+                    OutStatus::Failed { reason, .. } => Delivery::Failed(reason.clone()),
+                    _ => Delivery::Pending,
+                };
+                (i.conversation_id.clone(), PendingMessage { client_id: i.client_id.clone(), content: i.content.clone(), timestamp: i.written_at.clone(), delivery })
+            })
+            .collect();
+        self.outbox.set_value(stored);
         self.chat.update(|c| {
-            c.add_pending(&conversation_id, PendingMessage { client_id: client_id.clone(), content: content.clone(), timestamp, delivery: Delivery::Pending })
+            for (conversation_id, pending) in shown {
+                c.add_pending(&conversation_id, pending);
+            }
         });
-        self.send_frame(&ClientFrame::SendMessage { conversation_id, content, client_id: Some(client_id), persona_id: None });
+    }
+
+    /// Sends what the outbox holds for sending, in order, if a transport is up.
+    fn flush_outbox(&self) {
+        if self.transport().is_none() {
+            return;
+        }
+        let now = now_ms();
+        for item in self.with_outbox(|o| o.take_sendable(now)) {
+            if !self.send_frame(&item.to_frame()) {
+                self.with_outbox(|o| o.not_sent(&item.client_id));
+            }
+        }
+        // Rate-limited messages are due later: wake then.
+        let ctx = *self;
+        let timer = self.outbox.with_value(Outbox::next_wake).map(|at| {
+            gloo_timers::callback::Timeout::new((at - now).max(0.0) as u32, move || ctx.flush_outbox())
+        });
+        self.outbox_timer.set_value(timer);
+    }
+
+    /// Every server frame, from either transport: the outbox learns of acks and refusals,
+    /// the chat state of everything.
+    fn on_frame(&self, frame: ServerFrame) {
+        match &frame {
+            ServerFrame::MessageAck(ack) => {
+                self.with_outbox(|o| o.ack(&ack.client_id));
+            }
+            ServerFrame::NewMessage { message, .. } if message.client_id.is_some() => {
+                // Our own message stored (its ack may have been lost with a connection).
+                let mine = self.chat.with_untracked(|c| c.me.as_ref().is_some_and(|u| u.id == message.sender_id));
+                if mine {
+                    let cid = message.client_id.clone().unwrap_or_default();
+                    if self.outbox.with_value(|o| o.get(&cid).is_some()) {
+                        self.with_outbox(|o| o.ack(&cid));
+                    }
+                }
+            }
+            ServerFrame::Error { code, message, reference: Some(reference), .. } => {
+                let refusal = self.with_outbox(|o| o.refuse(reference, *code, message, now_ms()));
+                if let Some(Refusal::RetryAt(_)) = refusal {
+                    // Transient: it stays pending and goes out again when due.
+                    self.flush_outbox();
+                    return;
+                }
+            }
+            _ => {}
+        }
+        self.chat.update(|c| c.apply(frame));
     }
 
     fn transport(&self) -> Option<Transport> {
@@ -156,12 +267,17 @@ impl SocketContext {
             match frame {
                 ClientFrame::SendMessage { conversation_id, content, client_id: Some(client_id), .. } => {
                     match api::post_message(&base, &token, &conversation_id, &content, &client_id).await {
-                        Ok(ack) => ctx.chat.update(|c| c.apply(ServerFrame::MessageAck(ack))),
-                        // Refused (not a network failure): the message failed, with the reason.
-                        Err(e) if (400..500).contains(&e.status) => ctx.chat.update(|c| {
-                            c.apply(ServerFrame::Error { code: ErrorCode::Unknown, message: e.message, reference: Some(client_id), timestamp: String::new() })
-                        }),
-                        Err(_) => {} // stays pending; resent when a transport is ready again
+                        Ok(ack) => ctx.on_frame(ServerFrame::MessageAck(ack)),
+                        // Refused (not a network failure): the message failed, with the reason
+                        // (or waits, when rate limited).
+                        Err(e) if (400..500).contains(&e.status) => {
+                            let code = if e.status == 429 { ErrorCode::RateLimited } else { e.code.unwrap_or(ErrorCode::Unknown) };
+                            ctx.on_frame(ServerFrame::Error { code, message: e.message, reference: Some(client_id), timestamp: String::new() })
+                        }
+                        // Not through: queued again, sent when a transport is ready.
+                        Err(_) => {
+                            ctx.with_outbox(|o| o.not_sent(&client_id));
+                        }
                     }
                 }
                 ClientFrame::TypingStart { conversation_id } => drop(api::set_typing(&base, &token, &conversation_id, true).await),
@@ -208,8 +324,15 @@ impl SocketContext {
     fn on_connection_event(&self, event: ConnEvent) {
         match event {
             ConnEvent::State(state) => self.status.set(state),
-            ConnEvent::Frame(frame) => self.chat.update(|c| c.apply(frame)),
-            ConnEvent::Ready(_) => self.resume(),
+            ConnEvent::Frame(frame) => self.on_frame(frame),
+            ConnEvent::Ready(_) => {
+                // The first load may have failed (started while the server was away).
+                if self.chat.with_untracked(|c| c.conversations.is_empty()) {
+                    let ctx = *self;
+                    spawn_local(async move { ctx.load_conversations().await });
+                }
+                self.resume();
+            }
             ConnEvent::Resync => {
                 let ctx = *self;
                 spawn_local(async move { ctx.reload_conversations().await });
@@ -235,14 +358,9 @@ impl SocketContext {
         for id in self.joined.get_value() {
             self.join(id);
         }
-        let unsent: Vec<ClientFrame> = self.chat.with_untracked(|c| {
-            c.logs
-                .iter()
-                .flat_map(|(conversation_id, log)| log.pending_sends(conversation_id))
-                .collect()
-        });
-        for frame in unsent {
-            self.send_frame(&frame);
-        }
+        // What was in flight on the lost transport may not have arrived: send it again (the
+        // server stores each client_id once).
+        self.with_outbox(Outbox::requeue_in_flight);
+        self.flush_outbox();
     }
 }

@@ -253,19 +253,3 @@ mod tests {
         assert_eq!(s.online.iter().map(|u| u.username.as_str()).collect::<Vec<_>>(), vec!["bob"]);
     }
 }
-
-impl ConversationLog {
-    /// The frames that would (re)send this conversation's unacknowledged messages, in order.
-    pub fn pending_sends(&self, conversation_id: &str) -> Vec<persona_chat_protocol::ClientFrame> {
-        self.pending
-            .iter()
-            .filter(|p| p.delivery == Delivery::Pending)
-            .map(|p| persona_chat_protocol::ClientFrame::SendMessage {
-                conversation_id: conversation_id.to_owned(),
-                content: p.content.clone(),
-                client_id: Some(p.client_id.clone()),
-                persona_id: None,
-            })
-            .collect()
-    }
-}

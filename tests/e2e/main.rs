@@ -90,8 +90,19 @@ async fn two_tabs_body(server: &mut TestServer, a: &Client, b: &Client) -> TestR
     }
     screenshot(a, "two-tabs-alice-disconnected").await?;
 
-    // It comes back on the same port and data: the windows reconnect by themselves and the
-    // history is intact, each message once.
+    // Written while the server is away: shown as pending.
+    let offline = "Written while the server was down";
+    send(a, offline).await?;
+    eventually(LIMIT, "the unsent message to show as pending", || async {
+        let texts = message_texts(a).await;
+        let state = attr_of(a, ".messages .message.own:last-child", "data-delivery").await;
+        (texts.last().map(String::as_str) == Some(offline) && state.as_deref() == Some("pending")).then_some(())
+    })
+    .await?;
+    screenshot(a, "two-tabs-alice-pending").await?;
+
+    // The server comes back on the same port and data: the windows reconnect by themselves,
+    // the message written offline goes out once, and the history is intact, each message once.
     *server = TestServer::start_on(&server.data_dir.clone(), server.port)?;
     for (client, who) in [(a, "alice"), (b, "bob")] {
         eventually(Duration::from_secs(40), &format!("{who}'s window to reconnect"), || async {
@@ -99,12 +110,22 @@ async fn two_tabs_body(server: &mut TestServer, a: &Client, b: &Client) -> TestR
         })
         .await?;
     }
-    let after = "Back again";
-    send(b, after).await?;
-    eventually(LIMIT, "the message after the restart to reach Alice once", || async {
-        (message_texts(a).await == [text.to_owned(), reply.to_owned(), after.to_owned()]).then_some(())
+    eventually(LIMIT, "the message written offline to reach Bob, once", || async {
+        (message_texts(b).await == [text.to_owned(), reply.to_owned(), offline.to_owned()]).then_some(())
     })
     .await?;
+    eventually(LIMIT, "Alice's offline message to be marked sent", || async {
+        (attr_of(a, ".messages .message.own:last-child", "data-delivery").await.as_deref() == Some("sent")).then_some(())
+    })
+    .await?;
+    let after = "Back again";
+    send(b, after).await?;
+    let expected = [text.to_owned(), reply.to_owned(), offline.to_owned(), after.to_owned()];
+    eventually(LIMIT, "the message after the restart to reach Alice once", || async {
+        (message_texts(a).await == expected).then_some(())
+    })
+    .await?;
+    ensure!(message_texts(b).await == expected, "Bob's window shows {:?}", message_texts(b).await);
     Ok(())
 }
 
@@ -178,5 +199,87 @@ async fn without_websocket_both_windows_carry_on_over_polling() {
         Ok(Ok(())) => {}
         Ok(Err(e)) => panic!("{e}"),
         Err(_) => panic!("the polling test took longer than 150 s"),
+    }
+}
+
+async fn reload_body(app: &TestServer, chat: &mut TestServer, a: &Client, b: &Client) -> TestResult {
+    // The app comes from one origin, the chat server is another (as on a static host).
+    let login = |_: ()| format!("{}/login?server={}", app.base, chat.base);
+    for (client, user) in [(a, "alice"), (b, "bob")] {
+        client.goto(&login(())).await.map_err(|e| e.to_string())?;
+        let field = client.wait().at_most(LIMIT).for_element(Locator::Id("username")).await.map_err(|e| e.to_string())?;
+        field.send_keys(user).await.map_err(|e| e.to_string())?;
+        client.find(Locator::Id("password")).await.map_err(|e| e.to_string())?.send_keys("a password").await.map_err(|e| e.to_string())?;
+        client.find(Locator::Css(".login-card button[type=submit]")).await.map_err(|e| e.to_string())?.click().await.map_err(|e| e.to_string())?;
+        eventually(LIMIT, &format!("{user} to be connected to the other origin"), || async {
+            (attr_of(client, ".connection", "data-state").await.as_deref() == Some("connected")
+                && text_of(client, ".chat-header h2").await.as_deref() == Some("Lobby"))
+            .then_some(())
+        })
+        .await?;
+    }
+
+    // The chat server goes away; Alice writes, then reloads the page (which still loads).
+    chat.process.kill();
+    eventually(LIMIT, "Alice to see the connection lost", || async {
+        (attr_of(a, ".connection", "data-state").await.as_deref() == Some("disconnected")).then_some(())
+    })
+    .await?;
+    let written = ["First while away", "Second while away"];
+    for text in written {
+        send(a, text).await?;
+    }
+    a.refresh().await.map_err(|e| e.to_string())?;
+    eventually(LIMIT, "both unsent messages to be pending after the reload, in order", || async {
+        let texts = message_texts(a).await;
+        let pending = a.find_all(Locator::Css(".messages .message[data-delivery=pending]")).await.ok()?.len();
+        (texts == written.map(str::to_owned) && pending == 2).then_some(())
+    })
+    .await?;
+    screenshot(a, "reload-alice-pending").await?;
+
+    // The chat server is back: they are sent once each, in order, and Bob gets them.
+    *chat = TestServer::start_with_args(&chat.data_dir.clone(), chat.port, &["--allowed-origin", &app.base])?;
+    eventually(Duration::from_secs(40), "Bob to receive both, once, in order", || async {
+        (message_texts(b).await == written.map(str::to_owned)).then_some(())
+    })
+    .await?;
+    eventually(LIMIT, "Alice's messages to be marked sent", || async {
+        let sent = a.find_all(Locator::Css(".messages .message[data-delivery=sent]")).await.ok()?.len();
+        (sent == 2 && message_texts(a).await == written.map(str::to_owned)).then_some(())
+    })
+    .await?;
+    // Once more after a reload: still exactly once.
+    a.refresh().await.map_err(|e| e.to_string())?;
+    eventually(LIMIT, "the history after another reload to hold each once", || async {
+        (attr_of(a, ".connection", "data-state").await.as_deref() == Some("connected") && message_texts(a).await == written.map(str::to_owned)).then_some(())
+    })
+    .await?;
+    Ok(())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn messages_written_while_away_survive_a_reload_and_arrive_once() {
+    let app_data = tempfile::tempdir().expect("temp dir");
+    let chat_data = tempfile::tempdir().expect("temp dir");
+    let app = TestServer::start(app_data.path()).expect("the app's server starts");
+    let mut chat = TestServer::start_with_args(chat_data.path(), free_port(), &["--allowed-origin", &app.base]).expect("chat server starts");
+    let driver = Driver::start().expect("chromedriver starts");
+    let a = driver.window().await.expect("window A");
+    let b = driver.window().await.expect("window B");
+    let outcome = tokio::time::timeout(Duration::from_secs(150), reload_body(&app, &mut chat, &a, &b)).await;
+    if !matches!(outcome, Ok(Ok(()))) {
+        let _ = screenshot(&a, "failure-reload-alice").await;
+        let _ = screenshot(&b, "failure-reload-bob").await;
+    }
+    let _ = a.close().await;
+    let _ = b.close().await;
+    drop(driver);
+    drop(chat);
+    drop(app);
+    match outcome {
+        Ok(Ok(())) => {}
+        Ok(Err(e)) => panic!("{e}"),
+        Err(_) => panic!("the reload test took longer than 150 s"),
     }
 }
