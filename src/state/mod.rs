@@ -108,6 +108,7 @@ impl SocketContext {
                     list.iter().find(|c| c.kind == ConversationKind::Room && c.title == "Lobby").or(list.first()).map(|c| c.id.clone())
                 });
                 self.chat.update(|c| c.conversations = list);
+                self.notice.set(None);
                 if let Some(id) = lobby {
                     self.open_conversation(id);
                 }
