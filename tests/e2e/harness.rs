@@ -236,3 +236,20 @@ pub async fn screenshot(client: &Client, name: &str) -> TestResult<PathBuf> {
     eprintln!("[e2e] saved {}", path.display());
     Ok(path)
 }
+
+/// Ends a test whose body ran under a time limit: screenshots every window if it failed,
+/// closes the windows (before the driver and servers are dropped), then reports.
+pub async fn conclude(outcome: Result<TestResult, tokio::time::error::Elapsed>, windows: Vec<(Client, &str)>) {
+    let failed = !matches!(outcome, Ok(Ok(())));
+    for (client, name) in windows {
+        if failed {
+            let _ = screenshot(&client, &format!("failure-{name}")).await;
+        }
+        let _ = client.close().await;
+    }
+    match outcome {
+        Ok(Ok(())) => {}
+        Ok(Err(e)) => panic!("{e}"),
+        Err(_) => panic!("the test took longer than its time limit"),
+    }
+}

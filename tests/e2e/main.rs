@@ -138,21 +138,7 @@ async fn a_message_crosses_two_real_browser_windows() {
     let b = driver.window().await.expect("window B");
 
     let outcome = tokio::time::timeout(Duration::from_secs(150), two_tabs_body(&mut server, &a, &b)).await;
-
-    // Clean up whatever happened, then report.
-    if !matches!(outcome, Ok(Ok(()))) {
-        let _ = screenshot(&a, "failure-alice").await;
-        let _ = screenshot(&b, "failure-bob").await;
-    }
-    let _ = a.close().await;
-    let _ = b.close().await;
-    drop(driver);
-    drop(server);
-    match outcome {
-        Ok(Ok(())) => {}
-        Ok(Err(e)) => panic!("{e}"),
-        Err(_) => panic!("the end-to-end test took longer than 150 s"),
-    }
+    conclude(outcome, vec![(a, "alice"), (b, "bob")]).await;
 }
 
 async fn polling_body(server: &TestServer, a: &Client, b: &Client) -> TestResult {
@@ -187,19 +173,7 @@ async fn without_websocket_both_windows_carry_on_over_polling() {
     let a = driver.window().await.expect("window A");
     let b = driver.window().await.expect("window B");
     let outcome = tokio::time::timeout(Duration::from_secs(150), polling_body(&server, &a, &b)).await;
-    if !matches!(outcome, Ok(Ok(()))) {
-        let _ = screenshot(&a, "failure-polling-alice").await;
-        let _ = screenshot(&b, "failure-polling-bob").await;
-    }
-    let _ = a.close().await;
-    let _ = b.close().await;
-    drop(driver);
-    drop(server);
-    match outcome {
-        Ok(Ok(())) => {}
-        Ok(Err(e)) => panic!("{e}"),
-        Err(_) => panic!("the polling test took longer than 150 s"),
-    }
+    conclude(outcome, vec![(a, "polling-alice"), (b, "polling-bob")]).await;
 }
 
 async fn reload_body(app: &TestServer, chat: &mut TestServer, a: &Client, b: &Client) -> TestResult {
@@ -268,18 +242,5 @@ async fn messages_written_while_away_survive_a_reload_and_arrive_once() {
     let a = driver.window().await.expect("window A");
     let b = driver.window().await.expect("window B");
     let outcome = tokio::time::timeout(Duration::from_secs(150), reload_body(&app, &mut chat, &a, &b)).await;
-    if !matches!(outcome, Ok(Ok(()))) {
-        let _ = screenshot(&a, "failure-reload-alice").await;
-        let _ = screenshot(&b, "failure-reload-bob").await;
-    }
-    let _ = a.close().await;
-    let _ = b.close().await;
-    drop(driver);
-    drop(chat);
-    drop(app);
-    match outcome {
-        Ok(Ok(())) => {}
-        Ok(Err(e)) => panic!("{e}"),
-        Err(_) => panic!("the reload test took longer than 150 s"),
-    }
+    conclude(outcome, vec![(a, "reload-alice"), (b, "reload-bob")]).await;
 }
