@@ -33,7 +33,13 @@ pub fn Composer(conversation_id: Signal<Option<String>>) -> impl IntoView {
                 rows="1"
                 placeholder="Write a message…"
                 prop:value=move || draft.get()
-                on:input=move |ev| draft.set(event_target_value(&ev))
+                on:input=move |ev| {
+                    let value = event_target_value(&ev);
+                    if let Some(id) = conversation_id.get_untracked() {
+                        ctx.draft_changed(&id, &value);
+                    }
+                    draft.set(value);
+                }
                 on:keydown=on_keydown
             ></textarea>
             <button type="submit" disabled=move || validate_content(&draft.get()).is_err()>"Send"</button>

@@ -6,6 +6,7 @@ use leptos_router::hooks::use_navigate;
 use crate::components::composer::Composer;
 use crate::components::connection_status::ConnectionStatus;
 use crate::components::message_list::MessageList;
+use crate::components::typing_indicator::TypingIndicator;
 use crate::state::SocketContext;
 
 #[component]
@@ -48,6 +49,7 @@ pub fn ChatPage() -> impl IntoView {
                 </header>
                 {move || ctx.notice.get().map(|n| view! { <p class="notice" role="alert">{n}</p> })}
                 <MessageList conversation_id=active />
+                <TypingIndicator conversation_id=active />
                 <Composer conversation_id=active />
             </main>
         </div>

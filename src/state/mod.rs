@@ -5,7 +5,7 @@ pub mod gaps;
 pub mod reducer;
 pub mod typing;
 
-use std::collections::BTreeSet;
+use std::collections::{BTreeSet, HashMap};
 use std::rc::Rc;
 
 use leptos::prelude::*;
@@ -17,6 +17,7 @@ use crate::api;
 use crate::socket::outbox::{self, OutStatus, Outbox, OutboxConfig, Outgoing, Refusal};
 use crate::socket::{now_ms, ConnEvent, Connection, LinkState, Transport};
 use reducer::{ChatState, Delivery, PendingMessage};
+use typing::{IncomingTyping, OutgoingTyping, TypingConfig, TypingSignal, TypingStep};
 
 /// How many messages a conversation shows when opened; older ones come with scrolling.
 pub const HISTORY_PAGE: u32 = 50;
@@ -38,6 +39,13 @@ pub struct SocketContext {
     outbox: StoredValue<Outbox>,
     /// Wakes the outbox for rate-limited messages due later.
     outbox_timer: StoredValue<Option<gloo_timers::callback::Timeout>, LocalStorage>,
+    /// Who is typing where (usernames, in the order they started), others only.
+    pub typists: RwSignal<HashMap<String, Vec<String>>>,
+    incoming_typing: StoredValue<IncomingTyping>,
+    incoming_timer: StoredValue<Option<gloo_timers::callback::Timeout>, LocalStorage>,
+    /// Our own typing: the conversation whose draft it is about, and its timing.
+    outgoing_typing: StoredValue<(Option<String>, OutgoingTyping)>,
+    outgoing_timer: StoredValue<Option<gloo_timers::callback::Timeout>, LocalStorage>,
 }
 
 impl SocketContext {
@@ -53,7 +61,77 @@ impl SocketContext {
             joined: StoredValue::new(BTreeSet::new()),
             outbox: StoredValue::new(Outbox::new(OutboxConfig::default())),
             outbox_timer: StoredValue::new_local(None),
+            typists: RwSignal::new(HashMap::new()),
+            incoming_typing: StoredValue::new(IncomingTyping::new(&TypingConfig::default())),
+            incoming_timer: StoredValue::new_local(None),
+            outgoing_typing: StoredValue::new((None, OutgoingTyping::new(TypingConfig::default()))),
+            outgoing_timer: StoredValue::new_local(None),
         }
+    }
+
+    /// The user's draft in a conversation changed: typing_start at most every 3 s while it
+    /// does, typing_stop after 2 s idle (and on send, and when switching conversations).
+    pub fn draft_changed(&self, conversation_id: &str, draft: &str) {
+        let previous = self.outgoing_typing.with_value(|(c, _)| c.clone());
+        if previous.as_deref() != Some(conversation_id) {
+            if let Some(previous) = previous {
+                let step = self.outgoing_typing.try_update_value(|(_, t)| t.left()).unwrap_or_default();
+                self.apply_typing_step(&previous, step);
+            }
+            self.outgoing_typing.update_value(|(c, _)| *c = Some(conversation_id.to_owned()));
+        }
+        let step = self
+            .outgoing_typing
+            .try_update_value(|(_, t)| t.draft_changed(now_ms(), draft.trim().is_empty()))
+            .unwrap_or_default();
+        self.apply_typing_step(conversation_id, step);
+    }
+
+    fn apply_typing_step(&self, conversation_id: &str, step: TypingStep) {
+        match step.send {
+            Some(TypingSignal::Start) => drop(self.send_frame(&ClientFrame::TypingStart { conversation_id: conversation_id.to_owned() })),
+            Some(TypingSignal::Stop) => drop(self.send_frame(&ClientFrame::TypingStop { conversation_id: conversation_id.to_owned() })),
+            None => {}
+        }
+        let ctx = *self;
+        let timer = step.wake_at.map(|at| {
+            gloo_timers::callback::Timeout::new((at - now_ms()).max(0.0) as u32, move || {
+                let (conversation, step) = ctx
+                    .outgoing_typing
+                    .try_update_value(|(c, t)| (c.clone(), t.tick(now_ms())))
+                    .unwrap_or_default();
+                if let Some(conversation) = conversation {
+                    ctx.apply_typing_step(&conversation, step);
+                }
+            })
+        });
+        self.outgoing_timer.set_value(timer);
+    }
+
+    /// Recomputes who is typing, and wakes when the next typist expires.
+    fn refresh_typists(&self) {
+        let now = now_ms();
+        self.incoming_typing.update_value(|t| {
+            t.expire(now);
+        });
+        let conversations: Vec<String> = self.chat.with_untracked(|c| c.conversations.iter().map(|x| x.id.clone()).collect());
+        let map: HashMap<String, Vec<String>> = self.incoming_typing.with_value(|t| {
+            conversations
+                .into_iter()
+                .filter_map(|id| {
+                    let names: Vec<String> = t.typists(&id, now).into_iter().map(|x| x.username.clone()).collect();
+                    (!names.is_empty()).then_some((id, names))
+                })
+                .collect()
+        });
+        if self.typists.with_untracked(|m| m != &map) {
+            self.typists.set(map);
+        }
+        let ctx = *self;
+        let timer = self.incoming_typing.with_value(IncomingTyping::next_wake).map(|at| {
+            gloo_timers::callback::Timeout::new((at - now).max(0.0) as u32, move || ctx.refresh_typists())
+        });
+        self.incoming_timer.set_value(timer);
     }
 
     pub fn expect() -> Self {
@@ -157,6 +235,8 @@ impl SocketContext {
         }
         self.chat.update(|c| c.add_pending(&conversation_id, PendingMessage { client_id, content, timestamp, delivery: Delivery::Pending }));
         self.flush_outbox();
+        let step = self.outgoing_typing.try_update_value(|(_, t)| t.message_sent()).unwrap_or_default();
+        self.apply_typing_step(&conversation_id, step);
         true
     }
 
@@ -223,7 +303,20 @@ impl SocketContext {
             ServerFrame::MessageAck(ack) => {
                 self.with_outbox(|o| o.ack(&ack.client_id));
             }
-            ServerFrame::NewMessage { message, .. } if message.client_id.is_some() => {
+            ServerFrame::TypingIndicator { conversation_id, user_id, username, is_typing, .. } => {
+                let me = self.chat.with_untracked(|c| c.me.as_ref().map(|u| u.id.clone()));
+                if me.as_deref() != Some(user_id.as_str()) {
+                    self.incoming_typing.update_value(|t| {
+                        t.indicator(now_ms(), conversation_id, user_id, username, *is_typing);
+                    });
+                    self.refresh_typists();
+                }
+            }
+            ServerFrame::NewMessage { conversation_id, message, .. } if message.client_id.is_some() => {
+                // A message ends its sender's typing at once.
+                if self.incoming_typing.try_update_value(|t| t.message_from(conversation_id, &message.sender_id)).unwrap_or(false) {
+                    self.refresh_typists();
+                }
                 // Our own message stored (its ack may have been lost with a connection).
                 let mine = self.chat.with_untracked(|c| c.me.as_ref().is_some_and(|u| u.id == message.sender_id));
                 if mine {

@@ -66,8 +66,20 @@ async fn two_tabs_body(server: &mut TestServer, a: &Client, b: &Client) -> TestR
     let bold = b.find_all(Locator::Css(".messages .content b")).await.map_err(|e| e.to_string())?;
     ensure!(bold.is_empty(), "user content was rendered as HTML");
 
+    // Bob types: Alice sees it; he sends: it goes away.
     let reply = "Hi Alice! Bob here.";
-    send(b, reply).await?;
+    let input = b.find(Locator::Id("composer-input")).await.map_err(|e| e.to_string())?;
+    input.send_keys(reply).await.map_err(|e| e.to_string())?;
+    eventually(LIMIT, "Alice to see that Bob is typing", || async {
+        (text_of(a, ".typing-text").await.as_deref() == Some("bob is typing…")).then_some(())
+    })
+    .await?;
+    screenshot(a, "two-tabs-alice-sees-typing").await?;
+    input.send_keys("\u{E007}").await.map_err(|e| e.to_string())?;
+    eventually(LIMIT, "the typing line to go away once Bob's message is sent", || async {
+        a.find_all(Locator::Css(".typing-text")).await.ok()?.is_empty().then_some(())
+    })
+    .await?;
     eventually(LIMIT, "Alice's window to show Bob's reply", || async {
         let texts = message_texts(a).await;
         (texts == [text.to_owned(), reply.to_owned()]).then_some(())

@@ -1,0 +1,48 @@
+//! Who is typing in the open conversation, in words, announced politely to screen readers.
+
+use leptos::prelude::*;
+
+use crate::state::SocketContext;
+
+/// "Ada is typing", "Ada and Bob are typing", "Ada, Bob and 2 others are typing".
+pub fn typing_text(names: &[String]) -> Option<String> {
+    match names {
+        [] => None,
+        [one] => Some(format!("{one} is typing")),
+        [a, b] => Some(format!("{a} and {b} are typing")),
+        [a, b, c] => Some(format!("{a}, {b} and {c} are typing")),
+        [a, b, rest @ ..] => Some(format!("{a}, {b} and {} others are typing", rest.len())),
+    }
+}
+
+#[component]
+pub fn TypingIndicator(conversation_id: Signal<Option<String>>) -> impl IntoView {
+    let ctx = SocketContext::expect();
+    let text = Memo::new(move |_| {
+        let id = conversation_id.get()?;
+        ctx.typists.with(|t| t.get(&id).and_then(|names| typing_text(names)))
+    });
+    view! {
+        <div class="typing" aria-live="polite">
+            {move || text.get().map(|t| view! { <span class="typing-text">{t}"…"</span> })}
+        </div>
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::typing_text;
+
+    fn names(n: &[&str]) -> Vec<String> {
+        n.iter().map(|s| s.to_string()).collect()
+    }
+
+    #[test]
+    fn one_two_three_and_five_typists() {
+        assert_eq!(typing_text(&[]), None);
+        assert_eq!(typing_text(&names(&["Ada"])).unwrap(), "Ada is typing");
+        assert_eq!(typing_text(&names(&["Ada", "Bob"])).unwrap(), "Ada and Bob are typing");
+        assert_eq!(typing_text(&names(&["Ada", "Bob", "Cy"])).unwrap(), "Ada, Bob and Cy are typing");
+        assert_eq!(typing_text(&names(&["Ada", "Bob", "Cy", "Di", "Ed"])).unwrap(), "Ada, Bob and 3 others are typing");
+    }
+}
