@@ -239,6 +239,12 @@ impl Hub {
         self.lock().conns.len()
     }
 
+    /// The queue of one socket, for sending with backpressure (a long backlog) instead of
+    /// kicking a socket whose queue is full.
+    pub fn sender(&self, id: ConnId) -> Option<mpsc::Sender<Outbound>> {
+        self.lock().conns.get(&id).map(|c| c.tx.clone())
+    }
+
     /// To one socket.
     pub fn send_to_conn(&self, id: ConnId, frame: &ServerFrame) {
         let text: Utf8Bytes = frame.to_json().into();

@@ -195,14 +195,17 @@ async fn is_member(app: &AppState, user: &User, conversation_id: &str) -> bool {
     app.hub.is_member(conversation_id, &user.id)
 }
 
-/// Most missed messages replayed on join; fewer than the socket queue holds.
+/// Missed messages replayed per page on join; fewer than the socket queue holds.
 pub const JOIN_BACKLOG: usize = SOCKET_QUEUE / 2;
 
-/// Joins the socket to a conversation and sends what it missed after `after_seq`. Both under
-/// the store lock, so no message can fall between the backlog and the live stream.
+/// Joins the socket to a conversation and sends every message it missed after `after_seq`.
+/// The join and the first page happen under the store lock, so no message can fall between
+/// the backlog and the live stream; further pages (up to the last_seq announced) follow with
+/// backpressure, interleaving with live messages, which clients order by seq.
 async fn join(app: &AppState, conn: ConnId, user: &User, conversation_id: String, after_seq: Option<i64>) -> Result<(), Refusal> {
     let user_id = user.id.clone();
-    app.db(move |store, shared| {
+    let conversation = conversation_id.clone();
+    let rest = app.db(move |store, shared| {
         if !store.is_member(&conversation_id, &user_id)? {
             return Ok(Err(Refusal::not_member()));
         }
@@ -213,19 +216,39 @@ async fn join(app: &AppState, conn: ConnId, user: &User, conversation_id: String
             conn,
             &ServerFrame::ConversationJoined { conversation_id: conversation_id.clone(), last_seq, timestamp: now.clone() },
         );
+        let mut rest = None;
         if let Some(after) = after_seq {
-            // At most JOIN_BACKLOG messages ride the socket; a client further behind sees
-            // last_seq above what arrived and fills the rest over HTTP.
-            let (page, _) = store.messages(&conversation_id, Some(after), None, JOIN_BACKLOG)?;
+            let (page, more) = store.messages(&conversation_id, Some(after), Some(last_seq + 1), JOIN_BACKLOG)?;
+            let cursor = page.last().map_or(after, |m| m.seq);
             for message in page {
                 shared.hub.send_to_conn(
                     conn,
                     &ServerFrame::NewMessage { conversation_id: conversation_id.clone(), message, timestamp: now.clone() },
                 );
             }
+            if more {
+                rest = Some((cursor, last_seq));
+            }
         }
         store.mark_read(&conversation_id, &user_id, last_seq)?;
-        Ok(Ok(()))
+        Ok(Ok(rest))
     })
-    .await?
+    .await??;
+    let (Some((mut cursor, last_seq)), Some(tx)) = (rest, app.hub.sender(conn)) else { return Ok(()) };
+    while cursor < last_seq {
+        let conv = conversation.clone();
+        let (page, _) = app.db(move |store, _| store.messages(&conv, Some(cursor), Some(last_seq + 1), JOIN_BACKLOG)).await?;
+        if page.is_empty() {
+            break;
+        }
+        let now = now_rfc3339();
+        for message in page {
+            cursor = message.seq;
+            let frame = ServerFrame::NewMessage { conversation_id: conversation.clone(), message, timestamp: now.clone() };
+            if tx.send(Outbound::Text(frame.to_json().into())).await.is_err() {
+                return Ok(()); // the socket went away
+            }
+        }
+    }
+    Ok(())
 }

@@ -372,3 +372,28 @@ async fn a_persona_reply_can_be_stopped_over_http() {
     let history = server.messages_after(&a.token, &chat.id, 0).await.messages;
     assert_eq!(history.last().map(|m| m.content.as_str()), Some(stored.content.as_str()), "the partial text is what is stored");
 }
+
+#[tokio::test]
+async fn joining_far_behind_replays_every_missed_message_in_order() {
+    let server = TestServer::start_with(|c| {
+        c.rate_limit_per_sec = 1_000_000.0;
+        c.rate_limit_burst = 1_000_000.0;
+    })
+    .await;
+    let a = server.sign_in("alice", PASSWORD).await;
+    let lobby = server.lobby(&a.token).await;
+    // More than a page (256) and more than a socket's queue (512).
+    let total = 700;
+    for i in 0..total {
+        server.post_message(&a.token, &lobby, &format!("m{i}"), &format!("cid-{i}")).await;
+    }
+    let mut socket = server.connect(&a.token).await;
+    assert_eq!(socket.join(&lobby, Some(0)).await, total as i64, "conversation_joined announces last_seq");
+    for expected in 1..=total as i64 {
+        let message = new_message_in(socket.next_frame().await, &lobby);
+        assert_eq!(message.seq, expected, "every missed message, in order, none twice");
+    }
+    // Still a healthy socket afterwards.
+    socket.send(&ClientFrame::Ping { ts: 1.0 }).await;
+    assert!(matches!(socket.next_frame().await, ServerFrame::Pong { .. }));
+}
