@@ -2,23 +2,20 @@
 //! content="https://host:port">` tag or a `?server=` parameter points the same built files at
 //! another server without a rebuild.
 
-const SERVER_KEY: &str = "persona-chat.server";
-
 /// The server's HTTP base URL without a trailing slash, e.g. `http://127.0.0.1:8080`.
 /// A `?server=` override is remembered for the tab, so it survives navigation and reloads.
 pub fn server_base() -> String {
     let window = web_sys::window().expect("a browser window");
     let location = window.location();
-    let tab_storage = window.session_storage().ok().flatten();
     let from_query = location
         .search()
         .ok()
         .and_then(|s| web_sys::UrlSearchParams::new_with_str(&s).ok())
         .and_then(|p| p.get("server"));
-    if let (Some(server), Some(storage)) = (&from_query, &tab_storage) {
-        let _ = storage.set_item(SERVER_KEY, server);
+    if let Some(server) = &from_query {
+        crate::storage::remember_server(server);
     }
-    let from_query = from_query.or_else(|| tab_storage.and_then(|s| s.get_item(SERVER_KEY).ok().flatten()));
+    let from_query = from_query.or_else(crate::storage::remembered_server);
     let from_meta = || {
         window
             .document()?

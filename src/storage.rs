@@ -51,3 +51,27 @@ pub fn save_active(conversation_id: &str) {
 pub fn load_active() -> Option<String> {
     read(per_tab(), ACTIVE_KEY).or_else(|| read(local(), ACTIVE_KEY))
 }
+
+const SERVER_KEY: &str = "persona-chat.server";
+
+/// A `?server=` override, remembered for this tab so it survives navigation and reloads.
+pub fn remember_server(base: &str) {
+    if let Some(storage) = per_tab() {
+        let _ = storage.set_item(SERVER_KEY, base);
+    }
+}
+
+pub fn remembered_server() -> Option<String> {
+    read(per_tab(), SERVER_KEY)
+}
+
+/// The user's unacknowledged messages (the outbox as JSON), kept across reloads.
+pub fn save_outbox(key: &str, json: &str) {
+    if let Some(storage) = local() {
+        let _ = storage.set_item(key, json);
+    }
+}
+
+pub fn load_outbox(key: &str) -> Option<String> {
+    read(local(), key)
+}

@@ -173,7 +173,7 @@ async fn handle_text(app: &AppState, conn: ConnId, user: &User, text: &str) {
             }
         }
         ClientFrame::TypingStart { conversation_id } | ClientFrame::TypingStop { conversation_id }
-            if !is_member(app, user, &conversation_id).await =>
+            if !app.hub.is_member(&conversation_id, &user.id) =>
         {
             reply(refusal_frame(Refusal::not_member(), Some(conversation_id)));
         }
@@ -189,10 +189,6 @@ async fn handle_text(app: &AppState, conn: ConnId, user: &User, text: &str) {
             }
         }
     }
-}
-
-async fn is_member(app: &AppState, user: &User, conversation_id: &str) -> bool {
-    app.hub.is_member(conversation_id, &user.id)
 }
 
 /// Missed messages replayed per page on join; fewer than the socket queue holds.

@@ -244,8 +244,8 @@ impl SocketContext {
     fn with_outbox<T>(&self, f: impl FnOnce(&mut Outbox) -> T) -> T {
         let out = self.outbox.try_update_value(f).expect("the outbox lives as long as the context");
         let user = self.chat.with_untracked(|c| c.me.as_ref().map(|u| u.id.clone()));
-        if let (Some(user), Some(storage)) = (user, web_sys::window().and_then(|w| w.local_storage().ok().flatten())) {
-            let _ = storage.set_item(&outbox::storage_key(&user), &self.outbox.with_value(Outbox::to_json));
+        if let Some(user) = user {
+            crate::storage::save_outbox(&outbox::storage_key(&user), &self.outbox.with_value(Outbox::to_json));
         }
         out
     }
@@ -253,9 +253,7 @@ impl SocketContext {
     /// After a reload: what was not acknowledged shows again as pending (or failed) and goes
     /// out once a transport is up.
     fn restore_outbox(&self, user_id: &str) {
-        let stored = web_sys::window()
-            .and_then(|w| w.local_storage().ok().flatten())
-            .and_then(|s| s.get_item(&outbox::storage_key(user_id)).ok().flatten())
+        let stored = crate::storage::load_outbox(&outbox::storage_key(user_id))
             .and_then(|text| Outbox::from_json(&text, OutboxConfig::default()).ok())
             .unwrap_or_else(|| Outbox::new(OutboxConfig::default()));
         let shown: Vec<(String, PendingMessage)> = stored
