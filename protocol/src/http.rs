@@ -84,6 +84,23 @@ pub struct PostMessageRequest {
     pub client_id: String,
 }
 
+/// An entry of `GET /api/conversations/{id}/members` (an extension): people online first.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Member {
+    pub id: String,
+    pub name: String,
+    /// `user` or `persona`.
+    pub kind: String,
+    pub online: bool,
+}
+
+/// `POST /api/conversations/{id}/read` (an extension): the user has seen the conversation up
+/// to `seq`, so its unread count survives a reload.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct ReadRequest {
+    pub seq: i64,
+}
+
 /// `POST /api/conversations/{id}/typing`.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct TypingRequest {

@@ -757,3 +757,40 @@ async fn message_queries_are_validated() {
     assert_eq!(page.messages.iter().map(|m| m.seq).collect::<Vec<_>>(), vec![1, 2]);
     assert!(!page.has_more);
 }
+
+// ---- unread counts: what the list says, and marking a conversation read ----
+
+#[tokio::test]
+async fn unread_counts_follow_messages_and_the_read_route() {
+    let server = TestServer::start().await;
+    let a = server.sign_in("ada", "password-a").await;
+    let b = server.sign_in("bob", "password-b").await;
+    let lobby = server.lobby(&a.token).await;
+    for i in 0..3 {
+        server.post_message(&b.token, &lobby, &format!("hi {i}"), &client_id()).await;
+    }
+    let unread = |list: Vec<persona_chat_protocol::http::ConversationSummary>| list.iter().find(|c| c.id == lobby).unwrap().unread_count;
+    assert_eq!(unread(server.conversations(&a.token).await), 3);
+    assert_eq!(unread(server.conversations(&b.token).await), 0, "own messages are read");
+
+    let path = format!("/api/conversations/{lobby}/read");
+    let read = |seq: serde_json::Value| {
+        let (server, token, path) = (&server, a.token.clone(), path.clone());
+        async move { server.post(&token, &path, &serde_json::json!({ "seq": seq })).await }
+    };
+    assert_eq!(read(serde_json::json!(2)).await.status(), StatusCode::NO_CONTENT);
+    assert_eq!(unread(server.conversations(&a.token).await), 1);
+    // Never moves back; beyond the end is clamped (a later message still counts).
+    assert_eq!(read(serde_json::json!(1)).await.status(), StatusCode::NO_CONTENT);
+    assert_eq!(unread(server.conversations(&a.token).await), 1);
+    assert_eq!(read(serde_json::json!(99)).await.status(), StatusCode::NO_CONTENT);
+    assert_eq!(unread(server.conversations(&a.token).await), 0);
+    server.post_message(&b.token, &lobby, "one more", &client_id()).await;
+    assert_eq!(unread(server.conversations(&a.token).await), 1);
+
+    expect_api_error(read(serde_json::json!(-1)).await, StatusCode::BAD_REQUEST, "invalid_field").await;
+    expect_api_error(read(serde_json::json!("two")).await, StatusCode::BAD_REQUEST, "invalid_field").await;
+    let private = create_private_room(&server, &b.user.id);
+    let resp = server.post(&a.token, &format!("/api/conversations/{private}/read"), &serde_json::json!({ "seq": 1 })).await;
+    expect_api_error(resp, StatusCode::FORBIDDEN, "not_member").await;
+}

@@ -4,7 +4,8 @@ use axum::extract::{Path, Query, State};
 use axum::Json;
 use axum::http::StatusCode;
 use persona_chat_protocol::http::{
-    ConversationKind, ConversationSummary, CreateConversationRequest, MessagesResponse, Persona, PostMessageRequest,
+    ConversationKind, ConversationSummary, CreateConversationRequest, Member, MessagesResponse, Persona, PostMessageRequest,
+    ReadRequest,
 };
 use persona_chat_protocol::{Ack, ErrorCode, ServerFrame, User};
 use serde::Deserialize;
@@ -188,14 +189,6 @@ pub async fn leave(State(app): State<AppState>, AuthUser(user): AuthUser, Path(i
     .await?
 }
 
-#[derive(serde::Serialize)]
-pub struct Member {
-    id: String,
-    name: String,
-    kind: &'static str,
-    online: bool,
-}
-
 /// `GET /api/conversations/{id}/members`: who is in a conversation, people online first.
 pub async fn members(State(app): State<AppState>, AuthUser(user): AuthUser, Path(id): Path<String>) -> Result<Json<Vec<Member>>, HttpError> {
     let rows = app
@@ -209,9 +202,9 @@ pub async fn members(State(app): State<AppState>, AuthUser(user): AuthUser, Path
         .ok_or_else(HttpError::not_member)?;
     let mut out: Vec<Member> = rows
         .into_iter()
-        .map(|(id, name, is_persona)| Member { online: !is_persona && app.hub.is_online(&id), kind: if is_persona { "persona" } else { "user" }, id, name })
+        .map(|(id, name, is_persona)| Member { online: !is_persona && app.hub.is_online(&id), kind: if is_persona { "persona" } else { "user" }.to_owned(), id, name })
         .collect();
-    out.sort_by(|a, b| b.online.cmp(&a.online).then(a.kind.cmp(b.kind)).then(a.name.to_lowercase().cmp(&b.name.to_lowercase())));
+    out.sort_by(|a, b| b.online.cmp(&a.online).then(a.kind.cmp(&b.kind)).then(a.name.to_lowercase().cmp(&b.name.to_lowercase())));
     Ok(Json(out))
 }
 
@@ -243,6 +236,28 @@ pub async fn typing(
         return Err(HttpError::not_member());
     }
     chat::set_typing(&app, &user, &id, req.is_typing, None);
+    Ok(StatusCode::NO_CONTENT)
+}
+
+/// `POST /api/conversations/{id}/read {seq}`: the user has seen the conversation up to `seq`
+/// (never moves back; a seq beyond the conversation's last is clamped).
+pub async fn mark_read(
+    State(app): State<AppState>,
+    AuthUser(user): AuthUser,
+    Path(id): Path<String>,
+    JsonBody(req): JsonBody<ReadRequest>,
+) -> Result<StatusCode, HttpError> {
+    if req.seq < 0 {
+        return Err(HttpError::from_code(ErrorCode::InvalidField, "seq must not be negative"));
+    }
+    if !app.hub.is_member(&id, &user.id) {
+        return Err(HttpError::not_member());
+    }
+    app.db(move |store, _| {
+        let last = store.last_seq(&id)?;
+        store.mark_read(&id, &user.id, req.seq.min(last))
+    })
+    .await?;
     Ok(StatusCode::NO_CONTENT)
 }
 

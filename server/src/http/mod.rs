@@ -33,6 +33,7 @@ pub fn router(state: AppState) -> Router {
             get(conversations::messages).post(conversations::post_message),
         )
         .route("/api/conversations/{id}/typing", post(conversations::typing))
+        .route("/api/conversations/{id}/read", post(conversations::mark_read))
         .route("/api/conversations/{id}/stop", post(conversations::stop_response))
         .route("/api/events", get(events::poll))
         .route("/ws", get(crate::ws::upgrade))
