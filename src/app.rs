@@ -1,26 +1,75 @@
-//! The root: provides the SocketContext, restores the session and routes.
+//! The root: provides the SocketContext and a clock, restores the session and routes.
 
 use leptos::prelude::*;
 use leptos_router::components::{Route, Router, Routes};
 use leptos_router::path;
+use wasm_bindgen::closure::Closure;
+use wasm_bindgen::JsCast;
 
 use crate::pages::chat::ChatPage;
+use crate::pages::diagnostics::DiagnosticsPage;
 use crate::pages::login::LoginPage;
 use crate::state::SocketContext;
+
+/// Wall-clock time (ms since the epoch), ticking every second: countdowns and "last seen 5
+/// min ago" follow it.
+#[derive(Clone, Copy)]
+pub struct Clock(pub RwSignal<f64>);
+
+impl Clock {
+    pub fn expect() -> Self {
+        expect_context::<Clock>()
+    }
+}
 
 #[component]
 pub fn App() -> impl IntoView {
     let ctx = SocketContext::new(crate::config::server_base());
     provide_context(ctx);
+    let clock = Clock(RwSignal::new(js_sys::Date::now()));
+    provide_context(clock);
+    let ticker = gloo_timers::callback::Interval::new(1000, move || clock.0.set(js_sys::Date::now()));
+    // Ticks for the page's lifetime, like the app.
+    ticker.forget();
     if let Some(session) = crate::storage::load_session() {
         ctx.open_session(session);
     }
+    // The unread total in the title (seen from other tabs and the task bar).
+    Effect::new(move |_| {
+        let unread = ctx.chat.with(|c| c.unread_total());
+        if let Some(doc) = web_sys::window().and_then(|w| w.document()) {
+            doc.set_title(&crate::notify::title_for(unread));
+        }
+    });
+    listen_visibility(ctx);
+    install_state_hook(ctx);
     view! {
         <Router>
-            <Routes fallback=|| view! { <p class="notice">"Page not found."</p> }>
+            <Routes fallback=|| view! { <p class="notice">"Page not found." <a href="/">"Back to the chats"</a></p> }>
                 <Route path=path!("/") view=ChatPage />
+                <Route path=path!("/c/:id") view=ChatPage />
+                <Route path=path!("/diagnostics") view=DiagnosticsPage />
                 <Route path=path!("/login") view=LoginPage />
             </Routes>
         </Router>
     }
+}
+
+/// While the tab is hidden nothing counts as read (and new messages notify).
+fn listen_visibility(ctx: SocketContext) {
+    let Some(doc) = web_sys::window().and_then(|w| w.document()) else { return };
+    let d = doc.clone();
+    let closure = Closure::<dyn FnMut()>::new(move || ctx.visibility_changed(d.hidden()));
+    let _ = doc.add_event_listener_with_callback("visibilitychange", closure.as_ref().unchecked_ref());
+    // For the page's lifetime, like the app.
+    closure.forget();
+}
+
+/// `window.personaChatState()`: what this tab holds, as JSON, for end-to-end checks and for
+/// looking at from devtools. Read-only.
+fn install_state_hook(ctx: SocketContext) {
+    let Some(window) = web_sys::window() else { return };
+    let hook = Closure::<dyn Fn() -> String>::new(move || ctx.snapshot_json());
+    let _ = js_sys::Reflect::set(&window, &"personaChatState".into(), hook.as_ref());
+    hook.forget();
 }

@@ -5,6 +5,7 @@ pub mod app;
 pub mod components;
 pub mod config;
 pub mod ids;
+pub mod notify;
 pub mod pages;
 pub mod socket;
 pub mod state;

@@ -75,3 +75,18 @@ pub fn save_outbox(key: &str, json: &str) {
 pub fn load_outbox(key: &str) -> Option<String> {
     read(local(), key)
 }
+
+fn draft_key(user_id: &str, conversation_id: &str) -> String {
+    format!("persona-chat.draft.{user_id}.{conversation_id}")
+}
+
+/// The unsent text of a conversation, kept across switching and reloads (empty removes it).
+pub fn save_draft(user_id: &str, conversation_id: &str, text: &str) {
+    let Some(storage) = local() else { return };
+    let key = draft_key(user_id, conversation_id);
+    let _ = if text.is_empty() { storage.remove_item(&key) } else { storage.set_item(&key, text) };
+}
+
+pub fn load_draft(user_id: &str, conversation_id: &str) -> String {
+    read(local(), &draft_key(user_id, conversation_id)).unwrap_or_default()
+}

@@ -1,4 +1,10 @@
+pub mod avatar;
 pub mod composer;
 pub mod connection_status;
+pub mod conversation_list;
+pub mod icons;
+pub mod members;
 pub mod message_list;
+pub mod new_conversation;
+pub mod time;
 pub mod typing_indicator;

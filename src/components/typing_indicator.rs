@@ -15,16 +15,33 @@ pub fn typing_text(names: &[String]) -> Option<String> {
     }
 }
 
+/// Everyone typing in a conversation: people (in the order they started), then personas
+/// streaming a reply.
+pub fn everyone_typing(people: &[String], personas: &[String]) -> Vec<String> {
+    let mut all: Vec<String> = people.to_vec();
+    for p in personas {
+        if !all.contains(p) {
+            all.push(p.clone());
+        }
+    }
+    all
+}
+
 #[component]
-pub fn TypingIndicator(conversation_id: Signal<Option<String>>) -> impl IntoView {
+pub fn TypingIndicator(#[prop(into)] conversation_id: Signal<Option<String>>) -> impl IntoView {
     let ctx = SocketContext::expect();
     let text = Memo::new(move |_| {
         let id = conversation_id.get()?;
-        ctx.typists.with(|t| t.get(&id).and_then(|names| typing_text(names)))
+        let people = ctx.typists.with(|t| t.get(&id).cloned().unwrap_or_default());
+        let personas = ctx.chat.with(|c| c.responding_in(&id));
+        typing_text(&everyone_typing(&people, &personas))
     });
     view! {
         <div class="typing" aria-live="polite">
-            {move || text.get().map(|t| view! { <span class="typing-text">{t}"…"</span> })}
+            {move || text.get().map(|t| view! {
+                <span class="dots" aria-hidden="true"><span></span><span></span><span></span></span>
+                <span class="typing-text">{t}</span>
+            })}
         </div>
     }
 }
@@ -35,6 +52,12 @@ mod tests {
 
     fn names(n: &[&str]) -> Vec<String> {
         n.iter().map(|s| s.to_string()).collect()
+    }
+
+    #[test]
+    fn personas_responding_count_as_typing() {
+        let all = super::everyone_typing(&names(&["Bob"]), &names(&["Ada", "Bob"]));
+        assert_eq!(typing_text(&all).unwrap(), "Bob and Ada are typing");
     }
 
     #[test]

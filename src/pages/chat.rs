@@ -1,11 +1,20 @@
-//! The chat screen: the open conversation, its messages and the composer.
+//! The main screen: the conversation list on the left, the open conversation on the right;
+//! on narrow screens one of them at a time (the route says which).
 
 use leptos::prelude::*;
-use leptos_router::hooks::use_navigate;
+use leptos::task::spawn_local;
+use leptos_router::hooks::{use_navigate, use_params_map};
+use persona_chat_protocol::http::ConversationKind;
 
+use crate::app::Clock;
+use crate::components::avatar::{status_line, Avatar};
 use crate::components::composer::Composer;
-use crate::components::connection_status::ConnectionStatus;
+use crate::components::connection_status::{ConnectionStatus, Toast};
+use crate::components::conversation_list::{online_in, ConversationList, OnlineStrip};
+use crate::components::icons::{Icon, BACK, GAUGE, PLUS, USERS};
+use crate::components::members::MembersPanel;
 use crate::components::message_list::MessageList;
+use crate::components::new_conversation::NewConversationDialog;
 use crate::components::typing_indicator::TypingIndicator;
 use crate::state::SocketContext;
 
@@ -19,39 +28,140 @@ pub fn ChatPage() -> impl IntoView {
             navigate("/login", Default::default());
         }
     });
-    let active: Signal<Option<String>> = ctx.active.into();
-    let title = Memo::new(move |_| {
-        let id = active.get();
-        ctx.chat.with(|c| c.conversations.iter().find(|x| Some(&x.id) == id.as_ref()).map(|x| x.title.clone()))
+    let params = use_params_map();
+    let route_id = Memo::new(move |_| params.with(|p| p.get("id")));
+    // The route names the conversation: open it (reload keeps you where you were).
+    Effect::new(move |_| {
+        if let Some(id) = route_id.get() {
+            if ctx.session.with_untracked(Option::is_some) {
+                ctx.open_conversation(id);
+            }
+        }
     });
+    let selected = Memo::new(move |_| route_id.get().or_else(|| ctx.active.get()));
+    let dialog = RwSignal::new(false);
+    view! {
+        <div class="shell" data-pane=move || if route_id.with(Option::is_some) { "chat" } else { "list" }>
+            <TopBar />
+            <div class="panes">
+                <aside class="sidebar">
+                    <div class="sidebar-header">
+                        <h2>"Chats"</h2>
+                        <button class="icon-button" on:click=move |_| dialog.set(true) aria-label="New conversation" title="New conversation">
+                            <Icon svg=PLUS /><span class="button-text">"New"</span>
+                        </button>
+                    </div>
+                    <ConversationList selected=selected />
+                    <OnlineStrip />
+                </aside>
+                <main class="chat-pane">
+                    {move || match selected.get() {
+                        Some(id) => view! { <ChatView conversation_id=id /> }.into_any(),
+                        None => view! { <p class="empty-chat">"Pick a conversation, or start a new one."</p> }.into_any(),
+                    }}
+                </main>
+            </div>
+            <Toast />
+            {move || dialog.get().then(|| view! { <NewConversationDialog on_close=Callback::new(move |_| dialog.set(false)) /> })}
+        </div>
+    }
+}
+
+#[component]
+fn TopBar() -> impl IntoView {
+    let ctx = SocketContext::expect();
     let me = Memo::new(move |_| ctx.chat.with(|c| c.me.as_ref().map(|u| u.username.clone())));
-    // Who is online is only known on a socket (pollers are not counted as present yet).
-    let online = Memo::new(move |_| {
-        matches!(ctx.status.get(), crate::socket::LinkState::Connected { .. }).then(|| ctx.chat.with(|c| c.online.len()))
-    });
+    let can_ask = RwSignal::new(crate::notify::can_ask());
+    let ask = move |_| {
+        spawn_local(async move {
+            let allowed = crate::notify::ask().await;
+            ctx.notify.set(allowed);
+            can_ask.set(crate::notify::can_ask());
+        });
+    };
     let sign_out = move |_| {
         crate::storage::clear_session();
         ctx.close_session();
     };
     view! {
-        <div class="shell">
-            <header class="topbar">
-                <span class="brand">"persona-chat"</span>
-                <ConnectionStatus />
+        <header class="topbar">
+            <a class="brand" href="/">"persona-chat"</a>
+            <ConnectionStatus />
+            <span class="spacer"></span>
+            {move || can_ask.get().then(|| view! { <button class="link hide-narrow" on:click=ask>"Enable notifications"</button> })}
+            <a class="icon-button" href="/diagnostics" aria-label="Diagnostics" title="Diagnostics"><Icon svg=GAUGE /></a>
+            <span class="whoami hide-narrow">{move || me.get().map(|m| format!("Signed in as {m}"))}</span>
+            <button class="link" on:click=sign_out>"Sign out"</button>
+        </header>
+    }
+}
+
+#[component]
+fn ChatView(conversation_id: String) -> impl IntoView {
+    let ctx = SocketContext::expect();
+    let clock = Clock::expect();
+    let id = conversation_id.clone();
+    let summary = {
+        let id = id.clone();
+        Memo::new(move |_| ctx.chat.with(|c| c.conversation(&id).cloned()))
+    };
+    let persona = Memo::new(move |_| {
+        let persona_id = summary.with(|s| s.as_ref().and_then(|s| s.persona.as_ref().map(|p| p.id.clone())))?;
+        ctx.chat.with(|c| c.persona_status(&persona_id))
+    });
+    let online = {
+        let id = id.clone();
+        Memo::new(move |_| online_in(&ctx, &id))
+    };
+    let live = Memo::new(move |_| matches!(ctx.status.get(), crate::socket::LinkState::Connected { .. }));
+    let members_count = {
+        let id = id.clone();
+        Memo::new(move |_| ctx.chat.with(|c| c.members.get(&id).map(Vec::len)))
+    };
+    let show_members = RwSignal::new(false);
+    let conversation = Signal::derive({
+        let id = id.clone();
+        move || Some(id.clone())
+    });
+    let title = Memo::new(move |_| summary.with(|s| s.as_ref().map(|s| s.title.clone())));
+    let subtitle = move || {
+        if let Some((status, last_seen)) = persona.get() {
+            return status_line(status, last_seen.as_deref(), clock.0.get() as i64);
+        }
+        let lobby = title.with(|t| t.as_deref() == Some("Lobby"));
+        let members = members_count.get().filter(|_| !lobby).map(|n| if n == 1 { "1 member".to_owned() } else { format!("{n} members") });
+        // Who is online is only known on a socket.
+        let online = if live.get() { online.get().map(|n| format!("{n} online")) } else { None };
+        [online, members].into_iter().flatten().collect::<Vec<_>>().join(" · ")
+    };
+    let is_room = Memo::new(move |_| summary.with(|s| s.as_ref().is_some_and(|s| s.kind == ConversationKind::Room)));
+    let badge = Signal::derive(move || persona.get().map(|(s, _)| s));
+    let panel_id = id.clone();
+    view! {
+        <section class="chat" aria-labelledby="chat-title">
+            <header class="chat-header">
+                <a class="icon-button back" href="/" aria-label="Back to the conversations"><Icon svg=BACK /></a>
+                {move || title.get().map(|t| view! { <Avatar name=t room=is_room.get() status=badge large=true /> })}
+                <div class="chat-title">
+                    <h1 id="chat-title">{move || title.get().unwrap_or_else(|| "Loading…".into())}</h1>
+                    <span class="chat-subtitle online-count">{subtitle}</span>
+                </div>
                 <span class="spacer"></span>
-                <span class="whoami">{move || me.get().map(|m| format!("Signed in as {m}"))}</span>
-                <button class="link" on:click=sign_out>"Sign out"</button>
+                {move || is_room.get().then(|| view! {
+                    <button class="icon-button" aria-expanded=move || show_members.get().to_string() on:click=move |_| show_members.update(|v| *v = !*v)>
+                        <Icon svg=USERS /><span class="button-text">"Members"</span>
+                    </button>
+                })}
             </header>
-            <main class="chat">
-                <header class="chat-header">
-                    <h2>{move || title.get().unwrap_or_else(|| "Loading…".into())}</h2>
-                    <span class="online-count">{move || online.get().map(|n| format!("{n} online"))}</span>
-                </header>
-                {move || ctx.notice.get().map(|n| view! { <p class="notice" role="alert">{n}</p> })}
-                <MessageList conversation_id=active />
-                <TypingIndicator conversation_id=active />
-                <Composer conversation_id=active />
-            </main>
-        </div>
+            {move || ctx.notice.get().map(|n| view! { <p class="notice" role="alert">{n}<button class="link" on:click=move |_| ctx.notice.set(None)>"Dismiss"</button></p> })}
+            <div class="chat-body">
+                <div class="chat-main">
+                    <MessageList conversation_id=conversation />
+                    <TypingIndicator conversation_id=conversation />
+                    <Composer conversation_id=conversation />
+                </div>
+                {move || show_members.get().then(|| view! { <MembersPanel conversation_id=panel_id.clone() on_close=Callback::new(move |_| show_members.set(false)) /> })}
+            </div>
+        </section>
     }
 }

@@ -103,6 +103,11 @@ impl Connection {
         feed(&self.inner, Event::ForcePolling);
     }
 
+    /// Diagnostics: acts as if the browser went offline (or came back online).
+    pub fn simulate_offline(&self, offline: bool) {
+        feed(&self.inner, if offline { Event::BrowserOffline } else { Event::BrowserOnline });
+    }
+
     /// Stops for good (sign-out): closes everything and forgets the browser listeners.
     pub fn stop(&self) {
         feed(&self.inner, Event::Disconnect);

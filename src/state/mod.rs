@@ -5,7 +5,7 @@ pub mod gaps;
 pub mod reducer;
 pub mod typing;
 
-use std::collections::{BTreeSet, HashMap};
+use std::collections::{BTreeSet, HashMap, VecDeque};
 use std::rc::Rc;
 
 use leptos::prelude::*;
@@ -21,6 +21,39 @@ use typing::{IncomingTyping, OutgoingTyping, TypingConfig, TypingSignal, TypingS
 
 /// How many messages a conversation shows when opened; older ones come with scrolling.
 pub const HISTORY_PAGE: u32 = 50;
+
+/// How many frames the diagnostics page keeps.
+pub const FRAME_LOG: usize = 50;
+
+/// Counters for the diagnostics page.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct Stats {
+    /// Frames sent (either transport).
+    pub sent: u64,
+    /// Frames received (either transport).
+    pub received: u64,
+    /// Transports that came up again after the first.
+    pub reconnects: u64,
+    /// When the current transport came up (ms since the epoch).
+    pub connected_since: Option<f64>,
+    readies: u64,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Direction {
+    In,
+    Out,
+}
+
+/// A frame as the diagnostics page lists it.
+#[derive(Debug, Clone, PartialEq)]
+pub struct FrameEntry {
+    pub number: u64,
+    /// ms since the epoch.
+    pub at: f64,
+    pub direction: Direction,
+    pub text: String,
+}
 
 #[derive(Clone, Copy)]
 pub struct SocketContext {
@@ -46,6 +79,16 @@ pub struct SocketContext {
     /// Our own typing: the conversation whose draft it is about, and its timing.
     outgoing_typing: StoredValue<(Option<String>, OutgoingTyping)>,
     outgoing_timer: StoredValue<Option<gloo_timers::callback::Timeout>, LocalStorage>,
+    pub stats: RwSignal<Stats>,
+    /// The last frames in and out, newest last.
+    pub frames: RwSignal<VecDeque<FrameEntry>>,
+    /// A short message about the connection ("Connection lost", "Back online").
+    pub toast: RwSignal<Option<(u64, String)>>,
+    read_timer: StoredValue<Option<gloo_timers::callback::Timeout>, LocalStorage>,
+    /// Seq up to which each conversation was reported read.
+    reported_read: StoredValue<HashMap<String, i64>>,
+    /// Whether the user allowed notifications (and asked for them).
+    pub notify: RwSignal<bool>,
 }
 
 impl SocketContext {
@@ -66,6 +109,12 @@ impl SocketContext {
             incoming_timer: StoredValue::new_local(None),
             outgoing_typing: StoredValue::new((None, OutgoingTyping::new(TypingConfig::default()))),
             outgoing_timer: StoredValue::new_local(None),
+            stats: RwSignal::new(Stats::default()),
+            frames: RwSignal::new(VecDeque::new()),
+            toast: RwSignal::new(None),
+            read_timer: StoredValue::new_local(None),
+            reported_read: StoredValue::new(HashMap::new()),
+            notify: RwSignal::new(crate::notify::permitted()),
         }
     }
 
@@ -163,6 +212,7 @@ impl SocketContext {
         let connection = Connection::start(self.base(), token, on_event);
         self.connection.set_value(Some(connection));
         spawn_local(async move { ctx.load_conversations().await });
+        spawn_local(async move { ctx.load_personas().await });
     }
 
     /// Signs out locally: stops the connection and forgets the state.
@@ -175,6 +225,16 @@ impl SocketContext {
         self.session.set(None);
         self.active.set(None);
         self.chat.set(ChatState::default());
+        self.stats.set(Stats::default());
+        self.frames.set(VecDeque::new());
+        self.reported_read.set_value(HashMap::new());
+    }
+
+    async fn load_personas(&self) {
+        let Some(token) = self.token() else { return };
+        if let Ok(list) = api::personas(&self.base(), &token).await {
+            self.chat.update(|c| c.personas = list);
+        }
     }
 
     async fn load_conversations(&self) {
@@ -185,10 +245,12 @@ impl SocketContext {
                 let lobby = remembered.or_else(|| {
                     list.iter().find(|c| c.kind == ConversationKind::Room && c.title == "Lobby").or(list.first()).map(|c| c.id.clone())
                 });
-                self.chat.update(|c| c.conversations = list);
+                self.chat.update(|c| c.set_conversations(list));
                 self.notice.set(None);
                 if let Some(id) = lobby {
-                    self.open_conversation(id);
+                    if self.active.get_untracked().as_ref() != Some(&id) || !self.joined.with_value(|j| j.contains(&id)) {
+                        self.open_conversation(id);
+                    }
                 }
             }
             Err(e) => self.notice.set(Some(format!("Could not load your conversations yet ({e}); trying again when the connection is back."))),
@@ -198,16 +260,186 @@ impl SocketContext {
     /// Shows a conversation: its recent history over HTTP, then live frames over the socket.
     pub fn open_conversation(&self, conversation_id: String) {
         crate::storage::save_active(&conversation_id);
-        self.active.set(Some(conversation_id.clone()));
+        if self.active.get_untracked().as_ref() != Some(&conversation_id) {
+            // Leaving a draft: typing stops there.
+            if let Some(previous) = self.outgoing_typing.with_value(|(c, _)| c.clone()).filter(|c| c != &conversation_id) {
+                let step = self.outgoing_typing.try_update_value(|(_, t)| t.left()).unwrap_or_default();
+                self.apply_typing_step(&previous, step);
+            }
+            self.active.set(Some(conversation_id.clone()));
+        }
+        let visible = !crate::notify::hidden();
+        self.chat.update(|c| c.set_active(visible.then(|| conversation_id.clone())));
         let ctx = *self;
+        let is_room = self.chat.with_untracked(|c| c.conversation(&conversation_id).is_some_and(|c| c.kind == ConversationKind::Room));
+        if is_room {
+            ctx.load_members(conversation_id.clone());
+        }
+        if self.joined.with_value(|j| j.contains(&conversation_id)) {
+            self.mark_read_soon();
+            return;
+        }
         spawn_local(async move {
             let Some(token) = ctx.token() else { return };
             match api::latest_messages(&ctx.base(), &token, &conversation_id, HISTORY_PAGE).await {
-                Ok(page) => ctx.chat.update(|c| c.add_history(&conversation_id, page.messages)),
+                Ok(page) => ctx.chat.update(|c| c.add_latest(&conversation_id, page.messages, page.has_more)),
                 Err(e) => ctx.notice.set(Some(format!("Could not load messages: {e}"))),
             }
             ctx.join(conversation_id);
+            ctx.mark_read_soon();
         });
+    }
+
+    /// Who is in a conversation (for the header's count and the members panel).
+    pub fn load_members(&self, conversation_id: String) {
+        let ctx = *self;
+        spawn_local(async move {
+            let Some(token) = ctx.token() else { return };
+            if let Ok(members) = api::members(&ctx.base(), &token, &conversation_id).await {
+                ctx.chat.update(|c| {
+                    c.members.insert(conversation_id, members);
+                });
+            }
+        });
+    }
+
+    /// Loads the page of messages before the oldest held; false if there is none to load.
+    pub async fn load_older(&self, conversation_id: String) -> bool {
+        let Some(token) = self.token() else { return false };
+        let (first, has_older) = self.chat.with_untracked(|c| c.log(&conversation_id).map(|l| (l.first_seq(), l.has_older)).unwrap_or((None, None)));
+        let Some(first) = first else { return false };
+        if has_older == Some(false) || first <= 1 {
+            return false;
+        }
+        match api::messages_before(&self.base(), &token, &conversation_id, first, HISTORY_PAGE).await {
+            Ok(page) => {
+                let any = !page.messages.is_empty();
+                self.chat.update(|c| c.add_older(&conversation_id, page.messages, page.has_more));
+                any
+            }
+            Err(e) => {
+                self.notice.set(Some(format!("Could not load older messages: {e}")));
+                false
+            }
+        }
+    }
+
+    /// Tells the server (shortly, once for a burst) how far the open conversation is read.
+    fn mark_read_soon(&self) {
+        if self.read_timer.with_value(Option::is_some) {
+            return;
+        }
+        let ctx = *self;
+        let timer = gloo_timers::callback::Timeout::new(800, move || {
+            ctx.read_timer.set_value(None);
+            let Some(active) = ctx.chat.with_untracked(|c| c.active.clone()) else { return };
+            let seq = ctx.chat.with_untracked(|c| c.last_seq(&active));
+            if seq <= ctx.reported_read.with_value(|r| r.get(&active).copied().unwrap_or(0)) {
+                return;
+            }
+            let Some(token) = ctx.token() else { return };
+            let base = ctx.base();
+            spawn_local(async move {
+                if api::mark_read(&base, &token, &active, seq).await.is_ok() {
+                    ctx.reported_read.update_value(|r| {
+                        r.insert(active, seq);
+                    });
+                }
+            });
+        });
+        self.read_timer.set_value(Some(timer));
+    }
+
+    /// The tab was hidden or shown: while hidden, nothing counts as read.
+    pub fn visibility_changed(&self, hidden: bool) {
+        let active = if hidden { None } else { self.active.get_untracked() };
+        self.chat.update(|c| c.set_active(active));
+        if !hidden {
+            self.mark_read_soon();
+        }
+    }
+
+    /// Sends a failed message again.
+    pub fn retry(&self, client_id: &str) {
+        // Failed in the outbox: due again. Still pending there: it goes out anyway.
+        let _ = self.with_outbox(|o| o.retry(client_id));
+        if self.outbox.with_value(|o| o.get(client_id).is_some()) {
+            self.chat.update(|c| c.retry_pending(client_id));
+            self.flush_outbox();
+        }
+    }
+
+    /// Gives up on a failed message.
+    pub fn discard(&self, client_id: &str) {
+        self.with_outbox(|o| o.discard(client_id));
+        self.chat.update(|c| c.discard_pending(client_id));
+    }
+
+    /// Diagnostics: forgets every unsent message.
+    pub fn clear_outbox(&self) {
+        let ids: Vec<String> = self.outbox.with_value(|o| o.items().iter().map(|i| i.client_id.clone()).collect());
+        for id in ids {
+            self.discard(&id);
+        }
+    }
+
+    /// What the outbox holds, for the diagnostics page.
+    pub fn outbox_items(&self) -> Vec<Outgoing> {
+        self.outbox.with_value(|o| o.items().to_vec())
+    }
+
+    /// Asks a persona to stop the reply it is streaming.
+    pub fn stop_response(&self, conversation_id: String, message_id: String) {
+        self.send_frame(&ClientFrame::StopResponse { conversation_id, message_id });
+    }
+
+    /// Diagnostics: behave as if the browser went offline (or came back).
+    pub fn simulate_offline(&self, offline: bool) {
+        self.connection.with_value(|c| c.as_ref().map(|c| c.simulate_offline(offline)));
+    }
+
+    /// A conversation created or found (a persona picked, a room made): listed and opened.
+    pub fn conversation_created(&self, summary: persona_chat_protocol::http::ConversationSummary) {
+        let id = summary.id.clone();
+        self.chat.update(|c| {
+            if !c.conversations.iter().any(|x| x.id == id) {
+                c.conversations.insert(0, summary);
+            }
+        });
+        self.open_conversation(id);
+    }
+
+    /// What this tab holds, as JSON (see `window.personaChatState` in app.rs).
+    pub fn snapshot_json(&self) -> String {
+        let link = crate::components::connection_status::describe(&self.status.get_untracked(), now_ms()).0;
+        let (user_id, active, conversations) = self.chat.with_untracked(|c| {
+            let conversations: serde_json::Map<String, serde_json::Value> = c
+                .logs
+                .iter()
+                .map(|(id, log)| {
+                    let messages: Vec<serde_json::Value> = log
+                        .stored()
+                        .map(|m| serde_json::json!({ "seq": m.seq, "id": m.id, "client_id": m.client_id, "content": m.content }))
+                        .collect();
+                    (id.clone(), serde_json::Value::Array(messages))
+                })
+                .collect();
+            (c.me.as_ref().map(|u| u.id.clone()), self.active.get_untracked(), conversations)
+        });
+        let pending: Vec<serde_json::Value> = self.outbox.with_value(|o| {
+            o.items()
+                .iter()
+                .map(|i| {
+                    let status = if matches!(i.status, OutStatus::Failed { .. }) { "failed" } else { "pending" };
+                    serde_json::json!({ "client_id": i.client_id, "conversation_id": i.conversation_id, "content": i.content, "status": status })
+                })
+                .collect()
+        });
+        serde_json::json!({ "user_id": user_id, "active": active, "link": link, "conversations": conversations, "pending": pending }).to_string()
+    }
+
+    pub fn token_for_requests(&self) -> Option<String> {
+        self.token()
     }
 
     /// Joins a conversation on the socket (again after every reconnect), asking for what came
@@ -297,6 +529,8 @@ impl SocketContext {
     /// Every server frame, from either transport: the outbox learns of acks and refusals,
     /// the chat state of everything.
     fn on_frame(&self, frame: ServerFrame) {
+        self.stats.update(|s| s.received += 1);
+        self.log_frame(Direction::In, serde_json::to_string(&frame).unwrap_or_default());
         match &frame {
             ServerFrame::MessageAck(ack) => {
                 self.with_outbox(|o| o.ack(&ack.client_id));
@@ -310,6 +544,12 @@ impl SocketContext {
                     self.refresh_typists();
                 }
             }
+            ServerFrame::NewMessage { conversation_id, message, .. } | ServerFrame::StreamEnd { conversation_id, message, .. } => {
+                self.on_new_message(conversation_id, message);
+            }
+            _ => {}
+        }
+        match &frame {
             ServerFrame::NewMessage { conversation_id, message, .. } if message.client_id.is_some() => {
                 // A message ends its sender's typing at once.
                 if self.incoming_typing.try_update_value(|t| t.message_from(conversation_id, &message.sender_id)).unwrap_or(false) {
@@ -337,6 +577,22 @@ impl SocketContext {
         self.chat.update(|c| c.apply(frame));
     }
 
+    /// A stored message arrived: the open conversation is read, and a hidden tab notifies.
+    fn on_new_message(&self, conversation_id: &str, message: &persona_chat_protocol::Message) {
+        let mine = self.chat.with_untracked(|c| c.me.as_ref().is_some_and(|u| u.id == message.sender_id));
+        if mine {
+            return;
+        }
+        if crate::notify::hidden() {
+            if self.notify.get_untracked() {
+                let title = self.chat.with_untracked(|c| c.conversation(conversation_id).map(|c| c.title.clone())).unwrap_or_default();
+                crate::notify::show(&format!("{} in {title}", message.sender_name), &message.content, conversation_id);
+            }
+        } else if self.active.get_untracked().as_deref() == Some(conversation_id) {
+            self.mark_read_soon();
+        }
+    }
+
     fn transport(&self) -> Option<Transport> {
         self.connection.with_value(|c| c.as_ref().and_then(Connection::transport))
     }
@@ -344,11 +600,28 @@ impl SocketContext {
     /// Sends a frame on whichever transport is up: the socket, or the HTTP routes while
     /// polling. False when none is up (a message then stays pending and goes out on `Ready`).
     fn send_frame(&self, frame: &ClientFrame) -> bool {
-        if self.transport() == Some(Transport::Polling) {
+        let sent = if self.transport() == Some(Transport::Polling) {
             self.send_over_http(frame.clone());
-            return true;
+            true
+        } else {
+            self.connection.with_value(|c| c.as_ref().is_some_and(|c| c.send(frame)))
+        };
+        if sent {
+            self.stats.update(|s| s.sent += 1);
+            self.log_frame(Direction::Out, frame.to_json());
         }
-        self.connection.with_value(|c| c.as_ref().is_some_and(|c| c.send(frame)))
+        sent
+    }
+
+    fn log_frame(&self, direction: Direction, text: String) {
+        let at = js_sys::Date::now();
+        self.frames.update(|f| {
+            let number = f.back().map_or(1, |e| e.number + 1);
+            f.push_back(FrameEntry { number, at, direction, text });
+            while f.len() > FRAME_LOG {
+                f.pop_front();
+            }
+        });
     }
 
     /// The polling transport's way to send: each frame has its HTTP twin.
@@ -375,6 +648,7 @@ impl SocketContext {
                 ClientFrame::TypingStart { conversation_id } => drop(api::set_typing(&base, &token, &conversation_id, true).await),
                 ClientFrame::TypingStop { conversation_id } => drop(api::set_typing(&base, &token, &conversation_id, false).await),
                 ClientFrame::JoinConversation { conversation_id, after_seq } => ctx.fill(conversation_id, after_seq.unwrap_or(0)).await,
+                ClientFrame::StopResponse { conversation_id, message_id } => drop(api::stop_response(&base, &token, &conversation_id, &message_id).await),
                 _ => {}
             }
         });
@@ -415,9 +689,22 @@ impl SocketContext {
 
     fn on_connection_event(&self, event: ConnEvent) {
         match event {
-            ConnEvent::State(state) => self.status.set(state),
+            ConnEvent::State(state) => {
+                let was_up = matches!(self.status.get_untracked(), LinkState::Connected { .. } | LinkState::Polling);
+                let up = matches!(state, LinkState::Connected { .. } | LinkState::Polling);
+                if !up {
+                    self.stats.update(|s| s.connected_since = None);
+                } else if !was_up {
+                    self.stats.update(|s| s.connected_since = Some(js_sys::Date::now()));
+                }
+                self.status.set(state);
+            }
             ConnEvent::Frame(frame) => self.on_frame(frame),
             ConnEvent::Ready(_) => {
+                self.stats.update(|s| {
+                    s.readies += 1;
+                    s.reconnects = s.readies - 1;
+                });
                 // The first load may have failed (started while the server was away).
                 if self.chat.with_untracked(|c| c.conversations.is_empty()) {
                     let ctx = *self;
@@ -436,7 +723,7 @@ impl SocketContext {
     async fn reload_conversations(&self) {
         let Some(token) = self.token() else { return };
         if let Ok(list) = api::conversations(&self.base(), &token).await {
-            self.chat.update(|c| c.conversations = list);
+            self.chat.update(|c| c.set_conversations(list));
         }
         for id in self.joined.get_value() {
             let last = self.chat.with_untracked(|c| c.last_seq(&id));

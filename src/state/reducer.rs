@@ -3,8 +3,8 @@
 
 use std::collections::{BTreeMap, HashMap};
 
-use persona_chat_protocol::http::ConversationSummary;
-use persona_chat_protocol::{Ack, LastMessage, Message, OnlineUser, ServerFrame, User};
+use persona_chat_protocol::http::{ConversationSummary, Member, Persona};
+use persona_chat_protocol::{Ack, LastMessage, Message, OnlineUser, PersonaState, ServerFrame, User};
 
 /// Where an own message is on its way.
 #[derive(Debug, Clone, PartialEq)]
@@ -14,18 +14,35 @@ pub enum Delivery {
     Failed(String),
 }
 
-/// A line of the chat view: a stored message, or an own message not stored yet.
+/// What a line of the chat view is.
+#[derive(Debug, Clone, PartialEq)]
+pub enum LineKind {
+    Message,
+    /// A persona's reply still streaming (not stored yet).
+    Streaming,
+    /// "bob joined", "bob left": shown inline, not a message.
+    Notice,
+}
+
+/// A line of the chat view: a stored message, an own message not stored yet, a reply being
+/// streamed, or a notice.
 #[derive(Debug, Clone, PartialEq)]
 pub struct ChatLine {
-    /// Stable across the pending -> stored change: the client_id when there is one.
+    /// Stable across the pending -> stored change: the client_id when there is one (the
+    /// message id for streams, so a stream becomes its stored message in place).
     pub key: String,
+    pub kind: LineKind,
     pub seq: Option<i64>,
+    /// The stored message's id (the stream's message id while streaming).
+    pub message_id: Option<String>,
     pub sender_id: String,
     pub sender_name: String,
     pub content: String,
     pub timestamp: String,
     pub is_ai: bool,
     pub delivery: Delivery,
+    /// First line of a run by the same sender within a few minutes: shows the name.
+    pub starts_group: bool,
 }
 
 /// An own message waiting for its ack.
@@ -37,12 +54,68 @@ pub struct PendingMessage {
     pub delivery: Delivery,
 }
 
-/// One conversation's messages: stored ones by seq (so each shows once, in order), and own
-/// ones still on their way.
+/// An inline notice, shown after the message with seq `after_seq`.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Notice {
+    pub key: String,
+    pub after_seq: i64,
+    pub text: String,
+    pub timestamp: String,
+}
+
+/// A persona's reply being streamed.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Stream {
+    pub conversation_id: String,
+    pub persona_id: String,
+    pub persona_name: String,
+    pub text: String,
+    /// Characters (Unicode scalar values) received so far.
+    pub chars: u64,
+    pub started_at: String,
+}
+
+/// One conversation's messages: stored ones by seq (so each shows once, in order), own ones
+/// still on their way, and notices.
 #[derive(Debug, Clone, Default, PartialEq)]
 pub struct ConversationLog {
     stored: BTreeMap<i64, Message>,
     pending: Vec<PendingMessage>,
+    notices: Vec<Notice>,
+    /// Whether older messages than the oldest held exist on the server (None: not asked yet).
+    pub has_older: Option<bool>,
+}
+
+/// A run of messages by one sender within this long shows the name once.
+const GROUP_GAP_MS: i64 = 5 * 60 * 1000;
+
+/// Milliseconds since the epoch of an RFC 3339 UTC timestamp such as
+/// `2026-11-21T10:00:00.000Z` (None if it is not one).
+pub fn timestamp_ms(ts: &str) -> Option<i64> {
+    let b = ts.as_bytes();
+    if b.len() < 19 || b[4] != b'-' || b[7] != b'-' || b[10] != b'T' {
+        return None;
+    }
+    let num = |r: std::ops::Range<usize>| ts.get(r).and_then(|x| x.parse::<i64>().ok());
+    let (y, mo, d, h, mi, s) = (num(0..4)?, num(5..7)?, num(8..10)?, num(11..13)?, num(14..16)?, num(17..19)?);
+    let ms = if b.get(19) == Some(&b'.') { num(20..23).unwrap_or(0) } else { 0 };
+    // Days from the civil date (Howard Hinnant's algorithm).
+    let y = if mo <= 2 { y - 1 } else { y };
+    let era = y.div_euclid(400);
+    let yoe = y - era * 400;
+    let mp = (mo + 9) % 12;
+    let doy = (153 * mp + 2) / 5 + d - 1;
+    let doe = yoe * 365 + yoe / 4 - yoe / 100 + doy;
+    let days = era * 146_097 + doe - 719_468;
+    Some(((days * 24 + h) * 60 + mi) * 60_000 + s * 1000 + ms)
+}
+
+/// A line of the log before it is turned into a [`ChatLine`] (cheap: references only).
+enum Item<'a> {
+    Stored(&'a Message),
+    Notice(&'a Notice),
+    Stream(&'a str, &'a Stream),
+    Pending(&'a PendingMessage),
 }
 
 impl ConversationLog {
@@ -62,6 +135,19 @@ impl ConversationLog {
         self.stored.keys().next_back().copied().unwrap_or(0)
     }
 
+    pub fn first_seq(&self) -> Option<i64> {
+        self.stored.keys().next().copied()
+    }
+
+    /// The stored messages, ascending by seq.
+    pub fn stored(&self) -> impl Iterator<Item = &Message> {
+        self.stored.values()
+    }
+
+    pub fn pending(&self) -> &[PendingMessage] {
+        &self.pending
+    }
+
     pub fn len(&self) -> usize {
         self.stored.len() + self.pending.len()
     }
@@ -70,29 +156,122 @@ impl ConversationLog {
         self.len() == 0
     }
 
-    /// Stored messages in seq order, then own messages not stored yet.
+    fn items<'a>(&'a self, conversation_id: &str, streams: &'a HashMap<String, Stream>) -> Vec<Item<'a>> {
+        let mut out = Vec::with_capacity(self.stored.len() + self.notices.len() + self.pending.len() + 1);
+        let mut notices = self.notices.iter().peekable();
+        while let Some(n) = notices.next_if(|n| n.after_seq <= 0) {
+            out.push(Item::Notice(n));
+        }
+        for (seq, m) in &self.stored {
+            out.push(Item::Stored(m));
+            while let Some(n) = notices.next_if(|n| n.after_seq <= *seq) {
+                out.push(Item::Notice(n));
+            }
+        }
+        out.extend(notices.map(Item::Notice));
+        let mut live: Vec<(&String, &Stream)> = streams.iter().filter(|(_, s)| s.conversation_id == conversation_id).collect();
+        live.sort_by(|a, b| a.1.started_at.cmp(&b.1.started_at).then(a.0.cmp(b.0)));
+        out.extend(live.into_iter().map(|(id, s)| Item::Stream(id, s)));
+        out.extend(self.pending.iter().map(Item::Pending));
+        out
+    }
+
+    /// Every line: stored messages in seq order (notices among them), then replies being
+    /// streamed, then own messages not stored yet.
     pub fn lines(&self, me: Option<&User>) -> Vec<ChatLine> {
-        let stored = self.stored.values().map(|m| ChatLine {
+        self.window(me, "", &HashMap::new(), 0, usize::MAX).0
+    }
+
+    /// The lines of a window: `size` lines ending `back` lines before the newest, and how
+    /// many lines there are in all. Only the window's lines are built, so a conversation of
+    /// 10,000 messages costs little per update.
+    pub fn window(&self, me: Option<&User>, conversation_id: &str, streams: &HashMap<String, Stream>, back: usize, size: usize) -> (Vec<ChatLine>, usize) {
+        let items = self.items(conversation_id, streams);
+        let total = items.len();
+        let end = total.saturating_sub(back);
+        let start = end.saturating_sub(size);
+        let mut previous: Option<(String, i64)> = start.checked_sub(1).and_then(|i| sender_and_time(&items[i], me));
+        let lines = items[start..end]
+            .iter()
+            .map(|item| {
+                let mut line = to_line(item, me);
+                let current = sender_and_time(item, me);
+                line.starts_group = match (&previous, &current) {
+                    (Some((ps, pt)), Some((cs, ct))) => ps != cs || (ct - pt).abs() > GROUP_GAP_MS,
+                    _ => true,
+                };
+                previous = current;
+                line
+            })
+            .collect();
+        (lines, total)
+    }
+}
+
+fn sender_and_time(item: &Item<'_>, me: Option<&User>) -> Option<(String, i64)> {
+    let (sender, ts) = match item {
+        Item::Stored(m) => (m.sender_id.clone(), m.timestamp.as_str()),
+        Item::Notice(_) => return None,
+        Item::Stream(_, s) => (s.persona_id.clone(), s.started_at.as_str()),
+        Item::Pending(p) => (me.map(|u| u.id.clone()).unwrap_or_default(), p.timestamp.as_str()),
+    };
+    Some((sender, timestamp_ms(ts).unwrap_or(0)))
+}
+
+fn to_line(item: &Item<'_>, me: Option<&User>) -> ChatLine {
+    match item {
+        Item::Stored(m) => ChatLine {
             key: m.client_id.clone().unwrap_or_else(|| m.id.clone()),
+            kind: LineKind::Message,
             seq: Some(m.seq),
+            message_id: Some(m.id.clone()),
             sender_id: m.sender_id.clone(),
             sender_name: m.sender_name.clone(),
             content: m.content.clone(),
             timestamp: m.timestamp.clone(),
             is_ai: m.is_ai,
             delivery: Delivery::Sent,
-        });
-        let pending = self.pending.iter().map(|p| ChatLine {
-            key: p.client_id.clone(),
+            starts_group: true,
+        },
+        Item::Notice(n) => ChatLine {
+            key: n.key.clone(),
+            kind: LineKind::Notice,
             seq: None,
+            message_id: None,
+            sender_id: String::new(),
+            sender_name: String::new(),
+            content: n.text.clone(),
+            timestamp: n.timestamp.clone(),
+            is_ai: false,
+            delivery: Delivery::Sent,
+            starts_group: true,
+        },
+        Item::Stream(id, s) => ChatLine {
+            key: (*id).to_owned(),
+            kind: LineKind::Streaming,
+            seq: None,
+            message_id: Some((*id).to_owned()),
+            sender_id: s.persona_id.clone(),
+            sender_name: s.persona_name.clone(),
+            content: s.text.clone(),
+            timestamp: s.started_at.clone(),
+            is_ai: true,
+            delivery: Delivery::Sent,
+            starts_group: true,
+        },
+        Item::Pending(p) => ChatLine {
+            key: p.client_id.clone(),
+            kind: LineKind::Message,
+            seq: None,
+            message_id: None,
             sender_id: me.map(|u| u.id.clone()).unwrap_or_default(),
             sender_name: me.map(|u| u.username.clone()).unwrap_or_default(),
             content: p.content.clone(),
             timestamp: p.timestamp.clone(),
             is_ai: false,
             delivery: p.delivery.clone(),
-        });
-        stored.chain(pending).collect()
+            starts_group: true,
+        },
     }
 }
 
@@ -102,6 +281,15 @@ pub struct ChatState {
     pub conversations: Vec<ConversationSummary>,
     pub logs: HashMap<String, ConversationLog>,
     pub online: Vec<OnlineUser>,
+    /// Every persona with its status (from `GET /api/personas`, then `persona_status`).
+    pub personas: Vec<Persona>,
+    /// Replies being streamed, by message id.
+    pub streams: HashMap<String, Stream>,
+    /// The conversation the user is looking at: its messages do not count as unread.
+    pub active: Option<String>,
+    /// Members of conversations, fetched on demand.
+    pub members: HashMap<String, Vec<Member>>,
+    notice_counter: u64,
 }
 
 impl ChatState {
@@ -113,17 +301,99 @@ impl ChatState {
         self.logs.get(conversation_id).map_or(0, ConversationLog::last_seq)
     }
 
+    pub fn conversation(&self, conversation_id: &str) -> Option<&ConversationSummary> {
+        self.conversations.iter().find(|c| c.id == conversation_id)
+    }
+
+    pub fn persona(&self, persona_id: &str) -> Option<&Persona> {
+        self.personas.iter().find(|p| p.id == persona_id)
+    }
+
+    /// The persona's current status (the list's copy is only as new as the list).
+    pub fn persona_status(&self, persona_id: &str) -> Option<(PersonaState, Option<String>)> {
+        self.persona(persona_id)
+            .map(|p| (p.status, p.last_seen.clone()))
+            .or_else(|| self.conversations.iter().filter_map(|c| c.persona.as_ref()).find(|p| p.id == persona_id).map(|p| (p.status, p.last_seen.clone())))
+    }
+
+    /// The sum of unread counts, for the document title.
+    pub fn unread_total(&self) -> i64 {
+        self.conversations.iter().map(|c| c.unread_count).sum()
+    }
+
+    /// Names of personas streaming a reply in a conversation (they count as typing).
+    pub fn responding_in(&self, conversation_id: &str) -> Vec<String> {
+        let mut names: Vec<&Stream> = self.streams.values().filter(|s| s.conversation_id == conversation_id).collect();
+        names.sort_by(|a, b| a.started_at.cmp(&b.started_at));
+        names.into_iter().map(|s| s.persona_name.clone()).collect()
+    }
+
+    /// Replaces the conversation list (from the server), keeping what is newer locally.
+    pub fn set_conversations(&mut self, mut list: Vec<ConversationSummary>) {
+        for c in &mut list {
+            if self.active.as_deref() == Some(c.id.as_str()) {
+                c.unread_count = 0;
+            }
+        }
+        list.sort_by(|a, b| activity(b).cmp(activity(a)));
+        self.conversations = list;
+    }
+
+    /// The user opens a conversation: it is read.
+    pub fn set_active(&mut self, conversation_id: Option<String>) {
+        if let Some(c) = conversation_id.as_deref().and_then(|id| self.conversations.iter_mut().find(|c| c.id == id)) {
+            c.unread_count = 0;
+        }
+        self.active = conversation_id;
+    }
+
     /// A message the user just wrote: shown at once as pending.
     pub fn add_pending(&mut self, conversation_id: &str, pending: PendingMessage) {
-        self.logs.entry(conversation_id.to_owned()).or_default().pending.push(pending);
+        let log = self.logs.entry(conversation_id.to_owned()).or_default();
+        if !log.pending.iter().any(|p| p.client_id == pending.client_id) {
+            log.pending.push(pending);
+        }
+    }
+
+    /// A failed message is being sent again.
+    pub fn retry_pending(&mut self, client_id: &str) {
+        for log in self.logs.values_mut() {
+            if let Some(p) = log.pending.iter_mut().find(|p| p.client_id == client_id) {
+                p.delivery = Delivery::Pending;
+            }
+        }
+    }
+
+    /// A failed message the user gave up on.
+    pub fn discard_pending(&mut self, client_id: &str) {
+        for log in self.logs.values_mut() {
+            log.pending.retain(|p| p.client_id != client_id);
+        }
     }
 
     /// Stored messages fetched over HTTP.
     pub fn add_history(&mut self, conversation_id: &str, messages: Vec<Message>) {
         let log = self.logs.entry(conversation_id.to_owned()).or_default();
         for m in messages {
+            self.streams.remove(&m.id);
             log.insert(m);
         }
+    }
+
+    /// The newest page of a conversation, when it is opened.
+    pub fn add_latest(&mut self, conversation_id: &str, messages: Vec<Message>, has_more: bool) {
+        let older_than_held = self.logs.get(conversation_id).and_then(ConversationLog::first_seq).is_none_or(|first| messages.first().is_none_or(|m| m.seq <= first));
+        self.add_history(conversation_id, messages);
+        let log = self.logs.entry(conversation_id.to_owned()).or_default();
+        if older_than_held || log.has_older.is_none() {
+            log.has_older = Some(has_more);
+        }
+    }
+
+    /// An older page, fetched when the user scrolls up.
+    pub fn add_older(&mut self, conversation_id: &str, messages: Vec<Message>, has_more: bool) {
+        self.add_history(conversation_id, messages);
+        self.logs.entry(conversation_id.to_owned()).or_default().has_older = Some(has_more);
     }
 
     /// Applies one server frame.
@@ -132,6 +402,7 @@ impl ChatState {
             ServerFrame::Hello { user, .. } => self.me = Some(user),
             ServerFrame::NewMessage { conversation_id, message, .. } => {
                 self.touch_conversation(&conversation_id, LastMessage::from(&message));
+                self.streams.remove(&message.id);
                 self.logs.entry(conversation_id).or_default().insert(message);
             }
             ServerFrame::MessageAck(Ack { client_id, conversation_id, .. }) => {
@@ -150,9 +421,60 @@ impl ChatState {
             ServerFrame::PresenceUpdate { user_id, username, online, .. } => {
                 self.online.retain(|u| u.user_id != user_id);
                 if online {
-                    self.online.push(OnlineUser { user_id, username });
+                    self.online.push(OnlineUser { user_id: user_id.clone(), username });
                     self.online.sort_by(|a, b| a.username.cmp(&b.username));
                 }
+                for members in self.members.values_mut() {
+                    for m in members.iter_mut().filter(|m| m.id == user_id) {
+                        m.online = online;
+                    }
+                }
+            }
+            ServerFrame::PersonaStatus { persona_id, status, last_seen, .. } => {
+                let personas = self.personas.iter_mut().filter(|p| p.id == persona_id);
+                let in_list = self.conversations.iter_mut().filter_map(|c| c.persona.as_mut()).filter(|p| p.id == persona_id);
+                for p in personas.chain(in_list) {
+                    p.status = status;
+                    if last_seen.is_some() {
+                        p.last_seen = last_seen.clone();
+                    }
+                }
+            }
+            ServerFrame::UserJoined { conversation_id, user_id, username } => {
+                self.notice(&conversation_id, format!("{username} joined"));
+                let members = self.members.get_mut(&conversation_id);
+                if let Some(members) = members.filter(|m| !m.iter().any(|m| m.id == user_id)) {
+                    let online = self.online.iter().any(|u| u.user_id == user_id);
+                    members.push(Member { id: user_id, name: username, kind: "user".into(), online });
+                }
+            }
+            ServerFrame::UserLeft { conversation_id, user_id, username } => {
+                self.notice(&conversation_id, format!("{username} left"));
+                if let Some(members) = self.members.get_mut(&conversation_id) {
+                    members.retain(|m| m.id != user_id);
+                }
+            }
+            ServerFrame::StreamStart { conversation_id, message_id, persona_id } => {
+                let persona_name = self.persona(&persona_id).map(|p| p.name.clone()).unwrap_or_else(|| "Persona".into());
+                let started_at = now_iso_fallback(&self.logs, &conversation_id);
+                self.streams.entry(message_id).or_insert(Stream { conversation_id, persona_id, persona_name, text: String::new(), chars: 0, started_at });
+            }
+            ServerFrame::StreamDelta { message_id, offset, text, .. } => {
+                if let Some(s) = self.streams.get_mut(&message_id) {
+                    // Deltas arrive once and in order on one socket; after a reconnect a
+                    // delta may repeat (skip what is held) or be missing (wait for the end,
+                    // which carries the whole text).
+                    let len = text.chars().count() as u64;
+                    if offset <= s.chars && offset + len > s.chars {
+                        s.text.extend(text.chars().skip((s.chars - offset) as usize));
+                        s.chars = offset + len;
+                    }
+                }
+            }
+            ServerFrame::StreamEnd { conversation_id, message_id, message, .. } => {
+                self.streams.remove(&message_id);
+                self.touch_conversation(&conversation_id, LastMessage::from(&message));
+                self.logs.entry(conversation_id).or_default().insert(message);
             }
             ServerFrame::Error { code, message, reference: Some(reference), .. } => {
                 // A refused send names its client_id: that message failed, with the reason.
@@ -166,17 +488,46 @@ impl ChatState {
         }
     }
 
-    /// Moves a conversation to the top of the list with its newest message.
-    fn touch_conversation(&mut self, conversation_id: &str, last: LastMessage) {
-        if let Some(i) = self.conversations.iter().position(|c| c.id == conversation_id) {
-            let mut c = self.conversations.remove(i);
-            if c.last_message.as_ref().is_none_or(|m| m.seq <= last.seq) {
-                c.last_seq = c.last_seq.max(last.seq);
-                c.last_message = Some(last);
-            }
-            self.conversations.insert(0, c);
-        }
+    fn notice(&mut self, conversation_id: &str, text: String) {
+        self.notice_counter += 1;
+        let key = format!("notice-{}", self.notice_counter);
+        let log = self.logs.entry(conversation_id.to_owned()).or_default();
+        let after_seq = log.last_seq();
+        let timestamp = log.stored.values().next_back().map(|m| m.timestamp.clone()).unwrap_or_default();
+        log.notices.push(Notice { key, after_seq, text, timestamp });
     }
+
+    /// Moves a conversation to the top of the list with its newest message, counting it as
+    /// unread unless the user is looking at it or wrote it.
+    fn touch_conversation(&mut self, conversation_id: &str, last: LastMessage) {
+        let Some(i) = self.conversations.iter().position(|c| c.id == conversation_id) else { return };
+        let me = self.me.as_ref().map(|u| u.username.as_str());
+        let active = self.active.as_deref() == Some(conversation_id);
+        let c = &mut self.conversations[i];
+        if last.seq > c.last_seq {
+            if !active && me != Some(last.sender_name.as_str()) {
+                c.unread_count += 1;
+            }
+            c.last_seq = last.seq;
+        }
+        if c.last_message.as_ref().is_none_or(|m| m.seq <= last.seq) {
+            c.last_message = Some(last);
+        }
+        let c = self.conversations.remove(i);
+        let at = self.conversations.iter().position(|x| activity(x) <= activity(&c)).unwrap_or(self.conversations.len());
+        self.conversations.insert(at, c);
+    }
+}
+
+/// When a conversation was last active (its newest message's time; empty sorts last).
+fn activity(c: &ConversationSummary) -> &str {
+    c.last_message.as_ref().map_or("", |m| m.timestamp.as_str())
+}
+
+/// A stream's start time for ordering and grouping: the newest stored message's time is a
+/// good enough stand-in (the frame carries none).
+fn now_iso_fallback(logs: &HashMap<String, ConversationLog>, conversation_id: &str) -> String {
+    logs.get(conversation_id).and_then(|l| l.stored.values().next_back()).map(|m| m.timestamp.clone()).unwrap_or_default()
 }
 
 #[cfg(test)]
@@ -251,5 +602,143 @@ mod tests {
         assert_eq!(s.online.len(), 2);
         s.apply(ServerFrame::PresenceUpdate { user_id: "a".into(), username: "ada".into(), online: false, last_seen: Some("t".into()), timestamp: "t".into() });
         assert_eq!(s.online.iter().map(|u| u.username.as_str()).collect::<Vec<_>>(), vec!["bob"]);
+    }
+
+    fn summary(id: &str, last_seq: i64) -> ConversationSummary {
+        ConversationSummary {
+            id: id.into(),
+            kind: persona_chat_protocol::http::ConversationKind::Room,
+            title: id.into(),
+            persona: None,
+            last_message: None,
+            last_seq,
+            unread_count: 0,
+        }
+    }
+
+    fn update(id: &str, seq: i64, sender: &str, ts: &str) -> ServerFrame {
+        ServerFrame::ConversationUpdate {
+            conversation_id: id.into(),
+            last_message: LastMessage { id: format!("m{seq}"), seq, sender_name: sender.into(), content: "x".into(), timestamp: ts.into() },
+            timestamp: ts.into(),
+        }
+    }
+
+    #[test]
+    fn unread_counts_rise_for_other_conversations_only_once_per_message() {
+        let mut s = ChatState { me: Some(User { id: "u0".into(), username: "me".into() }), ..Default::default() };
+        s.set_conversations(vec![summary("a", 0), summary("b", 0)]);
+        s.set_active(Some("a".into()));
+        s.apply(update("b", 1, "ada", "2026-11-21T10:00:01.000Z"));
+        // The same message again (new_message after conversation_update) does not count twice.
+        s.apply(ServerFrame::NewMessage { conversation_id: "b".into(), message: Message { seq: 1, ..msg(1, None) }, timestamp: "t".into() });
+        s.apply(update("b", 2, "me", "2026-11-21T10:00:02.000Z"));
+        s.apply(update("a", 1, "ada", "2026-11-21T10:00:03.000Z"));
+        assert_eq!(s.conversation("b").unwrap().unread_count, 1, "own messages are not unread");
+        assert_eq!(s.conversation("a").unwrap().unread_count, 0, "the open conversation is read");
+        assert_eq!(s.conversations.iter().map(|c| c.id.as_str()).collect::<Vec<_>>(), vec!["a", "b"], "newest activity first");
+        assert_eq!(s.unread_total(), 1);
+        s.set_active(Some("b".into()));
+        assert_eq!(s.unread_total(), 0);
+    }
+
+    #[test]
+    fn persona_status_reaches_the_list_and_the_directory() {
+        let mut s = ChatState::default();
+        let persona = Persona { id: "p1".into(), name: "Ada".into(), tagline: String::new(), status: PersonaState::Online, last_seen: None };
+        s.personas = vec![persona.clone()];
+        s.set_conversations(vec![ConversationSummary { persona: Some(persona), ..summary("d", 0) }]);
+        s.apply(ServerFrame::PersonaStatus { persona_id: "p1".into(), status: PersonaState::Responding, last_seen: None, timestamp: "t".into() });
+        assert_eq!(s.persona_status("p1").unwrap().0, PersonaState::Responding);
+        assert_eq!(s.conversation("d").unwrap().persona.as_ref().unwrap().status, PersonaState::Responding);
+        s.apply(ServerFrame::PersonaStatus { persona_id: "p1".into(), status: PersonaState::Offline, last_seen: Some("2026-11-21T10:00:00.000Z".into()), timestamp: "t".into() });
+        assert_eq!(s.persona_status("p1"), Some((PersonaState::Offline, Some("2026-11-21T10:00:00.000Z".into()))));
+    }
+
+    #[test]
+    fn a_stream_grows_by_offset_and_becomes_its_stored_message() {
+        let mut s = ChatState::default();
+        s.personas = vec![Persona { id: "p1".into(), name: "Ada".into(), tagline: String::new(), status: PersonaState::Online, last_seen: None }];
+        s.apply(new_message(1, None));
+        s.apply(ServerFrame::StreamStart { conversation_id: "c".into(), message_id: "r1".into(), persona_id: "p1".into() });
+        let delta = |offset: u64, text: &str| ServerFrame::StreamDelta { conversation_id: "c".into(), message_id: "r1".into(), offset, text: text.into() };
+        s.apply(delta(0, "Hé"));
+        s.apply(delta(0, "Hé")); // a repeat: nothing doubles
+        s.apply(delta(1, "é, w")); // overlaps: only the new tail
+        s.apply(delta(9, "lost?")); // beyond what is held: waits for the end
+        let lines = s.log("c").unwrap().window(None, "c", &s.streams, 0, 10).0;
+        assert_eq!(lines.last().map(|l| (l.kind.clone(), l.content.as_str(), l.sender_name.as_str())), Some((LineKind::Streaming, "Hé, w", "Ada")));
+        assert_eq!(s.responding_in("c"), vec!["Ada".to_string()]);
+        let stored = Message { id: "r1".into(), seq: 2, sender_id: "p1".into(), sender_name: "Ada".into(), is_ai: true, content: "Hé, world".into(), ..msg(2, None) };
+        s.apply(ServerFrame::StreamEnd { conversation_id: "c".into(), message_id: "r1".into(), interrupted: false, message: stored });
+        let lines = s.log("c").unwrap().window(None, "c", &s.streams, 0, 10).0;
+        assert_eq!(lines.iter().map(|l| (l.seq, l.content.as_str())).collect::<Vec<_>>(), vec![(Some(1), "hello 1"), (Some(2), "Hé, world")]);
+        assert!(s.streams.is_empty() && s.responding_in("c").is_empty());
+    }
+
+    #[test]
+    fn joins_and_leaves_show_inline_after_the_message_they_followed() {
+        let mut s = ChatState::default();
+        s.apply(new_message(1, None));
+        s.apply(ServerFrame::UserJoined { conversation_id: "c".into(), user_id: "u2".into(), username: "bob".into() });
+        s.apply(new_message(2, None));
+        s.apply(ServerFrame::UserLeft { conversation_id: "c".into(), user_id: "u2".into(), username: "bob".into() });
+        let lines = s.log("c").unwrap().lines(None);
+        let shown: Vec<String> = lines.iter().map(|l| match l.kind { LineKind::Notice => l.content.clone(), _ => format!("#{}", l.seq.unwrap()) }).collect();
+        assert_eq!(shown, vec!["#1", "bob joined", "#2", "bob left"]);
+    }
+
+    #[test]
+    fn runs_by_one_sender_group_until_someone_else_or_five_minutes() {
+        let mut s = ChatState::default();
+        let at = |seq: i64, sender: &str, ts: &str| Message { sender_id: sender.into(), timestamp: ts.into(), ..msg(seq, None) };
+        s.add_history(
+            "c",
+            vec![
+                at(1, "a", "2026-11-21T10:00:00.000Z"),
+                at(2, "a", "2026-11-21T10:04:59.000Z"),
+                at(3, "b", "2026-11-21T10:05:00.000Z"),
+                at(4, "b", "2026-11-21T10:11:00.000Z"),
+            ],
+        );
+        let starts: Vec<bool> = s.log("c").unwrap().lines(None).iter().map(|l| l.starts_group).collect();
+        assert_eq!(starts, vec![true, false, true, true]);
+        // A window that starts mid-run knows the line before it.
+        let (window, total) = s.log("c").unwrap().window(None, "c", &s.streams, 2, 1);
+        assert_eq!((window[0].seq, window[0].starts_group, total), (Some(2), false, 4));
+    }
+
+    #[test]
+    fn a_window_builds_only_its_lines_of_a_long_conversation() {
+        let mut s = ChatState::default();
+        s.add_latest("c", (1..=10_000).map(|i| msg(i, None)).collect(), true);
+        let log = s.log("c").unwrap();
+        let (lines, total) = log.window(None, "c", &s.streams, 0, 60);
+        assert_eq!((lines.len(), total, lines[0].seq, lines[59].seq), (60, 10_000, Some(9_941), Some(10_000)));
+        let (lines, _) = log.window(None, "c", &s.streams, 9_990, 60);
+        assert_eq!((lines.len(), lines[0].seq), (10, Some(1)));
+        assert_eq!(log.has_older, Some(true));
+        s.add_older("c", vec![], false);
+        assert_eq!(s.log("c").unwrap().has_older, Some(false));
+    }
+
+    #[test]
+    fn retry_and_discard_of_a_failed_message() {
+        let mut s = ChatState::default();
+        s.add_pending("c", PendingMessage { client_id: "k".into(), content: "x".into(), timestamp: "t".into(), delivery: Delivery::Failed("no".into()) });
+        s.add_pending("c", PendingMessage { client_id: "k".into(), content: "x".into(), timestamp: "t".into(), delivery: Delivery::Pending });
+        assert_eq!(s.log("c").unwrap().pending().len(), 1, "restoring twice does not double");
+        s.retry_pending("k");
+        assert_eq!(s.log("c").unwrap().pending()[0].delivery, Delivery::Pending);
+        s.discard_pending("k");
+        assert!(s.log("c").unwrap().is_empty());
+    }
+
+    #[test]
+    fn timestamps_parse_to_epoch_milliseconds() {
+        assert_eq!(timestamp_ms("1970-01-01T00:00:00.000Z"), Some(0));
+        assert_eq!(timestamp_ms("2026-11-21T10:00:00.250Z"), Some(1_795_255_200_250));
+        assert_eq!(timestamp_ms("2000-03-01T00:00:01Z"), Some(951_868_801_000));
+        assert_eq!(timestamp_ms("yesterday"), None);
     }
 }
