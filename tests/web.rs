@@ -17,8 +17,17 @@ use wasm_bindgen_test::*;
 
 wasm_bindgen_test_configure!(run_in_browser);
 
+/// The app's real stylesheet, so that computed styles are the app's.
+const CSS: &str = include_str!("../style/main.css");
+
 fn container() -> web_sys::HtmlElement {
     let document = web_sys::window().unwrap().document().unwrap();
+    if document.get_element_by_id("app-css").is_none() {
+        let style = document.create_element("style").unwrap();
+        style.set_id("app-css");
+        style.set_text_content(Some(CSS));
+        document.head().unwrap().append_child(&style).unwrap();
+    }
     let el = document.create_element("div").unwrap();
     document.body().unwrap().append_child(&el).unwrap();
     el.unchecked_into()
@@ -73,6 +82,7 @@ async fn a_badge_shows_each_status_in_color_and_words() {
     let status = RwSignal::new(Some(PersonaState::Online));
     let _mounted = leptos::mount::mount_to(el.clone(), move || view! { <Avatar name="Ada Lovelace".to_owned() status=status /> });
     assert_eq!(text(&el, ".initials"), "AL");
+    let mut colors = Vec::new();
     for (s, name, words) in [
         (PersonaState::Online, "online", "Online"),
         (PersonaState::Busy, "busy", "Busy"),
@@ -86,7 +96,10 @@ async fn a_badge_shows_each_status_in_color_and_words() {
         assert_eq!(text(&el, ".badge .visually-hidden"), words, "the status in words for screen readers");
         let color = web_sys::window().unwrap().get_computed_style(&badge).unwrap().unwrap().get_property_value("background-color").unwrap();
         assert!(!color.is_empty() && color != "rgba(0, 0, 0, 0)", "{name} has a color: {color}");
+        colors.push(color);
     }
+    colors.dedup();
+    assert_eq!(colors.len(), 4, "each status its own color: {colors:?}");
     status.set(None);
     leptos::task::tick().await;
     assert!(el.query_selector(".badge").unwrap().is_none(), "no status, no badge");
