@@ -73,6 +73,7 @@ pub fn MessageList(#[prop(into)] conversation_id: Signal<Option<String>>) -> imp
     let back = RwSignal::new(0usize);
     let at_bottom = StoredValue::new(true);
     let anchor = StoredValue::new(None::<(String, f64)>);
+    let last_top = StoredValue::new(0.0f64);
     let new_count = RwSignal::new(0usize);
     let loading_older = RwSignal::new(false);
     let announce = RwSignal::new(String::new());
@@ -138,7 +139,16 @@ pub fn MessageList(#[prop(into)] conversation_id: Signal<Option<String>>) -> imp
         let Some(s) = scroller() else { return };
         let near_bottom = s.near_bottom();
         let current_back = back.get_untracked();
-        at_bottom.set_value(near_bottom && current_back == 0);
+        // Only the reader scrolling up stops the following: while messages pour in, our own
+        // scroll to the bottom may land short of a bottom that has moved on meanwhile.
+        let top = s.0.scroll_top() as f64;
+        let went_up = top < last_top.get_value() - 1.0;
+        last_top.set_value(top);
+        if near_bottom && current_back == 0 {
+            at_bottom.set_value(true);
+        } else if went_up || current_back > 0 {
+            at_bottom.set_value(false);
+        }
         anchor.set_value(s.anchor());
         if near_bottom {
             if current_back > 0 {

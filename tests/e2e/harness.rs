@@ -253,3 +253,187 @@ pub async fn conclude(outcome: Result<TestResult, tokio::time::error::Elapsed>, 
         Err(_) => panic!("the test took longer than its time limit"),
     }
 }
+
+// ---- Additions for the fault suite (tests/e2e/faults.rs) and the browser benchmark
+// (tests/uxbench/main.rs, which includes this file as a module). ----
+
+impl TestServer {
+    /// SIGKILLs the server and starts it again on the same port and data dir, with `args`.
+    pub fn restart_with_args(&mut self, args: &[&str]) -> TestResult {
+        self.process.kill();
+        *self = TestServer::start_with_args(&self.data_dir.clone(), self.port, args)?;
+        Ok(())
+    }
+}
+
+impl Driver {
+    /// Like [`Driver::window`], with extra Chromium flags (e.g. `--enable-precise-memory-info`).
+    #[allow(dead_code)] // used by the browser benchmark, which includes this file
+    pub async fn window_with_args(&self, extra: &[&str]) -> TestResult<Client> {
+        let chromium = std::env::var("CHROMIUM").unwrap_or_else(|_| "/usr/bin/chromium".into());
+        let mut args: Vec<String> = [
+            "--headless=new", "--no-sandbox", "--disable-gpu", "--disable-dev-shm-usage",
+            "--disable-background-networking", "--disable-component-update", "--disable-sync",
+            "--no-first-run", "--disable-quic", "--window-size=1280,800",
+        ]
+        .iter()
+        .map(|s| s.to_string())
+        .collect();
+        args.extend(extra.iter().map(|s| s.to_string()));
+        let caps = serde_json::json!({
+            "browserName": "chrome",
+            "goog:chromeOptions": { "binary": chromium, "args": args }
+        });
+        let caps = caps.as_object().cloned().expect("an object");
+        let client = ClientBuilder::new(HttpConnector::new())
+            .capabilities(caps)
+            .connect(&self.url)
+            .await
+            .map_err(|e| format!("cannot open a Chromium window: {e}"))?;
+        set_viewport(&client, 1280, 800).await?;
+        Ok(client)
+    }
+
+    /// Runs a Chrome DevTools Protocol command in `client`'s window, through chromedriver's
+    /// `goog/cdp/execute` endpoint; answers the command's result.
+    pub async fn cdp(&self, client: &Client, cmd: &str, params: serde_json::Value) -> TestResult<serde_json::Value> {
+        let session = client.session_id().await.map_err(|e| e.to_string())?.ok_or("the window has no WebDriver session")?;
+        let body = serde_json::json!({ "cmd": cmd, "params": params }).to_string();
+        let url = format!("{}/session/{session}/goog/cdp/execute", self.url);
+        let answer = http_request("POST", &url, None, Some(&body)).await?;
+        if !(200..300).contains(&answer.0) {
+            return Err(format!("CDP {cmd} failed with {}: {}", answer.0, answer.1));
+        }
+        let value: serde_json::Value = serde_json::from_str(&answer.1).map_err(|e| format!("CDP {cmd}: {e}"))?;
+        Ok(value.get("value").cloned().unwrap_or(serde_json::Value::Null))
+    }
+
+    /// Takes `client`'s window off the network (or back) with Chromium's network emulation,
+    /// and makes sure the page hears about it (`navigator.onLine` and the window's
+    /// offline/online event).
+    pub async fn set_offline(&self, client: &Client, offline: bool) -> TestResult {
+        self.cdp(client, "Network.enable", serde_json::json!({})).await?;
+        self.cdp(
+            client,
+            "Network.emulateNetworkConditions",
+            serde_json::json!({ "offline": offline, "latency": 0, "downloadThroughput": -1, "uploadThroughput": -1 }),
+        )
+        .await?;
+        // Chromium fires the event itself when emulating; fire it only if the page missed it.
+        let script = "const offline = arguments[0];
+            if (navigator.onLine === offline) { window.dispatchEvent(new Event(offline ? 'offline' : 'online')); return 'dispatched'; }
+            return 'native';";
+        client.execute(script, vec![serde_json::json!(offline)]).await.map_err(|e| e.to_string())?;
+        Ok(())
+    }
+}
+
+/// A minimal HTTP/1.1 request over loopback (no TLS): answers (status, body). `token` goes in
+/// `Authorization: Bearer`; `body` is sent as JSON.
+pub async fn http_request(method: &str, url: &str, token: Option<&str>, body: Option<&str>) -> TestResult<(u16, String)> {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let rest = url.strip_prefix("http://").ok_or_else(|| format!("not an http URL: {url}"))?;
+    let (host, path) = match rest.split_once('/') {
+        Some((h, p)) => (h.to_owned(), format!("/{p}")),
+        None => (rest.to_owned(), "/".to_owned()),
+    };
+    let io = async {
+        let mut stream = tokio::net::TcpStream::connect(&host).await.map_err(|e| format!("{method} {url}: {e}"))?;
+        let mut req = format!("{method} {path} HTTP/1.1\r\nHost: {host}\r\nConnection: close\r\nAccept: application/json\r\n");
+        if let Some(token) = token {
+            req.push_str(&format!("Authorization: Bearer {token}\r\n"));
+        }
+        let body = body.unwrap_or("");
+        if method != "GET" {
+            req.push_str(&format!("Content-Type: application/json\r\nContent-Length: {}\r\n", body.len()));
+        }
+        req.push_str("\r\n");
+        req.push_str(body);
+        stream.write_all(req.as_bytes()).await.map_err(|e| format!("{method} {url}: {e}"))?;
+        // Read until the answer is complete (some servers keep the connection open).
+        let mut raw = Vec::new();
+        let mut buf = [0u8; 16384];
+        loop {
+            let n = stream.read(&mut buf).await.map_err(|e| format!("{method} {url}: {e}"))?;
+            if n == 0 {
+                break;
+            }
+            raw.extend_from_slice(&buf[..n]);
+            if http_response_complete(&raw) {
+                break;
+            }
+        }
+        parse_http_response(&raw).ok_or_else(|| format!("{method} {url}: not an HTTP answer"))
+    };
+    tokio::time::timeout(Duration::from_secs(30), io).await.map_err(|_| format!("{method} {url}: no answer within 30 s"))?
+}
+
+fn http_response_complete(raw: &[u8]) -> bool {
+    let Some(split) = raw.windows(4).position(|w| w == b"\r\n\r\n") else { return false };
+    let head = String::from_utf8_lossy(&raw[..split]).to_ascii_lowercase();
+    let body = &raw[split + 4..];
+    if let Some(len) = head.lines().find_map(|l| l.strip_prefix("content-length:")).and_then(|v| v.trim().parse::<usize>().ok()) {
+        return body.len() >= len;
+    }
+    if head.contains("transfer-encoding: chunked") {
+        return body.ends_with(b"0\r\n\r\n");
+    }
+    false
+}
+
+fn parse_http_response(raw: &[u8]) -> Option<(u16, String)> {
+    let split = raw.windows(4).position(|w| w == b"\r\n\r\n")?;
+    let head = String::from_utf8_lossy(&raw[..split]).to_string();
+    let mut body = raw[split + 4..].to_vec();
+    let status: u16 = head.split_whitespace().nth(1)?.parse().ok()?;
+    if head.to_ascii_lowercase().contains("transfer-encoding: chunked") {
+        let mut out = Vec::new();
+        let mut rest = &body[..];
+        loop {
+            let line_end = rest.windows(2).position(|w| w == b"\r\n")?;
+            let size_text = String::from_utf8_lossy(&rest[..line_end]).to_string();
+            let size = usize::from_str_radix(size_text.split(';').next()?.trim(), 16).ok()?;
+            rest = &rest[line_end + 2..];
+            if size == 0 {
+                break;
+            }
+            out.extend_from_slice(rest.get(..size)?);
+            rest = rest.get(size + 2..)?;
+        }
+        body = out;
+    }
+    Some((status, String::from_utf8_lossy(&body).to_string()))
+}
+
+/// The app's test hook, `window.personaChatState()`, parsed; None when the page has no hook
+/// (yet) or the call fails.
+pub async fn app_state(client: &Client) -> Option<serde_json::Value> {
+    let value = client
+        .execute("return (typeof window.personaChatState === 'function') ? window.personaChatState() : null;", vec![])
+        .await
+        .ok()?;
+    match value {
+        serde_json::Value::String(text) => serde_json::from_str(&text).ok(),
+        serde_json::Value::Object(_) => Some(value),
+        _ => None,
+    }
+}
+
+/// The rendered message rows, in DOM order: (data-seq if any, data-delivery, text).
+pub async fn rendered_rows(client: &Client) -> TestResult<Vec<(Option<i64>, String, String)>> {
+    let script = "return Array.from(document.querySelectorAll('li.message')).map(li => [
+            li.getAttribute('data-seq'), li.getAttribute('data-delivery') || '',
+            (li.querySelector('.content') || {}).textContent || '']);";
+    let rows = client.execute(script, vec![]).await.map_err(|e| e.to_string())?;
+    let mut out = Vec::new();
+    for row in rows.as_array().cloned().unwrap_or_default() {
+        let seq = row[0].as_str().and_then(|s| s.parse().ok());
+        out.push((seq, row[1].as_str().unwrap_or("").to_owned(), row[2].as_str().unwrap_or("").to_owned()));
+    }
+    Ok(out)
+}
+
+/// The connection indicator's state, if shown.
+pub async fn link_state(client: &Client) -> Option<String> {
+    attr_of(client, ".connection", "data-state").await
+}

@@ -3,6 +3,7 @@
 //! chromedriver (see harness.rs for the environment variables that override their paths).
 
 mod harness;
+mod screens;
 
 use std::time::Duration;
 
@@ -24,7 +25,7 @@ async fn sign_in_until(client: &Client, base: &str, username: &str, password: &s
     client.find(Locator::Css(".login-card button[type=submit]")).await.map_err(|e| e.to_string())?.click().await.map_err(|e| e.to_string())?;
     eventually(limit, &format!("{username} to be {state} in the Lobby"), || async {
         let connected = attr_of(client, ".connection", "data-state").await.as_deref() == Some(state);
-        let lobby = text_of(client, ".chat-header h2").await.as_deref() == Some("Lobby");
+        let lobby = text_of(client, ".chat-header h1").await.as_deref() == Some("Lobby");
         (connected && lobby).then_some(())
     })
     .await
@@ -71,7 +72,7 @@ async fn two_tabs_body(server: &mut TestServer, a: &Client, b: &Client) -> TestR
     let input = b.find(Locator::Id("composer-input")).await.map_err(|e| e.to_string())?;
     input.send_keys(reply).await.map_err(|e| e.to_string())?;
     eventually(LIMIT, "Alice to see that Bob is typing", || async {
-        (text_of(a, ".typing-text").await.as_deref() == Some("bob is typing…")).then_some(())
+        (text_of(a, ".typing-text").await.as_deref() == Some("bob is typing")).then_some(())
     })
     .await?;
     screenshot(a, "two-tabs-alice-sees-typing").await?;
@@ -199,7 +200,7 @@ async fn reload_body(app: &TestServer, chat: &mut TestServer, a: &Client, b: &Cl
         client.find(Locator::Css(".login-card button[type=submit]")).await.map_err(|e| e.to_string())?.click().await.map_err(|e| e.to_string())?;
         eventually(LIMIT, &format!("{user} to be connected to the other origin"), || async {
             (attr_of(client, ".connection", "data-state").await.as_deref() == Some("connected")
-                && text_of(client, ".chat-header h2").await.as_deref() == Some("Lobby"))
+                && text_of(client, ".chat-header h1").await.as_deref() == Some("Lobby"))
             .then_some(())
         })
         .await?;

@@ -1,0 +1,181 @@
+//! The screens in two real windows: "N new messages" when scrolled up, a persona's reply
+//! streaming with its badge going responding then online, the unread count of another
+//! conversation rising (and the title), a draft surviving a reload on the same route, and
+//! screenshots of the main screens at 1280x800 and 390x844 under target/e2e/.
+
+use std::time::Duration;
+
+use fantoccini::{Client, Locator};
+
+use crate::ensure;
+use crate::harness::*;
+
+const LIMIT: Duration = Duration::from_secs(15);
+
+async fn sign_in(client: &Client, base: &str, username: &str, password: &str) -> TestResult {
+    client.goto(&format!("{base}/login")).await.map_err(|e| e.to_string())?;
+    let field = client.wait().at_most(LIMIT).for_element(Locator::Id("username")).await.map_err(|e| format!("no sign-in form: {e}"))?;
+    field.send_keys(username).await.map_err(|e| e.to_string())?;
+    client.find(Locator::Id("password")).await.map_err(|e| e.to_string())?.send_keys(password).await.map_err(|e| e.to_string())?;
+    client.find(Locator::Css(".login-card button[type=submit]")).await.map_err(|e| e.to_string())?.click().await.map_err(|e| e.to_string())?;
+    eventually(LIMIT, &format!("{username} to be connected in the Lobby"), || async {
+        let connected = attr_of(client, ".connection", "data-state").await.as_deref() == Some("connected");
+        let lobby = text_of(client, ".chat-header h1").await.as_deref() == Some("Lobby");
+        (connected && lobby).then_some(())
+    })
+    .await
+}
+
+async fn click(client: &Client, css: &str) -> TestResult {
+    client.find(Locator::Css(css)).await.map_err(|e| format!("{css}: {e}"))?.click().await.map_err(|e| format!("click {css}: {e}"))
+}
+
+async fn type_in(client: &Client, css: &str, text: &str) -> TestResult {
+    client.find(Locator::Css(css)).await.map_err(|e| format!("{css}: {e}"))?.send_keys(text).await.map_err(|e| e.to_string())
+}
+
+async fn js(client: &Client, script: &str) -> TestResult<serde_json::Value> {
+    client.execute(script, vec![]).await.map_err(|e| format!("{script}: {e}"))
+}
+
+async fn exists(client: &Client, css: &str) -> bool {
+    client.find_all(Locator::Css(css)).await.map(|v| !v.is_empty()).unwrap_or(false)
+}
+
+fn json_field(body: &str, pointer: &str) -> TestResult<String> {
+    let v: serde_json::Value = serde_json::from_str(body).map_err(|e| format!("{e}: {body}"))?;
+    v.pointer(pointer).and_then(|x| x.as_str()).map(str::to_owned).ok_or_else(|| format!("no {pointer} in {body}"))
+}
+
+async fn screens_body(server: &TestServer, a: &Client, b: &Client) -> TestResult {
+    let base = &server.base;
+    sign_in(a, base, "alice", "alice-password").await?;
+    sign_in(b, base, "bob", "bob-password").await?;
+    let (_, session) = http_request("POST", &format!("{base}/api/session"), None, Some(r#"{"username":"bob","password":"bob-password"}"#)).await?;
+    let bob_token = json_field(&session, "/token")?;
+    let lobby = js(a, "return JSON.parse(personaChatState()).active").await?.as_str().map(str::to_owned).ok_or("no active conversation")?;
+
+    // 1. Scrolled up, new messages wait on a button instead of pulling the reader down.
+    for i in 1..=40 {
+        let body = serde_json::json!({ "content": format!("history line {i:02}"), "client_id": format!("seed-{i:02}-0000-0000-000000000000") }).to_string();
+        let (status, answer) = http_request("POST", &format!("{base}/api/conversations/{lobby}/messages"), Some(&bob_token), Some(&body)).await?;
+        ensure!(status == 200, "seeding answered {status}: {answer}");
+    }
+    eventually(LIMIT, "Alice's window to show the 40th line at the bottom", || async {
+        let last = text_of(a, ".messages .message:last-child .content").await;
+        let at_bottom = js(a, "const s = document.querySelector('.scroller'); return s.scrollHeight - s.scrollTop - s.clientHeight < 60").await.ok()?.as_bool()?;
+        (last.as_deref() == Some("history line 40") && at_bottom).then_some(())
+    })
+    .await?;
+    js(a, "document.querySelector('.scroller').scrollTop = 0; return true").await?;
+    tokio::time::sleep(Duration::from_millis(600)).await;
+    let body = r#"{"content":"a new one while you read","client_id":"seed-new-0000-0000-000000000000"}"#;
+    http_request("POST", &format!("{base}/api/conversations/{lobby}/messages"), Some(&bob_token), Some(body)).await?;
+    let button = eventually(LIMIT, "a '1 new message' button in Alice's window", || async {
+        text_of(a, ".new-messages").await.filter(|t| t.contains("1 new message"))
+    })
+    .await?;
+    let top = js(a, "return document.querySelector('.scroller').scrollTop").await?.as_f64().unwrap_or(-1.0);
+    ensure!(top < 400.0, "the reader was pulled down to {top} px ({button})");
+    screenshot(a, "screens-new-messages-1280").await?;
+    click(a, ".new-messages").await?;
+    eventually(LIMIT, "the button to take Alice to the newest message", || async {
+        let gone = !exists(a, ".new-messages").await;
+        let at_bottom = js(a, "const s = document.querySelector('.scroller'); return s.scrollHeight - s.scrollTop - s.clientHeight < 60").await.ok()?.as_bool()?;
+        (gone && at_bottom).then_some(())
+    })
+    .await?;
+    screenshot(a, "screens-lobby-1280").await?;
+
+    // 2. A persona from the picker: its reply streams, its badge goes responding, then online.
+    click(a, ".sidebar-header .icon-button").await?;
+    a.wait().at_most(LIMIT).for_element(Locator::Css(".persona-choice[data-persona]")).await.map_err(|e| format!("no persona picker: {e}"))?;
+    screenshot(a, "screens-new-conversation-1280").await?;
+    let persona = text_of(a, ".persona-choice strong").await.ok_or("no persona listed")?;
+    click(a, ".persona-choice").await?;
+    eventually(LIMIT, "the persona's conversation to open", || async {
+        let title = text_of(a, ".chat-header h1").await;
+        let url = a.current_url().await.ok()?;
+        (title.as_deref() == Some(persona.as_str()) && url.path().starts_with("/c/")).then_some(())
+    })
+    .await?;
+    let persona_url = a.current_url().await.map_err(|e| e.to_string())?;
+    type_in(a, "#composer-input", "Tell me about the stars, please\u{E007}").await?;
+    eventually(Duration::from_secs(20), "the reply to stream with the badge on responding", || async {
+        let streaming = exists(a, ".message.streaming .caret").await;
+        let badge = attr_of(a, ".chat-header .badge", "data-status").await;
+        (streaming && badge.as_deref() == Some("responding")).then_some(())
+    })
+    .await?;
+    screenshot(a, "screens-persona-streaming-1280").await?;
+    eventually(Duration::from_secs(40), "the reply to end with the badge back online", || async {
+        let done = !exists(a, ".message.streaming").await && exists(a, ".message.ai[data-seq]").await;
+        let badge = attr_of(a, ".chat-header .badge", "data-status").await;
+        let row = attr_of(a, ".conversation-row.selected .badge", "data-status").await;
+        (done && badge.as_deref() == Some("online") && row.as_deref() == Some("online")).then_some(())
+    })
+    .await?;
+
+    // 3. Bob writes in the Lobby: Alice's Lobby row counts it, and so does her title.
+    type_in(b, "#composer-input", "Alice, are you there?\u{E007}").await?;
+    eventually(LIMIT, "the Lobby's unread count to rise in Alice's list", || async {
+        let unread = attr_of(a, &format!(".conversation-row[data-id='{lobby}']"), "data-unread").await?;
+        let badge = text_of(a, &format!(".conversation-row[data-id='{lobby}'] .unread")).await?;
+        let title = a.title().await.ok()?;
+        (unread == "1" && badge == "1" && title.starts_with("(1)")).then_some(())
+    })
+    .await?;
+    screenshot(a, "screens-unread-1280").await?;
+
+    // 4. A draft survives a reload, and the reload stays in the same conversation.
+    type_in(a, "#composer-input", "a thought half written").await?;
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    a.goto(persona_url.as_str()).await.map_err(|e| e.to_string())?;
+    eventually(LIMIT, "the draft and the conversation to be back after the reload", || async {
+        let draft = js(a, "return document.querySelector('#composer-input')?.value ?? null").await.ok()?;
+        let title = text_of(a, ".chat-header h1").await;
+        (draft.as_str() == Some("a thought half written") && title.as_deref() == Some(persona.as_str())).then_some(())
+    })
+    .await?;
+
+    // 5. Every main screen at 1280x800 and at 390x844.
+    a.goto(&format!("{base}/diagnostics")).await.map_err(|e| e.to_string())?;
+    a.wait().at_most(LIMIT).for_element(Locator::Css("[data-diag=transport]")).await.map_err(|e| e.to_string())?;
+    eventually(LIMIT, "the diagnostics page to show the socket", || async {
+        (text_of(a, "[data-diag=transport]").await.as_deref() == Some("WebSocket")).then_some(())
+    })
+    .await?;
+    screenshot(a, "screens-diagnostics-1280").await?;
+    set_viewport(b, 390, 844).await?;
+    tokio::time::sleep(Duration::from_millis(400)).await;
+    screenshot(b, "screens-chat-390").await?;
+    b.goto(&format!("{base}/")).await.map_err(|e| e.to_string())?;
+    eventually(LIMIT, "the list alone on a narrow screen", || async {
+        let list = exists(b, ".conversation-row").await;
+        let chat_hidden = js(b, "const c = document.querySelector('.chat-pane'); return !c || c.offsetParent === null").await.ok()?.as_bool()?;
+        (list && chat_hidden).then_some(())
+    })
+    .await?;
+    screenshot(b, "screens-list-390").await?;
+    click(b, &format!(".conversation-row[data-id='{lobby}']")).await?;
+    eventually(LIMIT, "the chat alone, with a back button, on a narrow screen", || async {
+        let back = js(b, "const e = document.querySelector('.chat-header .back'); return !!e && e.offsetParent !== null").await.ok()?.as_bool()?;
+        let list_hidden = js(b, "return document.querySelector('.sidebar').offsetParent === null").await.ok()?.as_bool()?;
+        (back && list_hidden).then_some(())
+    })
+    .await?;
+    screenshot(b, "screens-chat-lobby-390").await?;
+    Ok(())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_screens_in_two_windows() {
+    let data = tempfile::tempdir().expect("temp dir");
+    let server = TestServer::start_with_args(data.path(), free_port(), &["--rate-limit-per-sec", "200", "--rate-limit-burst", "200", "--persona-pace-ms", "90"])
+        .expect("server starts");
+    let driver = Driver::start().expect("chromedriver starts");
+    let a = driver.window().await.expect("window A");
+    let b = driver.window().await.expect("window B");
+    let outcome = tokio::time::timeout(Duration::from_secs(180), screens_body(&server, &a, &b)).await;
+    conclude(outcome, vec![(a, "screens-alice"), (b, "screens-bob")]).await;
+}
