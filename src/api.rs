@@ -147,3 +147,9 @@ pub async fn leave(base: &str, token: &str, conversation_id: &str) -> Result<(),
     let url = format!("{base}/api/conversations/{conversation_id}/members/me");
     no_content(Request::delete(&url).header("Authorization", &format!("Bearer {token}")).send().await).await
 }
+
+/// Messages with `after_seq < seq < before_seq`, ascending (at most `limit`).
+pub async fn messages_between(base: &str, token: &str, conversation_id: &str, after_seq: i64, before_seq: i64, limit: u32) -> Result<MessagesResponse, ApiFailure> {
+    let url = format!("{base}/api/conversations/{conversation_id}/messages?after_seq={after_seq}&before_seq={before_seq}&limit={limit}");
+    read(Request::get(&url).header("Authorization", &format!("Bearer {token}")).send().await).await
+}

@@ -217,3 +217,32 @@ async fn messages_render_as_text_in_seq_order_with_each_delivery_state() {
     assert!(streaming.query_selector("button.stop").unwrap().is_some());
     assert!(streaming.text_content().unwrap().contains("Thinking"));
 }
+
+#[wasm_bindgen_test]
+async fn a_hundred_reconnects_leave_no_socket_handler_or_closure_behind() {
+    use persona_chat::socket::websocket::{live_handles, WsEvent, WsHandle};
+    use std::rc::Rc;
+    let events = Rc::new(std::cell::RefCell::new(0u32));
+    let seen = events.clone();
+    let handler: Rc<dyn Fn(WsEvent)> = Rc::new(move |_| *seen.borrow_mut() += 1);
+    let before = live_handles();
+    let mut raws = Vec::new();
+    for _ in 0..100 {
+        // Nothing listens on port 9: each socket fails, as during an outage.
+        let handle = WsHandle::open("ws://127.0.0.1:9/ws", handler.clone()).expect("a socket object");
+        raws.push(handle.raw());
+        // Let the socket start connecting (and perhaps fail) before it is replaced.
+        leptos::task::tick().await;
+        drop(handle);
+    }
+    assert_eq!(live_handles(), before, "every handle was dropped");
+    for raw in &raws {
+        assert!(raw.onopen().is_none() && raw.onmessage().is_none() && raw.onclose().is_none() && raw.onerror().is_none(), "handlers unset");
+        assert!(raw.ready_state() >= web_sys::WebSocket::CLOSING, "closed");
+    }
+    // Every closure held a clone of the handler: all freed, only ours is left.
+    assert_eq!(Rc::strong_count(&handler), 1, "closures freed");
+    let after_drop = *events.borrow();
+    gloo_timers::future::TimeoutFuture::new(200).await;
+    assert_eq!(*events.borrow(), after_drop, "no event reaches a dropped handle");
+}

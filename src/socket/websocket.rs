@@ -2,6 +2,7 @@
 //! four closures; dropping it unsets the handlers, closes the socket and frees the closures,
 //! so reconnecting never leaks (unlike closures leaked with `.forget()`).
 
+use std::cell::Cell;
 use std::rc::Rc;
 
 use wasm_bindgen::closure::Closure;
@@ -14,6 +15,15 @@ pub enum WsEvent {
     Opened,
     Text(String),
     Closed { code: u16, reason: String },
+}
+
+thread_local! {
+    static LIVE: Cell<usize> = const { Cell::new(0) };
+}
+
+/// How many handles are alive (each holds a socket and four closures): a leak check.
+pub fn live_handles() -> usize {
+    LIVE.with(Cell::get)
 }
 
 pub struct WsHandle {
@@ -48,6 +58,7 @@ impl WsHandle {
         socket.set_onmessage(Some(on_message.as_ref().unchecked_ref()));
         socket.set_onclose(Some(on_close.as_ref().unchecked_ref()));
         socket.set_onerror(Some(on_error.as_ref().unchecked_ref()));
+        LIVE.with(|n| n.set(n.get() + 1));
         Ok(WsHandle { socket, _on_open: on_open, _on_message: on_message, _on_close: on_close, _on_error: on_error })
     }
 
@@ -59,6 +70,11 @@ impl WsHandle {
     pub fn is_open(&self) -> bool {
         self.socket.ready_state() == WebSocket::OPEN
     }
+
+    /// The browser's socket (for checks that its handlers are gone after a drop).
+    pub fn raw(&self) -> WebSocket {
+        self.socket.clone()
+    }
 }
 
 impl Drop for WsHandle {
@@ -68,5 +84,6 @@ impl Drop for WsHandle {
         self.socket.set_onclose(None);
         self.socket.set_onerror(None);
         let _ = self.socket.close_with_code_and_reason(1000, "client closed");
+        LIVE.with(|n| n.set(n.get().saturating_sub(1)));
     }
 }

@@ -531,6 +531,18 @@ impl SocketContext {
     fn on_frame(&self, frame: ServerFrame) {
         self.stats.update(|s| s.received += 1);
         self.log_frame(Direction::In, serde_json::to_string(&frame).unwrap_or_default());
+        // A seq beyond the next one: messages between were missed (a lost frame, a replay
+        // racing live traffic). Fetched over HTTP if still missing shortly after.
+        if let ServerFrame::NewMessage { conversation_id, message, .. } | ServerFrame::StreamEnd { conversation_id, message, .. } = &frame {
+            let last = self.chat.with_untracked(|c| c.last_seq(conversation_id));
+            if last > 0 && message.seq > last + 1 {
+                let (ctx, id, upto) = (*self, conversation_id.clone(), message.seq);
+                spawn_local(async move {
+                    gloo_timers::future::TimeoutFuture::new(1_000).await;
+                    ctx.fill_gaps(id, last, upto).await;
+                });
+            }
+        }
         match &frame {
             ServerFrame::MessageAck(ack) => {
                 self.with_outbox(|o| o.ack(&ack.client_id));
@@ -652,6 +664,21 @@ impl SocketContext {
                 _ => {}
             }
         });
+    }
+
+    /// Fetches the messages still missing with seqs between `from` and `upto` (exclusive).
+    async fn fill_gaps(&self, conversation_id: String, from: i64, upto: i64) {
+        let Some(token) = self.token() else { return };
+        let ranges = self.chat.with_untracked(|c| {
+            let held: Vec<i64> = c.log(&conversation_id).map(|l| l.stored().map(|m| m.seq).filter(|s| (from..=upto).contains(s)).collect()).unwrap_or_default();
+            gaps::missing(std::iter::once(from).chain(held), upto)
+        });
+        for q in gaps::queries(&ranges, gaps::MAX_PAGE) {
+            match api::messages_between(&self.base(), &token, &conversation_id, q.after_seq, q.before_seq, q.limit).await {
+                Ok(page) => self.chat.update(|c| c.add_history(&conversation_id, page.messages)),
+                Err(_) => return, // the next rejoin asks again from the last seq
+            }
+        }
     }
 
     /// Fetches over HTTP what a conversation has after `after_seq`, page by page.
