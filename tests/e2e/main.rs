@@ -3,6 +3,7 @@
 //! chromedriver (see harness.rs for the environment variables that override their paths).
 
 mod harness;
+mod faults;
 mod screens;
 
 use std::time::Duration;
