@@ -56,19 +56,46 @@ async fn screens_body(server: &TestServer, a: &Client, b: &Client) -> TestResult
     let lobby = js(a, "return JSON.parse(personaChatState()).active").await?.as_str().map(str::to_owned).ok_or("no active conversation")?;
 
     // 1. Scrolled up, new messages wait on a button instead of pulling the reader down.
-    for i in 1..=40 {
+    for i in 1..=80 {
         let body = serde_json::json!({ "content": format!("history line {i:02}"), "client_id": format!("seed-{i:02}-0000-0000-000000000000") }).to_string();
         let (status, answer) = http_request("POST", &format!("{base}/api/conversations/{lobby}/messages"), Some(&bob_token), Some(&body)).await?;
         ensure!(status == 200, "seeding answered {status}: {answer}");
     }
-    eventually(LIMIT, "Alice's window to show the 40th line at the bottom", || async {
+    eventually(LIMIT, "Alice's window to show the 80th line at the bottom", || async {
         let last = text_of(a, ".messages .message:last-child .content").await;
         let at_bottom = js(a, "const s = document.querySelector('.scroller'); return s.scrollHeight - s.scrollTop - s.clientHeight < 60").await.ok()?.as_bool()?;
-        (last.as_deref() == Some("history line 40") && at_bottom).then_some(())
+        (last.as_deref() == Some("history line 80") && at_bottom).then_some(())
     })
     .await?;
+    // A reload opens the newest page only (50): scrolling up brings the older ones in, and
+    // the line the reader was looking at stays where it was.
+    a.refresh().await.map_err(|e| e.to_string())?;
+    eventually(LIMIT, "the newest page after a reload", || async {
+        (text_of(a, ".messages .message:last-child .content").await.as_deref() == Some("history line 80")).then_some(())
+    })
+    .await?;
+    let first_held = js(a, "return JSON.parse(personaChatState()).conversations[arguments[0]]?.[0]?.content ?? null".replace("arguments[0]", &format!("'{lobby}'")).as_str()).await?;
+    ensure!(first_held.as_str() != Some("history line 01"), "the whole history was loaded at once ({first_held})");
+    let place = r#"const s = document.querySelector('.scroller');
+        const row = [...document.querySelectorAll('.messages .message')].find(r => r.textContent.includes('history line 31'));
+        return row ? row.getBoundingClientRect().top - s.getBoundingClientRect().top : null;"#;
     js(a, "document.querySelector('.scroller').scrollTop = 0; return true").await?;
-    tokio::time::sleep(Duration::from_millis(600)).await;
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let before = js(a, place).await?.as_f64();
+    eventually(LIMIT, "older history to load above", || async {
+        let shown = js(a, "return [...document.querySelectorAll('.messages .message .content')].some(c => c.textContent === 'history line 01')").await.ok()?.as_bool()?;
+        shown.then_some(())
+    })
+    .await?;
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let after = js(a, place).await?.as_f64();
+    if let (Some(b), Some(af)) = (before, after) {
+        ensure!((b - af).abs() < 40.0, "the reader's place moved from {b} px to {af} px when older lines came in");
+    } else {
+        return Err(format!("line 31 not in view before ({before:?}) or after ({after:?}) older history loaded"));
+    }
+    screenshot(a, "screens-older-history-1280").await?;
+    let reading_at = js(a, "return document.querySelector('.scroller').scrollTop").await?.as_f64().unwrap_or(-1.0);
     let body = r#"{"content":"a new one while you read","client_id":"seed-new-0000-0000-000000000000"}"#;
     http_request("POST", &format!("{base}/api/conversations/{lobby}/messages"), Some(&bob_token), Some(body)).await?;
     let button = eventually(LIMIT, "a '1 new message' button in Alice's window", || async {
@@ -76,7 +103,7 @@ async fn screens_body(server: &TestServer, a: &Client, b: &Client) -> TestResult
     })
     .await?;
     let top = js(a, "return document.querySelector('.scroller').scrollTop").await?.as_f64().unwrap_or(-1.0);
-    ensure!(top < 400.0, "the reader was pulled down to {top} px ({button})");
+    ensure!((top - reading_at).abs() < 40.0, "the reader was moved from {reading_at} px to {top} px ({button})");
     screenshot(a, "screens-new-messages-1280").await?;
     click(a, ".new-messages").await?;
     eventually(LIMIT, "the button to take Alice to the newest message", || async {
