@@ -6,6 +6,29 @@ use leptos::task::spawn_local;
 use crate::api;
 use crate::state::SocketContext;
 
+/// A people search as the user types: the newest answer wins (older ones are ignored).
+pub fn search_users(
+    ctx: SocketContext,
+    text: String,
+    query: RwSignal<String>,
+    results: RwSignal<Vec<persona_chat_protocol::User>>,
+    error: RwSignal<Option<String>>,
+) {
+    query.set(text.clone());
+    spawn_local(async move {
+        let Some(token) = ctx.token_for_requests() else { return };
+        if text.trim().is_empty() {
+            results.set(Vec::new());
+            return;
+        }
+        match api::search_users(&ctx.base(), &token, text.trim()).await {
+            Ok(found) if query.get_untracked() == text => results.set(found),
+            Ok(_) => {}
+            Err(e) => error.set(Some(format!("Could not search: {e}"))),
+        }
+    });
+}
+
 #[component]
 pub fn MembersPanel(conversation_id: String, on_close: Callback<()>) -> impl IntoView {
     let ctx = SocketContext::expect();
@@ -16,21 +39,7 @@ pub fn MembersPanel(conversation_id: String, on_close: Callback<()>) -> impl Int
     let query = RwSignal::new(String::new());
     let results = RwSignal::new(Vec::<persona_chat_protocol::User>::new());
     let error = RwSignal::new(None::<String>);
-    let search = move |text: String| {
-        query.set(text.clone());
-        spawn_local(async move {
-            let Some(token) = ctx.token_for_requests() else { return };
-            if text.trim().is_empty() {
-                results.set(Vec::new());
-                return;
-            }
-            match api::search_users(&ctx.base(), &token, text.trim()).await {
-                Ok(found) if query.get_untracked() == text => results.set(found),
-                Ok(_) => {}
-                Err(e) => error.set(Some(e.message)),
-            }
-        });
-    };
+    let search = move |text: String| search_users(ctx, text, query, results, error);
     let add = {
         let id = conversation_id.clone();
         move |user_id: String| {

@@ -43,21 +43,7 @@ pub fn NewConversationDialog(on_close: Callback<()>) -> impl IntoView {
             });
         }
     };
-    let search = move |text: String| {
-        query.set(text.clone());
-        spawn_local(async move {
-            let Some(token) = ctx.token_for_requests() else { return };
-            if text.trim().is_empty() {
-                results.set(Vec::new());
-                return;
-            }
-            if let Ok(found) = api::search_users(&ctx.base(), &token, text.trim()).await {
-                if query.get_untracked() == text {
-                    results.set(found);
-                }
-            }
-        });
-    };
+    let search = move |text: String| super::members::search_users(ctx, text, query, results, error);
     let me = Memo::new(move |_| ctx.chat.with(|c| c.me.as_ref().map(|u| u.id.clone())));
     let create_room = {
         let create = create.clone();

@@ -9,22 +9,9 @@ use fantoccini::{Client, Locator};
 
 use crate::ensure;
 use crate::harness::*;
+use crate::sign_in;
 
 const LIMIT: Duration = Duration::from_secs(15);
-
-async fn sign_in(client: &Client, base: &str, username: &str, password: &str) -> TestResult {
-    client.goto(&format!("{base}/login")).await.map_err(|e| e.to_string())?;
-    let field = client.wait().at_most(LIMIT).for_element(Locator::Id("username")).await.map_err(|e| format!("no sign-in form: {e}"))?;
-    field.send_keys(username).await.map_err(|e| e.to_string())?;
-    client.find(Locator::Id("password")).await.map_err(|e| e.to_string())?.send_keys(password).await.map_err(|e| e.to_string())?;
-    client.find(Locator::Css(".login-card button[type=submit]")).await.map_err(|e| e.to_string())?.click().await.map_err(|e| e.to_string())?;
-    eventually(LIMIT, &format!("{username} to be connected in the Lobby"), || async {
-        let connected = attr_of(client, ".connection", "data-state").await.as_deref() == Some("connected");
-        let lobby = text_of(client, ".chat-header h1").await.as_deref() == Some("Lobby");
-        (connected && lobby).then_some(())
-    })
-    .await
-}
 
 async fn click(client: &Client, css: &str) -> TestResult {
     client.find(Locator::Css(css)).await.map_err(|e| format!("{css}: {e}"))?.click().await.map_err(|e| format!("click {css}: {e}"))
