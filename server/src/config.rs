@@ -60,6 +60,11 @@ pub struct Config {
     #[arg(long, env = "PERSONA_EVENT_LOG_CAPACITY", default_value_t = crate::hub::DEFAULT_EVENT_LOG)]
     pub event_log_capacity: usize,
 
+    /// A user who only polls (no socket) stays online this long after their last long poll
+    /// ended, in milliseconds: long enough to bridge the gap to the next poll.
+    #[arg(long, env = "PERSONA_POLL_PRESENCE_GRACE_MS", default_value_t = 35_000)]
+    pub poll_presence_grace_ms: u64,
+
     /// Refuse WebSocket upgrades (for testing the app's HTTP polling fallback).
     #[arg(long, env = "PERSONA_DISABLE_WEBSOCKET")]
     pub disable_websocket: bool,

@@ -9,6 +9,7 @@
 use std::collections::{HashMap, HashSet};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
 
 use persona_chat_protocol::{OnlineUser, ServerFrame, User};
 
@@ -43,6 +44,25 @@ struct Inner {
     by_conversation: HashMap<String, HashSet<ConnId>>,
     /// conversation -> its user members.
     members: HashMap<String, HashSet<String>>,
+    /// Users present through the HTTP long poll (the polling fallback), by user id.
+    pollers: HashMap<String, Poller>,
+}
+
+/// A user polling for events: online while a poll is open, and for a grace period after.
+struct Poller {
+    user: User,
+    open_polls: u32,
+    until: Instant,
+}
+
+impl Inner {
+    fn is_online(&self, user_id: &str) -> bool {
+        self.by_user.contains_key(user_id) || self.pollers.contains_key(user_id)
+    }
+}
+
+fn presence(user: &User, online: bool, last_seen: Option<String>) -> ServerFrame {
+    ServerFrame::PresenceUpdate { user_id: user.id.clone(), username: user.username.clone(), online, last_seen, timestamp: now_rfc3339() }
 }
 
 pub struct Hub {
@@ -95,7 +115,7 @@ impl Hub {
         inner.conns.insert(id, Conn { user: user.clone(), tx, kick, joined: HashSet::new() });
         inner.by_user.entry(user.id.clone()).or_default().push(id);
         let first = existing == 0;
-        if first {
+        if first && !inner.pollers.contains_key(&user.id) {
             // Under the same lock as the registration, so presence frames can never arrive
             // out of order when a user drops and comes back at once.
             let frame = ServerFrame::PresenceUpdate {
@@ -116,7 +136,8 @@ impl Hub {
     pub fn unregister(&self, id: ConnId, announce: bool) -> Option<String> {
         let mut inner = self.lock();
         let user = inner.conns.get(&id).map(|c| c.user.clone())?;
-        if !Self::forget(&mut inner, id) {
+        if !Self::forget(&mut inner, id) || inner.pollers.contains_key(&user.id) {
+            // Still online: another socket, or the long poll.
             return None;
         }
         let now = now_rfc3339();
@@ -219,7 +240,46 @@ impl Hub {
     }
 
     pub fn is_online(&self, user_id: &str) -> bool {
-        self.lock().by_user.contains_key(user_id)
+        self.lock().is_online(user_id)
+    }
+
+    // ---- presence of users who poll ----
+
+    /// A long poll of `user` begins: they are online (announced if they were not).
+    pub fn poll_started(&self, user: &User) {
+        let mut inner = self.lock();
+        let was_online = inner.is_online(&user.id);
+        let poller = inner.pollers.entry(user.id.clone()).or_insert_with(|| Poller { user: user.clone(), open_polls: 0, until: Instant::now() });
+        poller.open_polls += 1;
+        if !was_online {
+            self.fan_out_all(&inner, &presence(user, true, None), Some(&user.id));
+        }
+    }
+
+    /// A long poll of `user_id` ended: they stay online for `grace` unless another begins.
+    pub fn poll_ended(&self, user_id: &str, grace: Duration) {
+        let mut inner = self.lock();
+        if let Some(p) = inner.pollers.get_mut(user_id) {
+            p.open_polls = p.open_polls.saturating_sub(1);
+            p.until = Instant::now() + grace;
+        }
+    }
+
+    /// Users whose polling stopped longer than the grace ago go offline (announced unless
+    /// they have a socket). Returns who went offline, with their last_seen, to be stored.
+    pub fn sweep_pollers(&self, now: Instant) -> Vec<(String, String)> {
+        let mut inner = self.lock();
+        let gone: Vec<String> = inner.pollers.iter().filter(|(_, p)| p.open_polls == 0 && p.until <= now).map(|(id, _)| id.clone()).collect();
+        let mut offline = Vec::new();
+        for id in gone {
+            let Some(p) = inner.pollers.remove(&id) else { continue };
+            if !inner.by_user.contains_key(&id) {
+                let last_seen = now_rfc3339();
+                self.fan_out_all(&inner, &presence(&p.user, false, Some(last_seen.clone())), Some(&id));
+                offline.push((id, last_seen));
+            }
+        }
+        offline
     }
 
     pub fn online_users(&self) -> Vec<OnlineUser> {
@@ -229,7 +289,9 @@ impl Hub {
             .values()
             .filter_map(|ids| ids.first())
             .filter_map(|id| inner.conns.get(id))
-            .map(|c| OnlineUser { user_id: c.user.id.clone(), username: c.user.username.clone() })
+            .map(|c| &c.user)
+            .chain(inner.pollers.iter().filter(|(id, _)| !inner.by_user.contains_key(*id)).map(|(_, p)| &p.user))
+            .map(|u| OnlineUser { user_id: u.id.clone(), username: u.username.clone() })
             .collect();
         users.sort_by(|a, b| a.username.cmp(&b.username));
         users

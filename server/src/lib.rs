@@ -142,6 +142,12 @@ async fn sweep_typing(shared: AppState) {
         for ended in shared.typing.expire(std::time::Instant::now()) {
             chat::announce_typing_stopped(&shared, ended);
         }
+        // Users who polled and stopped: offline after the grace period.
+        for (user_id, last_seen) in shared.hub.sweep_pollers(std::time::Instant::now()) {
+            if let Err(e) = shared.db(move |store, _| store.set_last_seen(&user_id, &last_seen)).await {
+                tracing::warn!("could not record last_seen: {e}");
+            }
+        }
     }
 }
 

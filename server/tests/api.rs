@@ -794,3 +794,38 @@ async fn unread_counts_follow_messages_and_the_read_route() {
     let resp = server.post(&a.token, &format!("/api/conversations/{private}/read"), &serde_json::json!({ "seq": 1 })).await;
     expect_api_error(resp, StatusCode::FORBIDDEN, "not_member").await;
 }
+
+// ---- presence of users on the polling fallback ----
+
+#[tokio::test]
+async fn a_user_who_only_polls_is_online_until_polling_stops_for_the_grace_period() {
+    let server = TestServer::start_with(|c| c.poll_presence_grace_ms = 1_000).await;
+    let a = server.sign_in("alice", PASSWORD).await;
+    let b = server.sign_in("bob", PASSWORD).await;
+    let mut sa = server.connect(&a.token).await;
+
+    // Bob polls (no socket): Alice hears he is online, and a new socket lists him.
+    let cursor: serde_json::Value = json(server.get(&b.token, "/api/events").await).await;
+    let next = cursor["next"].as_u64().unwrap();
+    let path = format!("/api/events?after={next}&timeout_ms=300");
+    let poll = server.get(&b.token, &path);
+    let (answer, frame) = tokio::join!(poll, sa.next_frame());
+    assert_eq!(answer.status(), StatusCode::OK);
+    expect_frame!(frame, ServerFrame::PresenceUpdate { user_id, online, .. } => assert_eq!((user_id.as_str(), online), (b.user.id.as_str(), true)));
+    let sa2 = server.connect(&a.token).await;
+    assert!(sa2.online_users.iter().any(|u| u.username == "bob"), "pollers are listed online");
+
+    // Within the grace period, polling again is no news; a socket of his is none either, and
+    // closing it leaves him online while he still polls.
+    server.get(&b.token, &format!("/api/events?after={next}&timeout_ms=100")).await;
+    let sb = server.connect(&b.token).await;
+    sb.close().await;
+    sa.expect_silence().await;
+
+    // He stops: after the grace period he goes offline, with last_seen.
+    let frame = within("bob to go offline", sa.next_frame()).await;
+    expect_frame!(frame, ServerFrame::PresenceUpdate { user_id, online, last_seen, .. } => {
+        assert_eq!((user_id.as_str(), online), (b.user.id.as_str(), false));
+        assert!(last_seen.is_some());
+    });
+}

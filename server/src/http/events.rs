@@ -37,6 +37,8 @@ pub async fn poll(
     let Some(after) = q.after else {
         return Ok(json(format!("{{\"events\":[],\"next\":{}}}", app.hub.events.last_id())));
     };
+    // While polling (and shortly after), the user counts as online, as with a socket.
+    let _present = Presence::begin(&app, &user);
     let timeout = Duration::from_millis(q.timeout_ms.unwrap_or(DEFAULT_TIMEOUT_MS).min(MAX_TIMEOUT_MS));
     let deadline = tokio::time::Instant::now() + timeout;
     let mut changes = app.hub.events.subscribe();
@@ -66,6 +68,27 @@ pub async fn poll(
             _ = tokio::time::sleep_until(deadline) => {}
             _ = shutdown.changed() => {}
         }
+    }
+}
+
+/// Marks a user present for the life of one long poll (ended however it ends, including the
+/// client going away mid-poll).
+struct Presence {
+    app: AppState,
+    user_id: String,
+}
+
+impl Presence {
+    fn begin(app: &AppState, user: &persona_chat_protocol::User) -> Presence {
+        app.hub.poll_started(user);
+        Presence { app: app.clone(), user_id: user.id.clone() }
+    }
+}
+
+impl Drop for Presence {
+    fn drop(&mut self) {
+        let grace = Duration::from_millis(self.app.config.poll_presence_grace_ms);
+        self.app.hub.poll_ended(&self.user_id, grace);
     }
 }
 
