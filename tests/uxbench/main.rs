@@ -571,7 +571,11 @@ async fn stream(driver: &Driver, o: &Opts, rows: &mut Vec<Row>) -> TestResult {
         let (t_start, t_end) = *times.lock().unwrap();
         let long = client.execute("return [window.__long, window.__frames];", vec![]).await.map_err(e)?;
         let entries: Vec<(f64, f64)> = long[0].as_array().cloned().unwrap_or_default().iter().filter_map(|x| Some((x[0].as_f64()?, x[1].as_f64()?))).collect();
-        let during: Vec<f64> = entries.iter().filter(|(s, _)| *s >= t_start - 100.0 && *s <= t_end + 1000.0).map(|(_, d)| *d).collect();
+        let during_entries: Vec<(f64, f64)> = entries.iter().cloned().filter(|(s, _)| *s >= t_start - 100.0 && *s <= t_end + 1000.0).collect();
+        let during: Vec<f64> = during_entries.iter().map(|(_, d)| *d).collect();
+        for (s, d) in &during_entries {
+            println!("[uxbench] stream: a long task of {d:.0} ms at {:.0} ms after the stream started (it lasted {:.0} ms)", s - t_start, t_end - t_start);
+        }
         let streamed_s = (t_end - t_start) / 1000.0;
         let longest = during.iter().cloned().fold(0.0, f64::max);
         row(
@@ -678,6 +682,7 @@ async fn main() {
     let o = opts();
     let want = |s: &str| o.only.is_empty() || o.only.iter().any(|x| x == s);
     let started = Instant::now();
+    let load_at_start = std::fs::read_to_string("/proc/loadavg").unwrap_or_default().split_whitespace().take(3).collect::<Vec<_>>().join(" ");
     let mut rows = Vec::new();
     let mut failures = Vec::new();
     if want("size") {
@@ -716,7 +721,16 @@ async fn main() {
     let w0 = rows.iter().map(|r| r.what.len()).max().unwrap_or(10).max(6);
     let w1 = rows.iter().map(|r| r.measured.len()).max().unwrap_or(10).max(8);
     let w2 = rows.iter().map(|r| r.target.len()).max().unwrap_or(6).max(6);
-    println!("\npersona-chat browser benchmark (headless Chromium, loopback; server {}; {:.0} s)\n", server_binary().display(), started.elapsed().as_secs_f64());
+    let load = std::fs::read_to_string("/proc/loadavg").unwrap_or_default();
+    let load: Vec<&str> = load.split_whitespace().take(3).collect();
+    println!(
+        "\npersona-chat browser benchmark (headless Chromium, loopback; server {}; {} cores, load average {} at the start, {} at the end; {:.0} s)\n",
+        server_binary().display(),
+        std::thread::available_parallelism().map(|n| n.get()).unwrap_or(0),
+        load_at_start,
+        load.join(" "),
+        started.elapsed().as_secs_f64()
+    );
     println!("{:<w0$}  {:<w1$}  {:<w2$}  {}", "metric", "measured", "target", "");
     println!("{}", "-".repeat(w0 + w1 + w2 + 12));
     for r in &rows {
