@@ -527,6 +527,9 @@ fn db_messages(data_dir: &std::path::Path) -> TestResult<BTreeMap<String, Vec<St
     Ok(out)
 }
 
+/// A window, its user, and the conversations (label, id) it must hold.
+type WindowPlan<'a> = (&'a Client, &'a str, Vec<(&'a str, &'a String)>);
+
 struct Run<'a> {
     app: &'a TestServer,
     chat: &'a mut TestServer,
@@ -727,7 +730,7 @@ async fn faults_body(run: Run<'_>) -> TestResult {
 
     // Every window holds every message of its conversations once, in seq order.
     let mut counts = Vec::new();
-    let windows: [(&Client, &str, Vec<(&str, &String)>); 2] = [
+    let windows: [WindowPlan; 2] = [
         (a, "alice", vec![("alice+Ada", &ids.direct), ("Lobby", &ids.lobby)]),
         (b, "bob", vec![("Lobby", &ids.lobby)]),
     ];

@@ -653,7 +653,7 @@ async fn recovery(driver: &Driver, o: &Opts, rows: &mut Vec<Row>) -> TestResult 
             for (c, who) in [(&a, "A"), (&b, "B")] {
                 let (connected, marked) = eventually(Duration::from_secs(60), &format!("window {who} to be caught up"), || async {
                     let v = c.execute("return [window.__connectedTimes, window.__marks[arguments[0]] ?? null];", vec![json!(last_mark)]).await.ok()?;
-                    let connected = v[0].as_array()?.iter().filter_map(Value::as_f64).filter(|t| *t >= back - 1000.0).next()?;
+                    let connected = v[0].as_array()?.iter().filter_map(Value::as_f64).find(|t| *t >= back - 1000.0)?;
                     Some((connected, v[1].as_f64()?))
                 })
                 .await?;
@@ -731,7 +731,7 @@ async fn main() {
         load.join(" "),
         started.elapsed().as_secs_f64()
     );
-    println!("{:<w0$}  {:<w1$}  {:<w2$}  {}", "metric", "measured", "target", "");
+    println!("{:<w0$}  {:<w1$}  {:<w2$}", "metric", "measured", "target");
     println!("{}", "-".repeat(w0 + w1 + w2 + 12));
     for r in &rows {
         println!("{:<w0$}  {:<w1$}  {:<w2$}  {}", r.what, r.measured, r.target, r.verdict);
