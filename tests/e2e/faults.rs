@@ -497,7 +497,8 @@ async fn pending_tags(client: &Client) -> TestResult<Vec<String>> {
     Ok(tags)
 }
 
-/// The rendered rows: no data-seq twice, ascending.
+/// The rendered rows: no data-seq twice, ascending, and no written message shown twice (say
+/// once pending and once sent).
 async fn dom_sanity(client: &Client, who: &str) -> TestResult<usize> {
     let rows = rendered_rows(client).await?;
     let seqs: Vec<i64> = rows.iter().filter_map(|r| r.0).collect();
@@ -505,7 +506,27 @@ async fn dom_sanity(client: &Client, who: &str) -> TestResult<usize> {
         let dup = if w[0] == w[1] { "twice" } else { "out of order" };
         return Err(format!("{who}'s window renders seq {} {dup} (then {})", w[0], w[1]));
     }
+    let mut seen: HashMap<String, usize> = HashMap::new();
+    for (_, _, content) in &rows {
+        let t = tag(content);
+        if is_written_tag(&t) {
+            *seen.entry(t).or_default() += 1;
+        }
+    }
+    let mut twice: Vec<String> = seen.into_iter().filter(|(_, n)| *n > 1).map(|(t, n)| format!("{t} (x{n})")).collect();
+    twice.sort();
+    if !twice.is_empty() {
+        return Err(format!("{who}'s window shows a message more than once: {}", twice.join(", ")));
+    }
     Ok(seqs.len())
+}
+
+/// The rendered rows of both windows are sane right now.
+async fn dom_check(a: &Client, b: &Client, when: &str) -> TestResult {
+    for (client, who) in [(a, "alice"), (b, "bob")] {
+        dom_sanity(client, who).await.map_err(|e| format!("{when}: {e}"))?;
+    }
+    Ok(())
 }
 
 fn db_messages(data_dir: &std::path::Path) -> TestResult<BTreeMap<String, Vec<Stored>>> {
@@ -607,6 +628,7 @@ async fn faults_body(run: Run<'_>) -> TestResult {
     wait_state(a, "alice", &["connected"], Duration::from_secs(40)).await?;
     wait_state(b, "bob", &["connected"], Duration::from_secs(40)).await?;
     eprintln!("[faults {}] both connected again", t());
+    dom_check(a, b, "after restart 1").await?;
     let (ra, rb) = tokio::join!(write(a, 'A', 46, 55, "to Ada", &written_a), write(b, 'B', 26, 40, "in the Lobby", &written_b));
     ra?;
     rb?;
@@ -620,6 +642,7 @@ async fn faults_body(run: Run<'_>) -> TestResult {
     wait_state(a, "alice", &["polling"], Duration::from_secs(60)).await?;
     wait_state(b, "bob", &["polling"], Duration::from_secs(60)).await?;
     eprintln!("[faults {}] both polling", t());
+    dom_check(a, b, "once polling").await?;
     screenshot(b, "faults-bob-polling").await?;
     let (ra, rb) = tokio::join!(write(a, 'A', 61, 70, "to Ada, polling", &written_a), write(b, 'B', 46, 60, "in the Lobby, polling", &written_b));
     ra?;
@@ -634,6 +657,7 @@ async fn faults_body(run: Run<'_>) -> TestResult {
     wait_state(a, "alice", &["connected"], Duration::from_secs(75)).await?;
     wait_state(b, "bob", &["connected"], Duration::from_secs(75)).await?;
     eprintln!("[faults {}] both back on WebSocket", t());
+    dom_check(a, b, "back on WebSocket").await?;
 
     // 5. bob goes offline (network emulation, and his connections cut) and writes; alice
     // writes meanwhile.
@@ -653,6 +677,7 @@ async fn faults_body(run: Run<'_>) -> TestResult {
     driver.set_offline(b, false).await?;
     wait_state(b, "bob", &["connected"], Duration::from_secs(40)).await?;
     eprintln!("[faults {}] bob online again", t());
+    dom_check(a, b, "bob back online").await?;
     let (ra, rb) = tokio::join!(write(a, 'A', 91, 100, "to Ada, the end", &written_a), write(b, 'B', 81, 100, "in the Lobby, the end", &written_b));
     ra?;
     rb?;
