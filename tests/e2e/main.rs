@@ -95,10 +95,10 @@ async fn two_tabs_body(server: &mut TestServer, a: &Client, b: &Client) -> TestR
     // The server goes away: both windows say so.
     server.process.kill();
     for (client, who) in [(a, "alice"), (b, "bob")] {
-        eventually(LIMIT, &format!("{who}'s window to show Disconnected"), || async {
+        eventually(LIMIT, &format!("{who}'s window to show Reconnecting"), || async {
             let state = attr_of(client, ".connection", "data-state").await;
             let words = text_of(client, ".connection-text").await.unwrap_or_default();
-            (state.as_deref() == Some("disconnected") && words.starts_with("Disconnected")).then_some(())
+            (state.as_deref() == Some("disconnected") && words.starts_with("Reconnecting")).then_some(())
         })
         .await?;
     }
