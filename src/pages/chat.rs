@@ -88,7 +88,7 @@ fn TopBar() -> impl IntoView {
             <a class="brand" href="/">"persona-chat"</a>
             <ConnectionStatus />
             <span class="spacer"></span>
-            {move || can_ask.get().then(|| view! { <button class="link hide-narrow" on:click=ask>"Enable notifications"</button> })}
+            {move || can_ask.get().then(|| view! { <button class="link hide-narrow enable-notifications" on:click=ask>"Enable notifications"</button> })}
             <a class="icon-button" href="/diagnostics" aria-label="Diagnostics" title="Diagnostics"><Icon svg=GAUGE /></a>
             <span class="whoami hide-narrow">{move || me.get().map(|m| format!("Signed in as {m}"))}</span>
             <button class="link" on:click=sign_out>"Sign out"</button>

@@ -34,7 +34,7 @@ fn json_field(body: &str, pointer: &str) -> TestResult<String> {
     v.pointer(pointer).and_then(|x| x.as_str()).map(str::to_owned).ok_or_else(|| format!("no {pointer} in {body}"))
 }
 
-async fn screens_body(server: &TestServer, a: &Client, b: &Client) -> TestResult {
+async fn screens_body(server: &TestServer, driver: &Driver, a: &Client, b: &Client) -> TestResult {
     let base = &server.base;
     sign_in(a, base, "alice", "alice-password").await?;
     sign_in(b, base, "bob", "bob-password").await?;
@@ -152,6 +152,42 @@ async fn screens_body(server: &TestServer, a: &Client, b: &Client) -> TestResult
     })
     .await?;
 
+    // 5. Notifications: Bob allows them; while his tab is hidden, Alice's message raises one
+    // and his title counts it; when he looks again, it is read. (Headless Chromium shows no
+    // notifications, so the page's Notification is a recorder, installed before the app loads.)
+    let recorder = r#"
+        window.__notes = [];
+        window.__permission = 'default';
+        window.Notification = class {
+            constructor(title, options) { window.__notes.push([title, options && options.body]); }
+            static get permission() { return window.__permission; }
+            static requestPermission() { window.__permission = 'granted'; return Promise.resolve('granted'); }
+        };
+        window.__setHidden = (hidden) => {
+            Object.defineProperty(document, 'hidden', { configurable: true, get: () => hidden });
+            Object.defineProperty(document, 'visibilityState', { configurable: true, get: () => hidden ? 'hidden' : 'visible' });
+            document.dispatchEvent(new Event('visibilitychange'));
+        };"#;
+    driver.cdp(b, "Page.addScriptToEvaluateOnNewDocument", serde_json::json!({ "source": recorder })).await?;
+    b.goto(&format!("{base}/c/{lobby}")).await.map_err(|e| e.to_string())?;
+    let enable = b.wait().at_most(LIMIT).for_element(Locator::Css(".enable-notifications")).await.map_err(|e| format!("no Enable notifications button: {e}"))?;
+    enable.click().await.map_err(|e| e.to_string())?;
+    eventually(LIMIT, "the button to go once notifications are allowed", || async { (!exists(b, ".enable-notifications").await).then_some(()) }).await?;
+    eventually(LIMIT, "Bob to be connected again", || async { (attr_of(b, ".connection", "data-state").await.as_deref() == Some("connected")).then_some(()) }).await?;
+    js(b, "window.__setHidden(true); return true").await?;
+    a.goto(&format!("{base}/c/{lobby}")).await.map_err(|e| e.to_string())?;
+    eventually(LIMIT, "Alice back in the Lobby", || async { (text_of(a, ".chat-header h1").await.as_deref() == Some("Lobby")).then_some(()) }).await?;
+    type_in(a, "#composer-input", "Bob, a word while you are away\u{E007}").await?;
+    eventually(LIMIT, "a notification and an unread title in Bob's hidden tab", || async {
+        let notes = js(b, "return window.__notes").await.ok()?;
+        let title = b.title().await.ok()?;
+        let noted = notes.as_array()?.iter().any(|n| n[0].as_str() == Some("alice in Lobby") && n[1].as_str() == Some("Bob, a word while you are away"));
+        (noted && title.starts_with("(1)")).then_some(())
+    })
+    .await?;
+    js(b, "window.__setHidden(false); return true").await?;
+    eventually(LIMIT, "the title to clear when Bob looks again", || async { (b.title().await.ok()?.as_str() == "persona-chat").then_some(()) }).await?;
+
     // 5. Every main screen at 1280x800 and at 390x844.
     a.goto(&format!("{base}/diagnostics")).await.map_err(|e| e.to_string())?;
     a.wait().at_most(LIMIT).for_element(Locator::Css("[data-diag=transport]")).await.map_err(|e| e.to_string())?;
@@ -190,6 +226,6 @@ async fn the_screens_in_two_windows() {
     let driver = Driver::start().expect("chromedriver starts");
     let a = driver.window().await.expect("window A");
     let b = driver.window().await.expect("window B");
-    let outcome = tokio::time::timeout(Duration::from_secs(180), screens_body(&server, &a, &b)).await;
+    let outcome = tokio::time::timeout(Duration::from_secs(180), screens_body(&server, &driver, &a, &b)).await;
     conclude(outcome, vec![(a, "screens-alice"), (b, "screens-bob")]).await;
 }
