@@ -69,9 +69,10 @@ fn ConversationRow(id: String, selected: Signal<Option<String>>) -> impl IntoVie
         let id = id.clone();
         Memo::new(move |_| selected.get().as_deref() == Some(id.as_str()))
     };
+    // Who is online is only known on a socket.
     let online = {
         let id = id.clone();
-        Memo::new(move |_| online_in(&ctx, &id))
+        Memo::new(move |_| matches!(ctx.status.get(), crate::socket::LinkState::Connected { .. }).then(|| online_in(&ctx, &id)).flatten())
     };
     let href = format!("/c/{id}");
     move || {
@@ -117,7 +118,7 @@ pub fn OnlineStrip() -> impl IntoView {
     let people = Memo::new(move |_| ctx.chat.with(|c| c.online.iter().map(|u| u.username.clone()).collect::<Vec<_>>()));
     view! {
         <section class="online-strip" aria-label="Online now">
-            <h3>{move || if live.get() { format!("Online now · {}", people.with(Vec::len)) } else { "Online now · unknown while disconnected".to_owned() }}</h3>
+            <h3>{move || if live.get() { format!("Online now · {}", people.with(Vec::len)) } else { "Online now: shown when connected".to_owned() }}</h3>
             <ul>
                 {move || live.get().then(|| people.get().into_iter().map(|name| view! {
                     <li><span class="dot" aria-hidden="true"></span>{name}</li>
