@@ -443,12 +443,14 @@ impl SocketContext {
     }
 
     /// Joins a conversation on the socket (again after every reconnect), asking for what came
-    /// after the last message we have.
+    /// after the messages we have.
     pub fn join(&self, conversation_id: String) {
         self.joined.update_value(|j| {
             j.insert(conversation_id.clone());
         });
-        let last = self.chat.with_untracked(|c| c.last_seq(&conversation_id));
+        // From the end of the unbroken run we hold, not the newest seq: a message missed
+        // before a newer one arrived (frames racing across a transport switch) comes again.
+        let last = self.chat.with_untracked(|c| c.complete_through(&conversation_id));
         self.send_frame(&ClientFrame::JoinConversation { conversation_id, after_seq: Some(last) });
     }
 
@@ -753,7 +755,7 @@ impl SocketContext {
             self.chat.update(|c| c.set_conversations(list));
         }
         for id in self.joined.get_value() {
-            let last = self.chat.with_untracked(|c| c.last_seq(&id));
+            let last = self.chat.with_untracked(|c| c.complete_through(&id));
             self.fill(id, last).await;
         }
     }

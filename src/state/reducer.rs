@@ -135,6 +135,21 @@ impl ConversationLog {
         self.stored.keys().next_back().copied().unwrap_or(0)
     }
 
+    /// The end of the unbroken run of seqs from the oldest held: everything after it may be
+    /// missing something (0 when nothing is held).
+    pub fn complete_through(&self) -> i64 {
+        let mut seqs = self.stored.keys();
+        let Some(&first) = seqs.next() else { return 0 };
+        let mut last = first;
+        for &s in seqs {
+            if s != last + 1 {
+                break;
+            }
+            last = s;
+        }
+        last
+    }
+
     pub fn first_seq(&self) -> Option<i64> {
         self.stored.keys().next().copied()
     }
@@ -299,6 +314,12 @@ impl ChatState {
 
     pub fn last_seq(&self, conversation_id: &str) -> i64 {
         self.logs.get(conversation_id).map_or(0, ConversationLog::last_seq)
+    }
+
+    /// Where to ask for more from: the end of the unbroken run held (see
+    /// [`ConversationLog::complete_through`]).
+    pub fn complete_through(&self, conversation_id: &str) -> i64 {
+        self.logs.get(conversation_id).map_or(0, ConversationLog::complete_through)
     }
 
     pub fn conversation(&self, conversation_id: &str) -> Option<&ConversationSummary> {
@@ -740,5 +761,15 @@ mod tests {
         assert_eq!(timestamp_ms("2026-11-21T10:00:00.250Z"), Some(1_795_255_200_250));
         assert_eq!(timestamp_ms("2000-03-01T00:00:01Z"), Some(951_868_801_000));
         assert_eq!(timestamp_ms("yesterday"), None);
+    }
+
+    #[test]
+    fn rejoins_ask_from_the_end_of_the_unbroken_run() {
+        let mut s = ChatState::default();
+        assert_eq!(s.complete_through("c"), 0);
+        s.add_history("c", vec![msg(5, None), msg(6, None), msg(8, None)]);
+        assert_eq!((s.complete_through("c"), s.last_seq("c")), (6, 8), "7 is missing: ask again from 6");
+        s.apply(new_message(7, None));
+        assert_eq!(s.complete_through("c"), 8);
     }
 }
