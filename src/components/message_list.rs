@@ -209,7 +209,7 @@ pub fn MessageList(#[prop(into)] conversation_id: Signal<Option<String>>) -> imp
             <ol class="messages">
                 <For
                     each=move || window.get().0
-                    key=|line: &ChatLine| (line.key.clone(), line.seq, delivery_tag(&line.delivery), line.starts_group, matches!(line.kind, LineKind::Streaming).then(|| line.content.len()))
+                    key=|line: &ChatLine| (line.key.clone(), line.seq, delivery_tag(&line.delivery), line.starts_group, line.shows_delivery, matches!(line.kind, LineKind::Streaming).then(|| line.content.len()))
                     children=move |line| {
                         let own = me.get_untracked().as_deref() == Some(line.sender_id.as_str());
                         view! { <MessageRow line=line own=own conversation_id=conversation_id /> }
@@ -234,7 +234,7 @@ fn MessageRow(line: ChatLine, own: bool, conversation_id: Signal<Option<String>>
     let streaming = line.kind == LineKind::Streaming;
     let key = line.key.clone();
     let delivery = match &line.delivery {
-        _ if !own || streaming => None,
+        _ if !own || streaming || !line.shows_delivery => None,
         Delivery::Pending => Some(view! { <span class="delivery">"Sending…"</span> }.into_any()),
         Delivery::Sent if line.seq.is_none() => Some(view! { <span class="delivery">"Sent"</span> }.into_any()),
         Delivery::Sent => None,

@@ -43,6 +43,8 @@ pub struct ChatLine {
     pub delivery: Delivery,
     /// First line of a run by the same sender within a few minutes: shows the name.
     pub starts_group: bool,
+    /// Says where it is on its way (a run of pending messages says so once, under the last).
+    pub shows_delivery: bool,
 }
 
 /// An own message waiting for its ack.
@@ -206,7 +208,7 @@ impl ConversationLog {
         let end = total.saturating_sub(back);
         let start = end.saturating_sub(size);
         let mut previous: Option<(String, i64)> = start.checked_sub(1).and_then(|i| sender_and_time(&items[i], me));
-        let lines = items[start..end]
+        let mut lines: Vec<ChatLine> = items[start..end]
             .iter()
             .map(|item| {
                 let mut line = to_line(item, me);
@@ -219,6 +221,11 @@ impl ConversationLog {
                 line
             })
             .collect();
+        for i in 1..lines.len() {
+            if lines[i].delivery == Delivery::Pending && lines[i - 1].delivery == Delivery::Pending {
+                lines[i - 1].shows_delivery = false;
+            }
+        }
         (lines, total)
     }
 }
@@ -247,6 +254,7 @@ fn to_line(item: &Item<'_>, me: Option<&User>) -> ChatLine {
             is_ai: m.is_ai,
             delivery: Delivery::Sent,
             starts_group: true,
+            shows_delivery: true,
         },
         Item::Notice(n) => ChatLine {
             key: n.key.clone(),
@@ -260,6 +268,7 @@ fn to_line(item: &Item<'_>, me: Option<&User>) -> ChatLine {
             is_ai: false,
             delivery: Delivery::Sent,
             starts_group: true,
+            shows_delivery: true,
         },
         Item::Stream(id, s) => ChatLine {
             key: (*id).to_owned(),
@@ -273,6 +282,7 @@ fn to_line(item: &Item<'_>, me: Option<&User>) -> ChatLine {
             is_ai: true,
             delivery: Delivery::Sent,
             starts_group: true,
+            shows_delivery: true,
         },
         Item::Pending(p) => ChatLine {
             key: p.client_id.clone(),
@@ -286,6 +296,7 @@ fn to_line(item: &Item<'_>, me: Option<&User>) -> ChatLine {
             is_ai: false,
             delivery: p.delivery.clone(),
             starts_group: true,
+            shows_delivery: true,
         },
     }
 }
@@ -749,9 +760,14 @@ mod tests {
         s.add_pending("c", PendingMessage { client_id: "k".into(), content: "x".into(), timestamp: "t".into(), delivery: Delivery::Failed("no".into()) });
         s.add_pending("c", PendingMessage { client_id: "k".into(), content: "x".into(), timestamp: "t".into(), delivery: Delivery::Pending });
         assert_eq!(s.log("c").unwrap().pending().len(), 1, "restoring twice does not double");
+        s.add_pending("c", PendingMessage { client_id: "k2".into(), content: "y".into(), timestamp: "t".into(), delivery: Delivery::Pending });
+        s.retry_pending("k");
+        let shows: Vec<bool> = s.log("c").unwrap().lines(None).iter().map(|l| l.shows_delivery).collect();
+        assert_eq!(shows, vec![false, true], "a run of pending messages says so once, under the last");
         s.retry_pending("k");
         assert_eq!(s.log("c").unwrap().pending()[0].delivery, Delivery::Pending);
         s.discard_pending("k");
+        s.discard_pending("k2");
         assert!(s.log("c").unwrap().is_empty());
     }
 
