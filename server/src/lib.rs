@@ -43,6 +43,8 @@ pub struct Shared {
     pub personas: personas::Runtime,
     /// Flips to true when the server begins shutting down; sockets close with 1001.
     pub shutdown: watch::Receiver<bool>,
+    /// WAL checkpoints off the request path; stops with the server.
+    _checkpointer: store::Checkpointer,
 }
 
 pub type AppState = Arc<Shared>;
@@ -81,6 +83,7 @@ impl Server {
         let mut store = Store::open(&config.data_dir)
             .map_err(|e| format!("cannot open the database in {}: {e}", config.data_dir.display()))?;
         store.seed(personas::SEED).map_err(|e| format!("cannot seed the database: {e}"))?;
+        let checkpointer = store.checkpoint_in_background(&config.data_dir).map_err(|e| format!("cannot open the database for checkpoints: {e}"))?;
         let hub = Hub::new(EventLog::new(config.event_log_capacity));
         hub.load_members(store.user_memberships().map_err(|e| format!("cannot read memberships: {e}"))?);
         let listener = TcpListener::bind(config.addr)
@@ -98,6 +101,7 @@ impl Server {
             store: Mutex::new(store),
             hub,
             shutdown: shutdown_rx,
+            _checkpointer: checkpointer,
         });
         let router = http::router(shared.clone());
         Ok(Server { addr, listener, router, shutdown_tx, shared })

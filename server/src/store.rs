@@ -103,12 +103,55 @@ pub enum Inserted {
     ClientIdTaken,
 }
 
+/// The database file inside the data dir.
+pub const DB_FILE: &str = "persona-chat.sqlite3";
+
+/// Checkpoints the WAL from a thread and connection of its own, so a checkpoint's disk flush
+/// never holds up a send (with SQLite's automatic checkpoints, the commit that crosses the
+/// threshold pays for it: hundreds of milliseconds on a slow disk). Stops when dropped.
+pub struct Checkpointer {
+    stop: std::sync::Arc<std::sync::atomic::AtomicBool>,
+}
+
+impl Drop for Checkpointer {
+    fn drop(&mut self) {
+        self.stop.store(true, std::sync::atomic::Ordering::Relaxed);
+    }
+}
+
+/// How often the background checkpointer runs.
+const CHECKPOINT_EVERY: std::time::Duration = std::time::Duration::from_millis(500);
+
 impl Store {
+    /// Hands WAL checkpoints to a background thread (see [`Checkpointer`]).
+    pub fn checkpoint_in_background(&self, data_dir: &Path) -> Result<Checkpointer> {
+        let conn = Connection::open(data_dir.join(DB_FILE))?;
+        conn.busy_timeout(std::time::Duration::from_secs(5))?;
+        self.conn.pragma_update(None, "wal_autocheckpoint", 0)?;
+        let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+        let flag = stop.clone();
+        let spawned = std::thread::Builder::new().name("wal-checkpoint".into()).spawn(move || {
+            while !flag.load(std::sync::atomic::Ordering::Relaxed) {
+                std::thread::sleep(CHECKPOINT_EVERY);
+                // PASSIVE: copies what it can without blocking the writer.
+                if let Err(e) = conn.query_row("PRAGMA wal_checkpoint(PASSIVE)", [], |_| Ok(())) {
+                    tracing::warn!("WAL checkpoint failed: {e}");
+                }
+            }
+        });
+        if let Err(e) = spawned {
+            // No thread: SQLite checkpoints as usual.
+            tracing::warn!("cannot start the checkpoint thread ({e}); checkpoints stay automatic");
+            self.conn.pragma_update(None, "wal_autocheckpoint", 1000)?;
+        }
+        Ok(Checkpointer { stop })
+    }
+
     pub fn open(data_dir: &Path) -> Result<Store> {
         std::fs::create_dir_all(data_dir).map_err(|e| {
             StoreError::Sqlite(rusqlite::Error::ToSqlConversionFailure(Box::new(e)))
         })?;
-        let conn = Connection::open(data_dir.join("persona-chat.sqlite3"))?;
+        let conn = Connection::open(data_dir.join(DB_FILE))?;
         Self::init(conn)
     }
 
