@@ -2,6 +2,7 @@
 //! people and personas.
 
 use leptos::prelude::*;
+use wasm_bindgen::JsCast;
 use leptos::task::spawn_local;
 use leptos_router::hooks::use_navigate;
 use persona_chat_protocol::http::CreateConversationRequest;
@@ -9,6 +10,14 @@ use persona_chat_protocol::http::CreateConversationRequest;
 use super::avatar::{status_words, Avatar};
 use crate::api;
 use crate::state::SocketContext;
+
+/// The enabled controls inside `root`, in document order.
+fn focusables(root: &web_sys::Element) -> Vec<web_sys::HtmlElement> {
+    let Ok(list) = root.query_selector_all("button:not([disabled]), input:not([disabled]), a[href], textarea, [tabindex]:not([tabindex='-1'])") else {
+        return Vec::new();
+    };
+    (0..list.length()).filter_map(|i| list.item(i)?.dyn_into::<web_sys::HtmlElement>().ok()).collect()
+}
 
 #[component]
 pub fn NewConversationDialog(on_close: Callback<()>) -> impl IntoView {
@@ -62,17 +71,44 @@ pub fn NewConversationDialog(on_close: Callback<()>) -> impl IntoView {
             });
         }
     };
+    // Focus moves into the dialog, stays there while it is open (Tab wraps around), and goes
+    // back to where it was when it closes.
+    let dialog_ref = NodeRef::<leptos::html::Div>::new();
+    let opener = web_sys::window().and_then(|w| w.document()).and_then(|d| d.active_element());
+    Effect::new(move |_| {
+        if let Some(first) = dialog_ref.get().and_then(|d| focusables(&d).into_iter().next()) {
+            let _ = first.focus();
+        }
+    });
+    on_cleanup(move || {
+        if let Some(el) = opener.as_ref().and_then(|e| e.dyn_ref::<web_sys::HtmlElement>()) {
+            let _ = el.focus();
+        }
+    });
     let on_key = move |ev: leptos::ev::KeyboardEvent| {
         if ev.key() == "Escape" {
             on_close.run(());
+        } else if ev.key() == "Tab" {
+            let Some(dialog) = dialog_ref.get_untracked() else { return };
+            let items = focusables(&dialog);
+            let active = web_sys::window().and_then(|w| w.document()).and_then(|d| d.active_element());
+            let (Some(first), Some(last)) = (items.first(), items.last()) else { return };
+            let is = |el: &web_sys::HtmlElement| active.as_ref().is_some_and(|a| a == el.unchecked_ref::<web_sys::Element>());
+            if ev.shift_key() && is(first) {
+                ev.prevent_default();
+                let _ = last.focus();
+            } else if !ev.shift_key() && is(last) {
+                ev.prevent_default();
+                let _ = first.focus();
+            }
         }
     };
     view! {
         <div class="dialog-backdrop" on:click=move |_| on_close.run(())></div>
-        <div class="dialog" role="dialog" aria-modal="true" aria-labelledby="new-title" on:keydown=on_key>
+        <div class="dialog" role="dialog" aria-modal="true" aria-labelledby="new-title" node_ref=dialog_ref on:keydown=on_key>
             <header>
                 <h2 id="new-title">"New conversation"</h2>
-                <button class="link" on:click=move |_| on_close.run(()) autofocus>"Close"</button>
+                <button class="link" on:click=move |_| on_close.run(())>"Close"</button>
             </header>
             {move || error.get().map(|e| view! { <p class="error" role="alert">{e}</p> })}
             <h3>"Talk to a persona"</h3>

@@ -105,6 +105,13 @@ async fn screens_body(server: &TestServer, driver: &Driver, a: &Client, b: &Clie
     click(a, ".sidebar-header .icon-button").await?;
     a.wait().at_most(LIMIT).for_element(Locator::Css(".persona-choice[data-persona]")).await.map_err(|e| format!("no persona picker: {e}"))?;
     screenshot(a, "screens-new-conversation-1280").await?;
+    // The dialog takes the focus and keeps it: Shift+Tab from its first control wraps to its last.
+    let inside = "return !!document.activeElement && !!document.activeElement.closest('.dialog')";
+    eventually(LIMIT, "the focus to move into the dialog", || async { (js(a, inside).await.ok()?.as_bool() == Some(true)).then_some(()) }).await?;
+    let focused = a.active_element().await.map_err(|e| e.to_string())?;
+    focused.send_keys("\u{E008}\u{E004}\u{E000}").await.map_err(|e| e.to_string())?;
+    let wrapped = js(a, "const d = document.querySelector('.dialog'); const all = d.querySelectorAll('button:not([disabled]), input:not([disabled])'); return document.activeElement === all[all.length - 1]").await?;
+    ensure!(wrapped.as_bool() == Some(true), "Shift+Tab from the dialog's first control should wrap to its last");
     let persona = text_of(a, ".persona-choice strong").await.ok_or("no persona listed")?;
     click(a, ".persona-choice").await?;
     eventually(LIMIT, "the persona's conversation to open", || async {
