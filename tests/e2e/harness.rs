@@ -167,26 +167,7 @@ impl Driver {
 
     /// A new browser window with its own profile (so its own storage), 1280x800.
     pub async fn window(&self) -> TestResult<Client> {
-        let chromium = std::env::var("CHROMIUM").unwrap_or_else(|_| "/usr/bin/chromium".into());
-        let caps = serde_json::json!({
-            "browserName": "chrome",
-            "goog:chromeOptions": {
-                "binary": chromium,
-                "args": [
-                    "--headless=new", "--no-sandbox", "--disable-gpu", "--disable-dev-shm-usage",
-                    "--disable-background-networking", "--disable-component-update", "--disable-sync",
-                    "--no-first-run", "--disable-quic", "--window-size=1280,800",
-                ]
-            }
-        });
-        let caps = caps.as_object().cloned().expect("an object");
-        let client = ClientBuilder::new(HttpConnector::new())
-            .capabilities(caps)
-            .connect(&self.url)
-            .await
-            .map_err(|e| format!("cannot open a Chromium window: {e}"))?;
-        set_viewport(&client, 1280, 800).await?;
-        Ok(client)
+        self.window_with_args(&[]).await
     }
 }
 
@@ -268,7 +249,6 @@ impl TestServer {
 
 impl Driver {
     /// Like [`Driver::window`], with extra Chromium flags (e.g. `--enable-precise-memory-info`).
-    #[allow(dead_code)] // used by the browser benchmark, which includes this file
     pub async fn window_with_args(&self, extra: &[&str]) -> TestResult<Client> {
         let chromium = std::env::var("CHROMIUM").unwrap_or_else(|_| "/usr/bin/chromium".into());
         let mut args: Vec<String> = [
