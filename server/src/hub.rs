@@ -61,8 +61,10 @@ impl Inner {
     }
 }
 
+/// A presence_update for `user`; going offline, its timestamp is the `last_seen` it carries.
 fn presence(user: &User, online: bool, last_seen: Option<String>) -> ServerFrame {
-    ServerFrame::PresenceUpdate { user_id: user.id.clone(), username: user.username.clone(), online, last_seen, timestamp: now_rfc3339() }
+    let timestamp = last_seen.clone().unwrap_or_else(now_rfc3339);
+    ServerFrame::PresenceUpdate { user_id: user.id.clone(), username: user.username.clone(), online, last_seen, timestamp }
 }
 
 pub struct Hub {
@@ -118,14 +120,7 @@ impl Hub {
         if first && !inner.pollers.contains_key(&user.id) {
             // Under the same lock as the registration, so presence frames can never arrive
             // out of order when a user drops and comes back at once.
-            let frame = ServerFrame::PresenceUpdate {
-                user_id: user.id.clone(),
-                username: user.username.clone(),
-                online: true,
-                last_seen: None,
-                timestamp: now_rfc3339(),
-            };
-            self.fan_out_all(&inner, &frame, Some(&user.id));
+            self.fan_out_all(&inner, &presence(user, true, None), Some(&user.id));
         }
         Ok(Registration { id, first })
     }
@@ -141,15 +136,8 @@ impl Hub {
             return None;
         }
         let now = now_rfc3339();
-        let frame = ServerFrame::PresenceUpdate {
-            user_id: user.id.clone(),
-            username: user.username,
-            online: false,
-            last_seen: Some(now.clone()),
-            timestamp: now.clone(),
-        };
         if announce {
-            self.fan_out_all(&inner, &frame, Some(&user.id));
+            self.fan_out_all(&inner, &presence(&user, false, Some(now.clone())), Some(&user.id));
         }
         Some(now)
     }
