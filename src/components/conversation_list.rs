@@ -22,8 +22,12 @@ pub fn preview(summary: &ConversationSummary, me: Option<&str>) -> String {
 }
 
 /// How many members of a room are online, when its members are known (the Lobby holds
-/// everyone, so it counts all online users).
+/// everyone, so it counts all online users) and a socket is up: who is online is only known
+/// on a socket.
 pub fn online_in(ctx: &SocketContext, conversation_id: &str) -> Option<usize> {
+    if !matches!(ctx.status.get(), crate::socket::LinkState::Connected { .. }) {
+        return None;
+    }
     ctx.chat.with(|c| {
         let summary = c.conversation(conversation_id)?;
         if summary.kind != ConversationKind::Room {
@@ -59,20 +63,19 @@ fn ConversationRow(id: String, selected: Signal<Option<String>>) -> impl IntoVie
         let id = id.clone();
         Memo::new(move |_| ctx.chat.with(|c| c.conversation(&id).cloned()))
     };
-    let persona_status = Memo::new(move |_| {
-        let persona_id = summary.with(|s| s.as_ref().and_then(|s| s.persona.as_ref().map(|p| p.id.clone())))?;
-        ctx.chat.with(|c| c.persona_status(&persona_id))
-    });
+    let persona_status = {
+        let id = id.clone();
+        Memo::new(move |_| ctx.chat.with(|c| c.persona_status_of(&id)))
+    };
     let badge = Signal::derive(move || persona_status.get().map(|(s, _)| s));
     let me = Memo::new(move |_| ctx.chat.with(|c| c.me.as_ref().map(|u| u.username.clone())));
     let is_selected = {
         let id = id.clone();
         Memo::new(move |_| selected.get().as_deref() == Some(id.as_str()))
     };
-    // Who is online is only known on a socket.
     let online = {
         let id = id.clone();
-        Memo::new(move |_| matches!(ctx.status.get(), crate::socket::LinkState::Connected { .. }).then(|| online_in(&ctx, &id)).flatten())
+        Memo::new(move |_| online_in(&ctx, &id))
     };
     let href = format!("/c/{id}");
     move || {

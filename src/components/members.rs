@@ -16,7 +16,7 @@ pub fn search_users(
 ) {
     query.set(text.clone());
     spawn_local(async move {
-        let Some(token) = ctx.token_for_requests() else { return };
+        let Some(token) = ctx.token() else { return };
         if text.trim().is_empty() {
             results.set(Vec::new());
             return;
@@ -45,7 +45,7 @@ pub fn MembersPanel(conversation_id: String, on_close: Callback<()>) -> impl Int
         move |user_id: String| {
             let id = id.clone();
             spawn_local(async move {
-                let Some(token) = ctx.token_for_requests() else { return };
+                let Some(token) = ctx.token() else { return };
                 match api::add_members(&ctx.base(), &token, &id, vec![user_id]).await {
                     Ok(_) => {
                         query.set(String::new());

@@ -38,7 +38,7 @@ pub fn NewConversationDialog(on_close: Callback<()>) -> impl IntoView {
             let navigate = navigate.clone();
             busy.set(true);
             spawn_local(async move {
-                let Some(token) = ctx.token_for_requests() else { return };
+                let Some(token) = ctx.token() else { return };
                 match api::create_conversation(&ctx.base(), &token, &body).await {
                     Ok(summary) => {
                         let id = summary.id.clone();

@@ -105,15 +105,14 @@ fn ChatView(conversation_id: String) -> impl IntoView {
         let id = id.clone();
         Memo::new(move |_| ctx.chat.with(|c| c.conversation(&id).cloned()))
     };
-    let persona = Memo::new(move |_| {
-        let persona_id = summary.with(|s| s.as_ref().and_then(|s| s.persona.as_ref().map(|p| p.id.clone())))?;
-        ctx.chat.with(|c| c.persona_status(&persona_id))
-    });
+    let persona = {
+        let id = id.clone();
+        Memo::new(move |_| ctx.chat.with(|c| c.persona_status_of(&id)))
+    };
     let online = {
         let id = id.clone();
         Memo::new(move |_| online_in(&ctx, &id))
     };
-    let live = Memo::new(move |_| matches!(ctx.status.get(), crate::socket::LinkState::Connected { .. }));
     let members_count = {
         let id = id.clone();
         Memo::new(move |_| ctx.chat.with(|c| c.members.get(&id).map(Vec::len)))
@@ -130,8 +129,7 @@ fn ChatView(conversation_id: String) -> impl IntoView {
         }
         let lobby = title.with(|t| t.as_deref() == Some("Lobby"));
         let members = members_count.get().filter(|_| !lobby).map(|n| if n == 1 { "1 member".to_owned() } else { format!("{n} members") });
-        // Who is online is only known on a socket.
-        let online = if live.get() { online.get().map(|n| format!("{n} online")) } else { None };
+        let online = online.get().map(|n| format!("{n} online"));
         [online, members].into_iter().flatten().collect::<Vec<_>>().join(" · ")
     };
     let is_room = Memo::new(move |_| summary.with(|s| s.as_ref().is_some_and(|s| s.kind == ConversationKind::Room)));

@@ -8,7 +8,7 @@ use leptos_router::hooks::use_navigate;
 use crate::app::Clock;
 use crate::components::connection_status::{describe, ConnectionStatus};
 use crate::socket::{now_ms, LinkState};
-use crate::state::{Direction, SocketContext};
+use crate::state::{SocketContext, Stats};
 
 /// "3 min 12 s", "1 h 4 min", "12 s".
 pub fn duration_text(ms: f64) -> String {
@@ -75,7 +75,7 @@ pub fn DiagnosticsPage() -> impl IntoView {
                         <dt>"Connected since"</dt><dd data-diag="since">{since}</dd>
                         <dt>"Frames sent"</dt><dd data-diag="sent">{move || ctx.stats.with(|s| s.sent)}</dd>
                         <dt>"Frames received"</dt><dd data-diag="received">{move || ctx.stats.with(|s| s.received)}</dd>
-                        <dt>"Reconnects"</dt><dd data-diag="reconnects">{move || ctx.stats.with(|s| s.reconnects)}</dd>
+                        <dt>"Reconnects"</dt><dd data-diag="reconnects">{move || ctx.stats.with(Stats::reconnects)}</dd>
                         <dt>"Server"</dt><dd>{ctx.base()}</dd>
                     </dl>
                     <div class="actions">
@@ -110,8 +110,8 @@ pub fn DiagnosticsPage() -> impl IntoView {
                             {move || ctx.frames.with(|f| f.iter().rev().map(|e| {
                                 let date = js_sys::Date::new(&wasm_bindgen::JsValue::from_f64(e.at));
                                 let time = format!("{:02}:{:02}:{:02}.{:03}", date.get_hours(), date.get_minutes(), date.get_seconds(), date.get_milliseconds());
-                                let (dir, class) = match e.direction { Direction::In => ("in ↓", "in"), Direction::Out => ("out ↑", "out") };
-                                view! { <tr class=class><td>{e.number}</td><td>{time}</td><td>{dir}</td><td><code>{e.text.clone()}</code></td></tr> }
+                                let (dir, class) = if e.frame.is_in() { ("in ↓", "in") } else { ("out ↑", "out") };
+                                view! { <tr class=class><td>{e.number}</td><td>{time}</td><td>{dir}</td><td><code>{e.frame.to_json()}</code></td></tr> }
                             }).collect_view())}
                         </tbody>
                     </table>

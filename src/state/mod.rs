@@ -32,17 +32,38 @@ pub struct Stats {
     pub sent: u64,
     /// Frames received (either transport).
     pub received: u64,
-    /// Transports that came up again after the first.
-    pub reconnects: u64,
     /// When the current transport came up (ms since the epoch).
     pub connected_since: Option<f64>,
+    /// Transports that came up (the first one, then every reconnect).
     readies: u64,
 }
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Direction {
-    In,
-    Out,
+impl Stats {
+    /// Transports that came up again after the first.
+    pub fn reconnects(&self) -> u64 {
+        self.readies.saturating_sub(1)
+    }
+}
+
+/// A frame in or out, kept as it is: turned into text only when the diagnostics page shows
+/// it, not on every frame.
+#[derive(Debug, Clone, PartialEq)]
+pub enum LoggedFrame {
+    In(ServerFrame),
+    Out(ClientFrame),
+}
+
+impl LoggedFrame {
+    pub fn is_in(&self) -> bool {
+        matches!(self, LoggedFrame::In(_))
+    }
+
+    pub fn to_json(&self) -> String {
+        match self {
+            LoggedFrame::In(f) => serde_json::to_string(f).unwrap_or_default(),
+            LoggedFrame::Out(f) => f.to_json(),
+        }
+    }
 }
 
 /// A frame as the diagnostics page lists it.
@@ -51,8 +72,7 @@ pub struct FrameEntry {
     pub number: u64,
     /// ms since the epoch.
     pub at: f64,
-    pub direction: Direction,
-    pub text: String,
+    pub frame: LoggedFrame,
 }
 
 #[derive(Clone, Copy)]
@@ -191,7 +211,8 @@ impl SocketContext {
         self.base.get_value()
     }
 
-    fn token(&self) -> Option<String> {
+    /// The session's token, for requests made outside the context (searches, new rooms).
+    pub fn token(&self) -> Option<String> {
         self.session.with_untracked(|s| s.as_ref().map(|s| s.token.clone()))
     }
 
@@ -438,10 +459,6 @@ impl SocketContext {
         serde_json::json!({ "user_id": user_id, "active": active, "link": link, "conversations": conversations, "pending": pending }).to_string()
     }
 
-    pub fn token_for_requests(&self) -> Option<String> {
-        self.token()
-    }
-
     /// Joins a conversation on the socket (again after every reconnect), asking for what came
     /// after the messages we have.
     pub fn join(&self, conversation_id: String) {
@@ -532,19 +549,7 @@ impl SocketContext {
     /// the chat state of everything.
     fn on_frame(&self, frame: ServerFrame) {
         self.stats.update(|s| s.received += 1);
-        self.log_frame(Direction::In, serde_json::to_string(&frame).unwrap_or_default());
-        // A seq beyond the next one: messages between were missed (a lost frame, a replay
-        // racing live traffic). Fetched over HTTP if still missing shortly after.
-        if let ServerFrame::NewMessage { conversation_id, message, .. } | ServerFrame::StreamEnd { conversation_id, message, .. } = &frame {
-            let last = self.chat.with_untracked(|c| c.last_seq(conversation_id));
-            if last > 0 && message.seq > last + 1 {
-                let (ctx, id, upto) = (*self, conversation_id.clone(), message.seq);
-                spawn_local(async move {
-                    gloo_timers::future::TimeoutFuture::new(1_000).await;
-                    ctx.fill_gaps(id, last, upto).await;
-                });
-            }
-        }
+        self.log_frame(LoggedFrame::In(frame.clone()));
         match &frame {
             ServerFrame::MessageAck(ack) => {
                 self.with_outbox(|o| o.ack(&ack.client_id));
@@ -558,25 +563,24 @@ impl SocketContext {
                     self.refresh_typists();
                 }
             }
-            ServerFrame::NewMessage { conversation_id, message, .. } | ServerFrame::StreamEnd { conversation_id, message, .. } => {
-                self.on_new_message(conversation_id, message);
-            }
-            _ => {}
-        }
-        match &frame {
-            ServerFrame::NewMessage { conversation_id, message, .. } if message.client_id.is_some() => {
-                // A message ends its sender's typing at once.
-                if self.incoming_typing.try_update_value(|t| t.message_from(conversation_id, &message.sender_id)).unwrap_or(false) {
-                    self.refresh_typists();
-                }
-                // Our own message stored (its ack may have been lost with a connection).
-                let mine = self.chat.with_untracked(|c| c.me.as_ref().is_some_and(|u| u.id == message.sender_id));
-                if mine {
-                    let cid = message.client_id.clone().unwrap_or_default();
-                    if self.outbox.with_value(|o| o.get(&cid).is_some()) {
-                        self.with_outbox(|o| o.ack(&cid));
+            ServerFrame::NewMessage { conversation_id, message, .. } => {
+                self.fill_if_gap(conversation_id, message.seq);
+                if let Some(cid) = &message.client_id {
+                    // A message ends its sender's typing at once.
+                    if self.incoming_typing.try_update_value(|t| t.message_from(conversation_id, &message.sender_id)).unwrap_or(false) {
+                        self.refresh_typists();
+                    }
+                    // Our own message stored (its ack may have been lost with a connection).
+                    let mine = self.chat.with_untracked(|c| c.me.as_ref().is_some_and(|u| u.id == message.sender_id));
+                    if mine && self.outbox.with_value(|o| o.get(cid).is_some()) {
+                        self.with_outbox(|o| o.ack(cid));
                     }
                 }
+                self.on_new_message(conversation_id, message);
+            }
+            ServerFrame::StreamEnd { conversation_id, message, .. } => {
+                self.fill_if_gap(conversation_id, message.seq);
+                self.on_new_message(conversation_id, message);
             }
             ServerFrame::Error { code, message, reference: Some(reference), .. } => {
                 let refusal = self.with_outbox(|o| o.refuse(reference, *code, message, now_ms()));
@@ -589,6 +593,19 @@ impl SocketContext {
             _ => {}
         }
         self.chat.update(|c| c.apply(frame));
+    }
+
+    /// A seq beyond the next one: messages between were missed (a lost frame, a replay racing
+    /// live traffic). Fetched over HTTP if still missing shortly after.
+    fn fill_if_gap(&self, conversation_id: &str, seq: i64) {
+        let last = self.chat.with_untracked(|c| c.last_seq(conversation_id));
+        if last > 0 && seq > last + 1 {
+            let (ctx, id) = (*self, conversation_id.to_owned());
+            spawn_local(async move {
+                gloo_timers::future::TimeoutFuture::new(1_000).await;
+                ctx.fill_gaps(id, last, seq).await;
+            });
+        }
     }
 
     /// A stored message arrived: the open conversation is read, and a hidden tab notifies.
@@ -622,16 +639,16 @@ impl SocketContext {
         };
         if sent {
             self.stats.update(|s| s.sent += 1);
-            self.log_frame(Direction::Out, frame.to_json());
+            self.log_frame(LoggedFrame::Out(frame.clone()));
         }
         sent
     }
 
-    fn log_frame(&self, direction: Direction, text: String) {
+    fn log_frame(&self, frame: LoggedFrame) {
         let at = js_sys::Date::now();
         self.frames.update(|f| {
             let number = f.back().map_or(1, |e| e.number + 1);
-            f.push_back(FrameEntry { number, at, direction, text });
+            f.push_back(FrameEntry { number, at, frame });
             while f.len() > FRAME_LOG {
                 f.pop_front();
             }
@@ -730,10 +747,7 @@ impl SocketContext {
             }
             ConnEvent::Frame(frame) => self.on_frame(frame),
             ConnEvent::Ready(_) => {
-                self.stats.update(|s| {
-                    s.readies += 1;
-                    s.reconnects = s.readies - 1;
-                });
+                self.stats.update(|s| s.readies += 1);
                 // The first load may have failed (started while the server was away).
                 if self.chat.with_untracked(|c| c.conversations.is_empty()) {
                     let ctx = *self;

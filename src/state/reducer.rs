@@ -348,6 +348,12 @@ impl ChatState {
             .or_else(|| self.conversations.iter().filter_map(|c| c.persona.as_ref()).find(|p| p.id == persona_id).map(|p| (p.status, p.last_seen.clone())))
     }
 
+    /// The status of a direct conversation's persona (None for rooms).
+    pub fn persona_status_of(&self, conversation_id: &str) -> Option<(PersonaState, Option<String>)> {
+        let persona_id = &self.conversation(conversation_id)?.persona.as_ref()?.id;
+        self.persona_status(persona_id)
+    }
+
     /// The sum of unread counts, for the document title.
     pub fn unread_total(&self) -> i64 {
         self.conversations.iter().map(|c| c.unread_count).sum()
@@ -488,7 +494,7 @@ impl ChatState {
             }
             ServerFrame::StreamStart { conversation_id, message_id, persona_id } => {
                 let persona_name = self.persona(&persona_id).map(|p| p.name.clone()).unwrap_or_else(|| "Persona".into());
-                let started_at = now_iso_fallback(&self.logs, &conversation_id);
+                let started_at = stream_start_time(&self.logs, &conversation_id);
                 self.streams.entry(message_id).or_insert(Stream { conversation_id, persona_id, persona_name, text: String::new(), chars: 0, started_at });
             }
             ServerFrame::StreamDelta { message_id, offset, text, .. } => {
@@ -558,7 +564,7 @@ fn activity(c: &ConversationSummary) -> &str {
 
 /// A stream's start time for ordering and grouping: the newest stored message's time is a
 /// good enough stand-in (the frame carries none).
-fn now_iso_fallback(logs: &HashMap<String, ConversationLog>, conversation_id: &str) -> String {
+fn stream_start_time(logs: &HashMap<String, ConversationLog>, conversation_id: &str) -> String {
     logs.get(conversation_id).and_then(|l| l.stored.values().next_back()).map(|m| m.timestamp.clone()).unwrap_or_default()
 }
 
@@ -682,6 +688,7 @@ mod tests {
         s.set_conversations(vec![ConversationSummary { persona: Some(persona), ..summary("d", 0) }]);
         s.apply(ServerFrame::PersonaStatus { persona_id: "p1".into(), status: PersonaState::Responding, last_seen: None, timestamp: "t".into() });
         assert_eq!(s.persona_status("p1").unwrap().0, PersonaState::Responding);
+        assert_eq!(s.persona_status_of("d").unwrap().0, PersonaState::Responding, "through the conversation");
         assert_eq!(s.conversation("d").unwrap().persona.as_ref().unwrap().status, PersonaState::Responding);
         s.apply(ServerFrame::PersonaStatus { persona_id: "p1".into(), status: PersonaState::Offline, last_seen: Some("2026-11-21T10:00:00.000Z".into()), timestamp: "t".into() });
         assert_eq!(s.persona_status("p1"), Some((PersonaState::Offline, Some("2026-11-21T10:00:00.000Z".into()))));
