@@ -17,6 +17,24 @@ pub struct ApiFailure {
     pub code: Option<persona_chat_protocol::ErrorCode>,
 }
 
+thread_local! {
+    static ON_TOKEN_REFUSED: std::cell::RefCell<Option<std::rc::Rc<dyn Fn()>>> = const { std::cell::RefCell::new(None) };
+}
+
+/// What to do when the server refuses the session's token (revoked, expired): set once by the
+/// session's owner. Sign-in refusals (wrong password) are not this.
+pub fn on_token_refused(f: impl Fn() + 'static) {
+    ON_TOKEN_REFUSED.with(|h| *h.borrow_mut() = Some(std::rc::Rc::new(f)));
+}
+
+/// Tells the session's owner that the token was refused (a 401 on any authorised request,
+/// the long poll's included, or the socket closed because the session ended).
+pub fn token_refused() {
+    if let Some(f) = ON_TOKEN_REFUSED.with(|h| h.borrow().clone()) {
+        f();
+    }
+}
+
 impl std::fmt::Display for ApiFailure {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.write_str(&self.message)
@@ -30,10 +48,18 @@ fn unreachable_server(e: gloo_net::Error) -> ApiFailure {
 /// A refusal: the server's own words when it gave them.
 async fn failure(response: Response) -> ApiFailure {
     let status = response.status();
-    match response.json::<ApiError>().await {
+    let retry_after = response.headers().get("retry-after").and_then(|v| v.trim().parse::<u64>().ok());
+    let mut failure = match response.json::<ApiError>().await {
         Ok(err) => ApiFailure { status, message: err.message, code: Some(err.code) },
         Err(_) => ApiFailure { status, message: format!("the server answered {status}"), code: None },
+    };
+    if status == 401 && failure.code != Some(persona_chat_protocol::ErrorCode::InvalidCredentials) {
+        token_refused();
     }
+    if let (429, Some(secs)) = (status, retry_after) {
+        failure.message = format!("{}. Try again in {secs} s.", failure.message.trim_end_matches('.'));
+    }
+    failure
 }
 
 /// Sends a request and reads its JSON answer.
@@ -74,6 +100,24 @@ fn with_json<B: serde::Serialize>(builder: RequestBuilder, body: &B) -> Result<R
 pub async fn sign_in(base: &str, username: &str, password: &str) -> Result<SessionResponse, ApiFailure> {
     let body = SessionRequest { username: username.to_owned(), password: password.to_owned() };
     read(with_json(Request::post(&format!("{base}/api/session")), &body)?).await
+}
+
+/// Creates an account and signs in to it.
+pub async fn sign_up(base: &str, username: &str, password: &str) -> Result<SessionResponse, ApiFailure> {
+    let body = SessionRequest { username: username.to_owned(), password: password.to_owned() };
+    read(with_json(Request::post(&format!("{base}/api/users")), &body)?).await
+}
+
+/// A fresh token for the same session, before the current one expires.
+pub async fn refresh_session(base: &str, token: &str) -> Result<SessionResponse, ApiFailure> {
+    read(authed(Request::post(&format!("{base}/api/session/refresh")), token).build().map_err(|e| ApiFailure { status: 0, message: e.to_string(), code: None })?).await
+}
+
+/// Ends the session on the server (`everywhere`: every session of the user). Its token is
+/// refused from then on, and its sockets close.
+pub async fn sign_out(base: &str, token: &str, everywhere: bool) -> Result<(), ApiFailure> {
+    let path = if everywhere { "sessions" } else { "session" };
+    no_content(authed(Request::delete(&format!("{base}/api/{path}")), token).build().map_err(|e| ApiFailure { status: 0, message: e.to_string(), code: None })?).await
 }
 
 pub async fn conversations(base: &str, token: &str) -> Result<Vec<ConversationSummary>, ApiFailure> {

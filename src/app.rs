@@ -24,16 +24,15 @@ impl Clock {
 
 #[component]
 pub fn App() -> impl IntoView {
-    let ctx = SocketContext::new(crate::config::server_base());
+    let server = crate::config::server_choice();
+    let ctx = SocketContext::new(server.base);
     provide_context(ctx);
     let clock = Clock(RwSignal::new(js_sys::Date::now()));
     provide_context(clock);
     let ticker = gloo_timers::callback::Interval::new(1000, move || clock.0.set(js_sys::Date::now()));
     // Ticks for the page's lifetime, like the app.
     ticker.forget();
-    if let Some(session) = crate::storage::load_session() {
-        ctx.open_session(session);
-    }
+    crate::session::start(ctx, server.refused);
     // The unread total in the title (seen from other tabs and the task bar).
     Effect::new(move |_| {
         let unread = ctx.chat.with(|c| c.unread_total());

@@ -7,6 +7,7 @@ pub mod config;
 pub mod ids;
 pub mod notify;
 pub mod pages;
+pub mod session;
 pub mod socket;
 pub mod state;
 pub mod storage;

@@ -1,12 +1,18 @@
 //! Small persisted values in browser storage.
 //!
-//! The session is kept twice: in sessionStorage, so a tab keeps its own user across reloads
-//! even when another tab signs in as someone else, and in localStorage, so a new tab starts
-//! signed in as whoever signed in last.
+//! The session is kept twice, under a key naming its server: in sessionStorage, so a tab keeps
+//! its own user across reloads even when another tab signs in as someone else, and in
+//! localStorage, so a new tab starts signed in as whoever signed in last.
 
 use persona_chat_protocol::http::SessionResponse;
 
-const SESSION_KEY: &str = "persona-chat.session";
+const SESSION_PREFIX: &str = "persona-chat.session@";
+
+/// The storage key of the session for one server: a session is only ever read back for the
+/// server that issued it, so its token never goes to another.
+pub fn session_key(base: &str) -> String {
+    format!("{SESSION_PREFIX}{base}")
+}
 
 fn local() -> Option<web_sys::Storage> {
     web_sys::window()?.local_storage().ok()?
@@ -20,22 +26,59 @@ fn read(storage: Option<web_sys::Storage>, key: &str) -> Option<String> {
     storage?.get_item(key).ok()?
 }
 
-pub fn load_session() -> Option<SessionResponse> {
-    let text = read(per_tab(), SESSION_KEY).or_else(|| read(local(), SESSION_KEY))?;
+/// The session this tab uses with `base`: its own, else the one signed in last in any tab.
+pub fn load_session(base: &str) -> Option<SessionResponse> {
+    let key = session_key(base);
+    let text = read(per_tab(), &key).or_else(|| read(local(), &key))?;
     serde_json::from_str(&text).ok()
 }
 
-pub fn save_session(session: &SessionResponse) {
+/// The session the other tabs hold for `base` (localStorage), if any.
+pub fn shared_session(base: &str) -> Option<SessionResponse> {
+    serde_json::from_str(&read(local(), &session_key(base))?).ok()
+}
+
+pub fn save_session(base: &str, session: &SessionResponse) {
     let Ok(text) = serde_json::to_string(session) else { return };
     for storage in [per_tab(), local()].into_iter().flatten() {
-        let _ = storage.set_item(SESSION_KEY, &text);
+        let _ = storage.set_item(&session_key(base), &text);
     }
 }
 
-pub fn clear_session() {
-    for storage in [per_tab(), local()].into_iter().flatten() {
-        let _ = storage.remove_item(SESSION_KEY);
+/// A refreshed token of this tab's session: kept for the tab, and for new tabs when the
+/// shared copy is the same user's.
+pub fn update_session(base: &str, session: &SessionResponse) {
+    let Ok(text) = serde_json::to_string(session) else { return };
+    let key = session_key(base);
+    if let Some(storage) = per_tab() {
+        let _ = storage.set_item(&key, &text);
+    }
+    if shared_session(base).is_some_and(|s| s.user.id == session.user.id) {
+        if let Some(storage) = local() {
+            let _ = storage.set_item(&key, &text);
+        }
+    }
+}
+
+/// Forgets this tab's session with `base`, and the shared copy when it is the same user's.
+pub fn clear_session(base: &str) {
+    let key = session_key(base);
+    let user_of = |text: Option<String>| text.and_then(|t| serde_json::from_str::<SessionResponse>(&t).ok()).map(|s| s.user.id);
+    let mine = user_of(read(per_tab(), &key));
+    if let Some(storage) = per_tab() {
+        let _ = storage.remove_item(&key);
         let _ = storage.remove_item(ACTIVE_KEY);
+    }
+    if let Some(storage) = local() {
+        let shared = user_of(read(Some(storage.clone()), &key));
+        if mine.is_none() || shared == mine {
+            let _ = storage.remove_item(&key);
+        }
+        let _ = storage.remove_item(ACTIVE_KEY);
+    }
+    // Sessions stored by older builds, under one key for every server.
+    for storage in [per_tab(), local()].into_iter().flatten() {
+        let _ = storage.remove_item("persona-chat.session");
     }
 }
 
@@ -63,6 +106,12 @@ pub fn remember_server(base: &str) {
 
 pub fn remembered_server() -> Option<String> {
     read(per_tab(), SERVER_KEY)
+}
+
+pub fn forget_server() {
+    if let Some(storage) = per_tab() {
+        let _ = storage.remove_item(SERVER_KEY);
+    }
 }
 
 /// The user's unacknowledged messages (the outbox as JSON), kept across reloads.

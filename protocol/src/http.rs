@@ -15,6 +15,9 @@ pub struct SessionRequest {
 pub struct SessionResponse {
     pub token: String,
     pub user: User,
+    /// When the token stops working (unix seconds): refresh it before then.
+    #[serde(default)]
+    pub expires_at: i64,
 }
 
 /// An AI persona, as `GET /api/personas` lists it.

@@ -20,6 +20,10 @@ pub const MAX_FRAME_BYTES: usize = 64 * 1024;
 /// Heartbeat interval the server announces unless configured otherwise.
 pub const DEFAULT_HEARTBEAT_MS: u64 = 30_000;
 
+/// The socket's close code when its session ended (signed out, here or everywhere, or
+/// revoked): the client stops reconnecting with that token and goes back to the sign-in page.
+pub const CLOSE_SESSION_ENDED: u16 = 4001;
+
 /// A frame the browser (or any client) sends to the server.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(tag = "type", rename_all = "snake_case")]

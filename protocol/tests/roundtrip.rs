@@ -1246,10 +1246,12 @@ fn http_session() {
     );
     roundtrip(
         r#"{"token": "eyJ1aWQiOiJiN2U0ZDJhMSJ9.c2lnbmF0dXJl",
-            "user": {"id": "b7e4d2a1-0c9f-4e3b-8a76-5d1f2e9c4b80", "username": "alice"}}"#,
+            "user": {"id": "b7e4d2a1-0c9f-4e3b-8a76-5d1f2e9c4b80", "username": "alice"},
+            "expires_at": 1796000000}"#,
         &SessionResponse {
             token: s("eyJ1aWQiOiJiN2U0ZDJhMSJ9.c2lnbmF0dXJl"),
             user: User { id: s(ALICE), username: s("alice") },
+            expires_at: 1_796_000_000,
         },
     );
 }

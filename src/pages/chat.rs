@@ -79,10 +79,6 @@ fn TopBar() -> impl IntoView {
             can_ask.set(crate::notify::can_ask());
         });
     };
-    let sign_out = move |_| {
-        crate::storage::clear_session();
-        ctx.close_session();
-    };
     view! {
         <header class="topbar">
             <a class="brand" href="/">"persona-chat"</a>
@@ -91,7 +87,9 @@ fn TopBar() -> impl IntoView {
             {move || can_ask.get().then(|| view! { <button class="link hide-narrow enable-notifications" on:click=ask>"Enable notifications"</button> })}
             <a class="icon-button" href="/diagnostics" aria-label="Diagnostics" title="Diagnostics"><Icon svg=GAUGE /></a>
             <span class="whoami hide-narrow">{move || me.get().map(|m| format!("Signed in as {m}"))}</span>
-            <button class="link" on:click=sign_out>"Sign out"</button>
+            <button class="link" id="sign-out" on:click=move |_| crate::session::sign_out(ctx, false)>"Sign out"</button>
+            <button class="link hide-narrow" id="sign-out-everywhere" title="End every session of this account, on every device"
+                on:click=move |_| crate::session::sign_out(ctx, true)>"Sign out everywhere"</button>
         </header>
     }
 }

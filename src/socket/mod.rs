@@ -91,6 +91,11 @@ impl Connection {
         inner.machine.transport() == Some(Transport::WebSocket) && inner.socket.as_ref().is_some_and(|s| s.send(&frame.to_json()))
     }
 
+    /// A refreshed token: the next socket and poll use it (an open socket stays open).
+    pub fn set_token(&self, token: String) {
+        self.inner.borrow_mut().token = token;
+    }
+
     pub fn retry_now(&self) {
         feed(&self.inner, Event::RetryNow);
     }
@@ -210,6 +215,9 @@ fn on_socket_event(weak: &Weak<RefCell<Inner>>, gen: u64, event: WsEvent) {
             _ => feed(&inner, Event::Frame),
         },
         WsEvent::Closed { code, .. } => {
+            if code == persona_chat_protocol::CLOSE_SESSION_ENDED {
+                crate::api::token_refused();
+            }
             let old = inner.borrow_mut().socket.take();
             // Freed after this handler returns, never inside it.
             leptos::task::spawn_local(async move { drop(old) });

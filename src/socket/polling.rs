@@ -46,6 +46,9 @@ pub async fn poll_once(base: &str, token: &str, after: Option<u64>, timeout_ms: 
         .send()
         .await
         .map_err(|e| format!("cannot reach the server ({e})"))?;
+    if resp.status() == 401 {
+        crate::api::token_refused();
+    }
     if !resp.ok() {
         return Err(format!("the server answered {}", resp.status()));
     }

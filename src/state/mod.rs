@@ -236,6 +236,14 @@ impl SocketContext {
         spawn_local(async move { ctx.load_personas().await });
     }
 
+    /// A refreshed token of the same session: new sockets and polls use it.
+    pub fn replace_token(&self, session: SessionResponse) {
+        if let Some(c) = self.connection.get_value() {
+            c.set_token(session.token.clone());
+        }
+        self.session.set(Some(session));
+    }
+
     /// Signs out locally: stops the connection and forgets the state.
     pub fn close_session(&self) {
         if let Some(c) = self.connection.get_value() {

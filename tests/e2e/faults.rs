@@ -208,6 +208,7 @@ async fn wait_state(client: &Client, who: &str, states: &[&str], limit: Duration
 
 /// Signs in on the app's origin, talking to the chat server given by `?server=`.
 async fn sign_in(client: &Client, app: &str, chat: &str, user: &str) -> TestResult {
+    ensure_account(chat, user, PASSWORD).await?;
     client.goto(&format!("{app}/login?server={chat}")).await.map_err(|e| e.to_string())?;
     let field = client.wait().at_most(STEP).for_element(Locator::Id("username")).await.map_err(|e| format!("no sign-in form: {e}"))?;
     field.send_keys(user).await.map_err(|e| e.to_string())?;
@@ -451,6 +452,7 @@ fn rand_u64() -> u64 {
 
 async fn session(base: &str, user: &str) -> TestResult<(String, String)> {
     let body = json!({"username": user, "password": PASSWORD}).to_string();
+    ensure_account(base, user, PASSWORD).await?;
     let (status, answer) = http_request("POST", &format!("{base}/api/session"), None, Some(&body)).await?;
     ensure!(status == 200, "sign-in of {user}: {status} {answer}");
     let v: Value = serde_json::from_str(&answer).map_err(|e| e.to_string())?;
@@ -830,8 +832,8 @@ async fn faults_body(run: Run<'_>) -> TestResult {
 async fn faults_every_message_once_through_kills_polling_offline_and_reload() {
     let app_data = tempfile::tempdir().expect("temp dir");
     let chat_data = tempfile::tempdir().expect("temp dir");
-    let app = TestServer::start(app_data.path()).expect("the app's server starts");
     let chat_port = free_port();
+    let app = TestServer::start_app_for(app_data.path(), &format!("http://127.0.0.1:{chat_port}")).expect("the app's server starts");
     let args = chat_args(&app.base, &[]);
     let args: Vec<&str> = args.iter().map(String::as_str).collect();
     let mut chat = TestServer::start_with_args(chat_data.path(), chat_port, &args).expect("chat server starts");

@@ -126,9 +126,40 @@ impl TestServer {
 
     /// With extra server flags (e.g. `--disable-websocket`).
     pub fn start_with_args(data_dir: &Path, port: u16, args: &[&str]) -> TestResult<TestServer> {
+        Self::start_serving(data_dir, port, &dist_dir(), args)
+    }
+
+    /// A server whose built app may use the chat server at `chat_base` (listed in the
+    /// `persona-chat-server` meta tag, as a deployment on a static host would): a copy of
+    /// dist/ under the data dir, with that tag filled in.
+    pub fn start_app_for(data_dir: &Path, chat_base: &str) -> TestResult<TestServer> {
+        let dist = dist_dir();
+        let copy = data_dir.join("static");
+        std::fs::create_dir_all(&copy).map_err(|e| e.to_string())?;
+        for entry in std::fs::read_dir(&dist).map_err(|e| format!("{}: {e}", dist.display()))? {
+            let entry = entry.map_err(|e| e.to_string())?;
+            if entry.file_type().map_err(|e| e.to_string())?.is_file() {
+                std::fs::copy(entry.path(), copy.join(entry.file_name())).map_err(|e| e.to_string())?;
+            }
+        }
+        let index = std::fs::read_to_string(copy.join("index.html")).map_err(|e| e.to_string())?;
+        let at = index.find("persona-chat-server").ok_or("dist/index.html has no persona-chat-server meta tag")?;
+        let start = index[..at].rfind("<meta").ok_or("dist/index.html: the persona-chat-server tag is not a meta tag")?;
+        let end = at + index[at..].find('>').ok_or("dist/index.html: unclosed meta tag")? + 1;
+        let filled = format!(r#"{}<meta name="persona-chat-server" content="{chat_base}">{}"#, &index[..start], &index[end..]);
+        std::fs::write(copy.join("index.html"), filled).map_err(|e| e.to_string())?;
+        // Precompressed copies would serve the unedited page.
+        for ext in ["br", "gz"] {
+            let _ = std::fs::remove_file(copy.join(format!("index.html.{ext}")));
+        }
+        // Its page talks to the chat server: the CSP it serves must allow that (connect-src).
+        Self::start_serving(data_dir, free_port(), &copy, &["--allowed-origin", chat_base])
+    }
+
+    fn start_serving(data_dir: &Path, port: u16, dist: &Path, args: &[&str]) -> TestResult<TestServer> {
         let bin = server_binary();
         ensure!(bin.exists(), "server binary {} not found: build it with `cargo build -p persona-chat-server` (or set PERSONA_SERVER_BIN)", bin.display());
-        let dist = dist_dir();
+        let dist = dist.to_owned();
         ensure!(dist.join("index.html").exists(), "built app not found in {}: run `trunk build --release --offline` (or set PERSONA_DIST)", dist.display());
         let log = std::fs::File::create(artifacts_dir().join(format!("server-{port}.log"))).map_err(|e| e.to_string())?;
         let mut cmd = Command::new(&bin);
@@ -416,4 +447,46 @@ pub async fn rendered_rows(client: &Client) -> TestResult<Vec<(Option<i64>, Stri
 /// The connection indicator's state, if shown.
 pub async fn link_state(client: &Client) -> Option<String> {
     attr_of(client, ".connection", "data-state").await
+}
+
+/// Makes sure `user` has an account (sign-in no longer registers): created over HTTP, or
+/// already there.
+pub async fn ensure_account(base: &str, user: &str, password: &str) -> TestResult {
+    let body = serde_json::json!({ "username": user, "password": password }).to_string();
+    let (status, answer) = http_request("POST", &format!("{base}/api/users"), None, Some(&body)).await?;
+    ensure!(status == 201 || status == 200 || status == 409, "sign-up of {user}: {status} {answer}");
+    Ok(())
+}
+
+/// The response headers of `GET url` (names lower case), for checks on headers alone.
+pub async fn http_headers(url: &str) -> TestResult<Vec<(String, String)>> {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let rest = url.strip_prefix("http://").ok_or_else(|| format!("not an http URL: {url}"))?;
+    let (host, path) = match rest.split_once('/') {
+        Some((h, p)) => (h.to_owned(), format!("/{p}")),
+        None => (rest.to_owned(), "/".to_owned()),
+    };
+    let io = async {
+        let mut stream = tokio::net::TcpStream::connect(&host).await.map_err(|e| format!("GET {url}: {e}"))?;
+        stream
+            .write_all(format!("GET {path} HTTP/1.1\r\nHost: {host}\r\nConnection: close\r\n\r\n").as_bytes())
+            .await
+            .map_err(|e| e.to_string())?;
+        let mut raw = Vec::new();
+        let mut buf = [0u8; 8192];
+        while !raw.windows(4).any(|w| w == b"\r\n\r\n") {
+            let n = stream.read(&mut buf).await.map_err(|e| e.to_string())?;
+            if n == 0 {
+                break;
+            }
+            raw.extend_from_slice(&buf[..n]);
+        }
+        let split = raw.windows(4).position(|w| w == b"\r\n\r\n").ok_or_else(|| format!("GET {url}: no headers"))?;
+        Ok(String::from_utf8_lossy(&raw[..split])
+            .lines()
+            .skip(1)
+            .filter_map(|l| l.split_once(':').map(|(k, v)| (k.trim().to_ascii_lowercase(), v.trim().to_owned())))
+            .collect())
+    };
+    tokio::time::timeout(Duration::from_secs(30), io).await.map_err(|_| format!("GET {url}: no answer within 30 s"))?
 }

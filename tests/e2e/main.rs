@@ -5,6 +5,7 @@
 mod harness;
 mod faults;
 mod screens;
+mod security;
 
 use std::time::Duration;
 
@@ -19,6 +20,7 @@ async fn sign_in(client: &Client, base: &str, username: &str, password: &str) ->
 
 /// Signs in and waits until the connection indicator shows `state` in the Lobby.
 async fn sign_in_until(client: &Client, base: &str, username: &str, password: &str, state: &str, limit: Duration) -> TestResult {
+    ensure_account(base, username, password).await?;
     client.goto(&format!("{base}/login")).await.map_err(|e| e.to_string())?;
     let field = client.wait().at_most(LIMIT).for_element(Locator::Id("username")).await.map_err(|e| format!("no sign-in form: {e}"))?;
     field.send_keys(username).await.map_err(|e| e.to_string())?;
@@ -194,6 +196,7 @@ async fn reload_body(app: &TestServer, chat: &mut TestServer, a: &Client, b: &Cl
     // The app comes from one origin, the chat server is another (as on a static host).
     let login = |_: ()| format!("{}/login?server={}", app.base, chat.base);
     for (client, user) in [(a, "alice"), (b, "bob")] {
+        ensure_account(&chat.base, user, "a password").await?;
         client.goto(&login(())).await.map_err(|e| e.to_string())?;
         let field = client.wait().at_most(LIMIT).for_element(Locator::Id("username")).await.map_err(|e| e.to_string())?;
         field.send_keys(user).await.map_err(|e| e.to_string())?;
@@ -250,8 +253,9 @@ async fn reload_body(app: &TestServer, chat: &mut TestServer, a: &Client, b: &Cl
 async fn messages_written_while_away_survive_a_reload_and_arrive_once() {
     let app_data = tempfile::tempdir().expect("temp dir");
     let chat_data = tempfile::tempdir().expect("temp dir");
-    let app = TestServer::start(app_data.path()).expect("the app's server starts");
-    let mut chat = TestServer::start_with_args(chat_data.path(), free_port(), &["--allowed-origin", &app.base]).expect("chat server starts");
+    let chat_port = free_port();
+    let app = TestServer::start_app_for(app_data.path(), &format!("http://127.0.0.1:{chat_port}")).expect("the app's server starts");
+    let mut chat = TestServer::start_with_args(chat_data.path(), chat_port, &["--allowed-origin", &app.base]).expect("chat server starts");
     let driver = Driver::start().expect("chromedriver starts");
     let a = driver.window().await.expect("window A");
     let b = driver.window().await.expect("window B");

@@ -133,6 +133,7 @@ async fn window(driver: &Driver) -> TestResult<Client> {
 
 async fn session(base: &str, user: &str) -> TestResult<(String, Value)> {
     let body = json!({"username": user, "password": PASSWORD}).to_string();
+    ensure_account(base, user, PASSWORD).await?;
     let (status, answer) = http_request("POST", &format!("{base}/api/session"), None, Some(&body)).await?;
     ensure!(status == 200, "sign-in of {user}: {status} {answer}");
     let v: Value = serde_json::from_str(&answer).map_err(e)?;
@@ -140,6 +141,7 @@ async fn session(base: &str, user: &str) -> TestResult<(String, Value)> {
 }
 
 async fn sign_in(client: &Client, base: &str, user: &str) -> TestResult {
+    ensure_account(base, user, PASSWORD).await?;
     client.goto(&format!("{base}/login")).await.map_err(e)?;
     let field = client.wait().at_most(STEP).for_element(Locator::Id("username")).await.map_err(|x| format!("no sign-in form: {x}"))?;
     field.send_keys(user).await.map_err(e)?;

@@ -37,7 +37,7 @@ pub async fn create(
         .map_err(|()| HttpError::new(StatusCode::UNAUTHORIZED, ErrorCode::InvalidCredentials, "wrong username or password"))?;
     crate::metrics::inc(&app.metrics.sign_ins);
     let token = app.tokens.issue(&user);
-    Ok(Json(SessionResponse { token, user }))
+    Ok(Json(SessionResponse { token, user, expires_at: 0 }))
 }
 
 fn check_username(name: &str) -> Result<(), HttpError> {
