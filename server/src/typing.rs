@@ -8,12 +8,17 @@ use std::time::{Duration, Instant};
 use crate::hub::ConnId;
 
 pub const TYPING_TIMEOUT: Duration = Duration::from_secs(5);
+/// A typing_start is relayed at most this often per user and conversation; those in between
+/// only keep the state alive.
+pub const TYPING_RELAY_EVERY: Duration = Duration::from_millis(2_500);
 
 struct Typist {
     username: String,
     /// The socket that said so (None: over HTTP).
     conn: Option<ConnId>,
     until: Instant,
+    /// When the others were last told.
+    relayed: Instant,
 }
 
 /// A typing state that ended: (conversation, user id, username).
@@ -29,12 +34,29 @@ impl Typing {
         self.inner.lock().unwrap_or_else(|p| p.into_inner())
     }
 
-    /// Records a typing_start at `now`.
-    pub fn start(&self, conversation_id: &str, user_id: &str, username: &str, conn: Option<ConnId>, now: Instant) {
-        self.lock().insert(
-            (conversation_id.to_owned(), user_id.to_owned()),
-            Typist { username: username.to_owned(), conn, until: now + TYPING_TIMEOUT },
-        );
+    /// Records a typing_start at `now`; true if the others should be told (the first start,
+    /// or the first for [`TYPING_RELAY_EVERY`]).
+    pub fn start(&self, conversation_id: &str, user_id: &str, username: &str, conn: Option<ConnId>, now: Instant) -> bool {
+        let mut inner = self.lock();
+        match inner.get_mut(&(conversation_id.to_owned(), user_id.to_owned())) {
+            Some(t) => {
+                t.until = now + TYPING_TIMEOUT;
+                t.conn = conn;
+                if now.duration_since(t.relayed) >= TYPING_RELAY_EVERY {
+                    t.relayed = now;
+                    true
+                } else {
+                    false
+                }
+            }
+            None => {
+                inner.insert(
+                    (conversation_id.to_owned(), user_id.to_owned()),
+                    Typist { username: username.to_owned(), conn, until: now + TYPING_TIMEOUT, relayed: now },
+                );
+                true
+            }
+        }
     }
 
     /// Records a typing_stop; true if the user was typing there.
@@ -69,8 +91,9 @@ mod tests {
     fn typing_expires_five_seconds_after_the_last_start() {
         let typing = Typing::default();
         let t0 = Instant::now();
-        typing.start("c", "u", "ann", Some(1), t0);
-        typing.start("c", "u", "ann", Some(1), t0 + Duration::from_secs(3));
+        assert!(typing.start("c", "u", "ann", Some(1), t0));
+        assert!(!typing.start("c", "u", "ann", Some(1), t0 + Duration::from_secs(1)), "relayed at most every 2.5 s");
+        assert!(typing.start("c", "u", "ann", Some(1), t0 + Duration::from_secs(3)));
         assert!(typing.expire(t0 + Duration::from_millis(7_900)).is_empty());
         assert_eq!(typing.expire(t0 + Duration::from_secs(8)), vec![("c".into(), "u".into(), "ann".into())]);
         assert!(!typing.stop("c", "u"), "already ended");

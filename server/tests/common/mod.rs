@@ -116,11 +116,30 @@ impl TestServer {
             .expect("POST /api/session is answered")
     }
 
-    /// Signs in (registering on first use), asserting success.
+    pub async fn post_users(&self, username: &str, password: &str) -> reqwest::Response {
+        let body = serde_json::json!({ "username": username, "password": password });
+        within("POST /api/users", self.http.post(self.url("/api/users")).json(&body).send())
+            .await
+            .expect("POST /api/users is answered")
+    }
+
+    /// Signs up (`POST /api/users`), or signs in when the name is taken (409), asserting
+    /// success either way.
     pub async fn sign_in(&self, username: &str, password: &str) -> SessionResponse {
+        let resp = self.post_users(username, password).await;
+        if resp.status() == StatusCode::CREATED {
+            return json(resp).await;
+        }
+        assert_eq!(resp.status(), StatusCode::CONFLICT, "sign-up of {username}: neither created nor taken");
         let resp = self.post_session(username, password).await;
         assert_eq!(resp.status(), StatusCode::OK, "sign-in of {username}");
         json(resp).await
+    }
+
+    pub async fn delete(&self, token: &str, path: &str) -> reqwest::Response {
+        within(&format!("DELETE {path}"), self.http.delete(self.url(path)).bearer_auth(token).send())
+            .await
+            .unwrap_or_else(|e| panic!("DELETE {path} is answered: {e}"))
     }
 
     pub async fn get(&self, token: &str, path: &str) -> reqwest::Response {
