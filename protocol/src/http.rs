@@ -28,9 +28,42 @@ pub const PASSWORD_MAX: usize = 256;
 pub struct SessionResponse {
     pub token: String,
     pub user: User,
-    /// Unix seconds when this token stops working (0 from an older server: unknown).
-    #[serde(default)]
+    /// Unix seconds when this token stops working (0 from an older server: unknown). Read
+    /// leniently: a value of another form (a string, null) reads as 0, unknown.
+    #[serde(default, deserialize_with = "lenient_unix_seconds")]
     pub expires_at: i64,
+}
+
+fn lenient_unix_seconds<'de, D: serde::Deserializer<'de>>(d: D) -> Result<i64, D::Error> {
+    struct V;
+    impl serde::de::Visitor<'_> for V {
+        type Value = i64;
+        fn expecting(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
+            f.write_str("unix seconds")
+        }
+        fn visit_i64<E>(self, v: i64) -> Result<i64, E> {
+            Ok(v)
+        }
+        fn visit_u64<E>(self, v: u64) -> Result<i64, E> {
+            Ok(i64::try_from(v).unwrap_or(i64::MAX))
+        }
+        fn visit_f64<E>(self, v: f64) -> Result<i64, E> {
+            Ok(if v.is_finite() { v as i64 } else { 0 })
+        }
+        fn visit_str<E>(self, v: &str) -> Result<i64, E> {
+            Ok(v.trim().parse().unwrap_or(0))
+        }
+        fn visit_bool<E>(self, _: bool) -> Result<i64, E> {
+            Ok(0)
+        }
+        fn visit_unit<E>(self) -> Result<i64, E> {
+            Ok(0)
+        }
+        fn visit_none<E>(self) -> Result<i64, E> {
+            Ok(0)
+        }
+    }
+    d.deserialize_any(V)
 }
 
 /// `GET /api/users?q=PREFIX&limit=N&offset=M`: at least [`USER_SEARCH_MIN_CHARS`] characters.
