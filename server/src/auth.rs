@@ -8,7 +8,7 @@
 use std::collections::HashMap;
 use std::path::Path;
 use std::sync::atomic::{AtomicUsize, Ordering};
-use std::sync::{Mutex, OnceLock};
+use std::sync::{Arc, Mutex, OnceLock};
 use std::time::{Duration, Instant};
 
 use argon2::password_hash::{rand_core::OsRng, PasswordHash, PasswordHasher, PasswordVerifier, SaltString};
@@ -192,40 +192,100 @@ impl Sessions {
 
 /// At most `workers` password hashes run at once (each holds ~19 MiB for argon2), at most
 /// `queue` more wait; beyond that callers are told to come back later.
+///
+/// The hashes run on `workers` threads of their own, not on tokio's blocking pool: the
+/// allocator keeps a freed 19 MiB block for reuse by the thread (arena) that freed it, so a
+/// few long-lived threads hold a few blocks, where hundreds of pool threads would each keep
+/// one (the 4.4 GiB of issue 12).
 pub struct Hasher {
-    permits: tokio::sync::Semaphore,
-    admitted: AtomicUsize,
+    jobs: Mutex<std::sync::mpsc::Sender<Job>>,
+    admitted: Arc<AtomicUsize>,
     limit: usize,
-    dummy: OnceLock<String>,
+    dummy: Arc<OnceLock<String>>,
 }
+
+type Job = Box<dyn FnOnce() + Send>;
 
 /// The hashing queue is full.
 #[derive(Debug)]
 pub struct Busy;
 
+/// Counted in the queue until the job has run (or is dropped unrun), even if the caller goes
+/// away.
+struct Place(Arc<AtomicUsize>);
+
+impl Drop for Place {
+    fn drop(&mut self) {
+        self.0.fetch_sub(1, Ordering::SeqCst);
+    }
+}
+
+/// An admitted sign-in, to hash once.
+pub struct Admission<'a> {
+    hasher: &'a Hasher,
+    place: Option<Place>,
+}
+
+impl Admission<'_> {
+    pub async fn run<T: Send + 'static>(mut self, f: impl FnOnce() -> T + Send + 'static) -> Result<T, Busy> {
+        let place = self.place.take();
+        let (tx, rx) = tokio::sync::oneshot::channel();
+        let job: Job = Box::new(move || {
+            let result = std::panic::catch_unwind(std::panic::AssertUnwindSafe(f));
+            drop(place);
+            let _ = tx.send(result);
+        });
+        if self.hasher.jobs.lock().unwrap_or_else(|p| p.into_inner()).send(job).is_err() {
+            return Err(Busy);
+        }
+        match rx.await {
+            Ok(Ok(v)) => Ok(v),
+            Ok(Err(panic)) => std::panic::resume_unwind(panic),
+            Err(_) => Err(Busy),
+        }
+    }
+}
+
 impl Hasher {
     pub fn new(workers: usize, queue: usize) -> Hasher {
         let workers = workers.max(1);
-        Hasher { permits: tokio::sync::Semaphore::new(workers), admitted: AtomicUsize::new(0), limit: workers + queue, dummy: OnceLock::new() }
+        let (tx, rx) = std::sync::mpsc::channel::<Job>();
+        let rx = Arc::new(Mutex::new(rx));
+        for i in 0..workers {
+            let rx = rx.clone();
+            let spawned = std::thread::Builder::new().name(format!("hasher-{i}")).spawn(move || loop {
+                let job = rx.lock().unwrap_or_else(|p| p.into_inner()).recv();
+                match job {
+                    Ok(job) => job(),
+                    Err(_) => return, // the Hasher is gone
+                }
+            });
+            if let Err(e) = spawned {
+                tracing::error!("cannot start a hashing thread: {e}");
+            }
+        }
+        // The dummy hash is made at once, on a hashing thread.
+        let dummy: Arc<OnceLock<String>> = Arc::default();
+        let made = dummy.clone();
+        let _ = tx.send(Box::new(move || {
+            made.get_or_init(|| hash_password("no such user, no such password"));
+        }));
+        Hasher { jobs: Mutex::new(tx), admitted: Arc::default(), limit: workers + queue, dummy }
     }
 
-    /// Runs `f` (a hash or a verification) on a blocking thread once a worker is free.
+    /// Runs `f` (a hash or a verification) on a hashing thread once one is free.
     pub async fn run<T: Send + 'static>(&self, f: impl FnOnce() -> T + Send + 'static) -> Result<T, Busy> {
+        self.admit()?.run(f).await
+    }
+
+    /// A place in the queue, taken before any other work for a sign-in, so a flood is turned
+    /// away before it costs anything.
+    pub fn admit(&self) -> Result<Admission<'_>, Busy> {
         if self.admitted.fetch_add(1, Ordering::SeqCst) >= self.limit {
             self.admitted.fetch_sub(1, Ordering::SeqCst);
             return Err(Busy);
         }
-        struct Admitted<'a>(&'a AtomicUsize);
-        impl Drop for Admitted<'_> {
-            fn drop(&mut self) {
-                self.0.fetch_sub(1, Ordering::SeqCst);
-            }
-        }
-        let _admitted = Admitted(&self.admitted);
-        let _permit = self.permits.acquire().await.expect("the semaphore is never closed");
-        Ok(tokio::task::spawn_blocking(f)
-            .await
-            .unwrap_or_else(|join_error| std::panic::resume_unwind(join_error.into_panic())))
+        Ok(Admission { hasher: self, place: Some(Place(self.admitted.clone())) })
     }
 
     /// A hash to verify against when the name is unknown, so that an unknown name takes as
@@ -439,12 +499,17 @@ mod tests {
     async fn the_hasher_refuses_beyond_its_queue() {
         let hasher = std::sync::Arc::new(Hasher::new(1, 1));
         let (release_tx, release_rx) = std::sync::mpsc::channel::<()>();
+        let (started_tx, started_rx) = tokio::sync::oneshot::channel::<()>();
         let h = hasher.clone();
-        let first = tokio::spawn(async move { h.run(move || release_rx.recv().ok()).await.is_ok() });
-        // Wait until the first holds the worker.
-        while hasher.permits.available_permits() > 0 {
-            tokio::task::yield_now().await;
-        }
+        let first = tokio::spawn(async move {
+            h.run(move || {
+                let _ = started_tx.send(());
+                release_rx.recv().ok()
+            })
+            .await
+            .is_ok()
+        });
+        started_rx.await.unwrap(); // the first holds the one worker
         let h = hasher.clone();
         let second = tokio::spawn(async move { h.run(|| ()).await.is_ok() });
         while hasher.admitted.load(Ordering::SeqCst) < 2 {

@@ -133,6 +133,7 @@ pub struct Server {
 impl Server {
     /// Opens the store (migrating and seeding it), loads the secret and binds the address.
     pub async fn bind(config: Config) -> anyhow_like::Result<Server> {
+        return_large_blocks_to_the_system();
         let secret = Tokens::load_secret(config.secret.as_deref(), &config.data_dir)
             .map_err(|e| format!("cannot read or create the token secret in {}: {e}", config.data_dir.display()))?;
         let mut store = Store::open(&config.data_dir)
@@ -243,6 +244,22 @@ async fn sweep_typing(shared: AppState) {
                 tracing::warn!("could not record last_seen: {e}");
             }
         }
+    }
+}
+
+/// With glibc, a freed block of a few MiB is kept for reuse once the allocator has seen one
+/// (its mmap threshold adapts upwards), and each thread's arena keeps its own: every password
+/// hash (19 MiB) would leave its block behind. A fixed threshold of 1 MiB makes such blocks
+/// mmap'd, and given back when freed.
+fn return_large_blocks_to_the_system() {
+    #[cfg(all(target_os = "linux", target_env = "gnu"))]
+    {
+        static ONCE: std::sync::Once = std::sync::Once::new();
+        // SAFETY: mallopt only changes allocator tunables; called once, before the hashing
+        // threads start.
+        ONCE.call_once(|| unsafe {
+            libc::mallopt(libc::M_MMAP_THRESHOLD, 1 << 20);
+        });
     }
 }
 

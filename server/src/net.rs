@@ -133,16 +133,24 @@ pub async fn serve(listener: TcpListener, router: Router, app: AppState, stop: i
             continue;
         };
         let _ = stream.set_nodelay(true);
-        let io = TokioIo::new(CountedStream { stream, _counted: counted });
         let service = router.clone().map_request(move |mut request: axum::http::Request<Incoming>| {
             request.extensions_mut().insert(ConnectInfo(peer));
             request
         });
         let service = hyper_util::service::TowerToHyperService::new(service);
-        let connection = builder.serve_connection_with_upgrades(io, service).into_owned();
-        let watched = graceful.watch(connection);
+        let header_timeout = Duration::from_millis(app.config.header_timeout_ms.max(1));
+        let builder = builder.clone();
+        let watcher = graceful.watcher();
         tokio::spawn(async move {
-            let _ = watched.await;
+            // A connection that sends nothing at all is dropped after the header timeout
+            // (hyper's own timeout starts with the first byte).
+            let mut first = [0u8; 1];
+            if !matches!(tokio::time::timeout(header_timeout, stream.peek(&mut first)).await, Ok(Ok(1..))) {
+                return;
+            }
+            let io = TokioIo::new(CountedStream { stream, _counted: counted });
+            let connection = builder.serve_connection_with_upgrades(io, service);
+            let _ = watcher.watch(connection).await;
         });
     }
     drop(listener);

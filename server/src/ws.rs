@@ -169,11 +169,10 @@ async fn run(socket: WebSocket, app: AppState, user: User, session: String) {
     match close {
         // Too slow: its queue is full, a close frame would only wait behind it. Drop it all.
         Some(KICK_SLOW) => writer.abort(),
-        Some((code, reason)) => {
-            if tokio::time::timeout(Duration::from_millis(500), tx.send(Outbound::Close(code, reason))).await.is_err() {
-                writer.abort();
-            }
+        Some((code, reason)) if tokio::time::timeout(Duration::from_millis(500), tx.send(Outbound::Close(code, reason))).await.is_err() => {
+            writer.abort()
         }
+        Some(_) => {}
         None => {}
     }
     drop(tx);

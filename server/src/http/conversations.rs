@@ -139,7 +139,7 @@ pub async fn create(
                 )));
             }
             let id = store.create_room(&me, &title, &req.member_ids, &req.persona_ids)?;
-            announce_joins(store, shared, &id, &[me.clone()])?;
+            announce_joins(store, shared, &id, std::slice::from_ref(&me))?;
             Ok(Ok(store.conversation_of(&me.id, &id)?))
         })
         .await??;

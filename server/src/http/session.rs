@@ -56,8 +56,9 @@ pub async fn sign_up(
             format!("a password has {PASSWORD_MIN} to {PASSWORD_MAX} characters, not all spaces"),
         ));
     }
+    let admission = app.hasher.admit().map_err(|_| busy())?;
     let name = username.clone();
-    if !app.db(move |store, _| store.name_free(&name)).await? {
+    if !app.read(move |store| store.name_free(&name)).await? {
         return Err(taken());
     }
     if let Err(wait) = app.signups.take(&peer.ip().to_string(), Instant::now()) {
@@ -65,7 +66,7 @@ pub async fn sign_up(
         return Err(HttpError::rate_limited("too many new accounts from this address; try again later", wait));
     }
     let password = req.password;
-    let hash = app.hasher.run(move || hash_password(&password)).await.map_err(|_| busy())?;
+    let hash = admission.run(move || hash_password(&password)).await.map_err(|_| busy())?;
     let name = username.clone();
     let created = app
         .db(move |store, shared| {
@@ -107,14 +108,15 @@ pub async fn sign_in(
             return Err(HttpError::rate_limited("too many failed sign-ins; wait before trying again", wait));
         }
     }
+    let admission = app.hasher.admit().map_err(|_| busy())?;
     let name = username.clone();
-    let found = app.db(move |store, _| store.user_by_name(&name)).await?;
+    let found = app.read(move |store| store.user_by_name(&name)).await?;
     let (user, hash) = match found {
         Some((user, hash)) => (Some(user), hash),
         None => (None, app.hasher.dummy_hash()),
     };
     let password = req.password;
-    let ok = app.hasher.run(move || verify_password(&password, &hash)).await.map_err(|_| busy())?;
+    let ok = admission.run(move || verify_password(&password, &hash)).await.map_err(|_| busy())?;
     let now = Instant::now();
     match user.filter(|_| ok) {
         Some(user) => {

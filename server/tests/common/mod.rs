@@ -246,6 +246,19 @@ impl Client {
         .await
     }
 
+    /// This socket's own address (to find its TCP connection).
+    pub fn local_addr(&self) -> SocketAddr {
+        match self.ws.get_ref() {
+            MaybeTlsStream::Plain(tcp) => tcp.local_addr().expect("a connected socket has an address"),
+            _ => panic!("tests use plain TCP"),
+        }
+    }
+
+    /// The next message, whatever it is, with no time limit of its own (the caller bounds it).
+    pub async fn recv_unbounded(&mut self) -> Option<Result<WsMessage, tungstenite::Error>> {
+        self.ws.next().await
+    }
+
     /// The very next frame; panics on anything else.
     pub async fn next_frame(&mut self) -> ServerFrame {
         match self.recv_raw().await {
@@ -306,6 +319,12 @@ impl Client {
     pub async fn send_text(&mut self, text: impl Into<String>) {
         let text: String = text.into();
         within("sending a frame", self.ws.send(WsMessage::text(text))).await.expect("the frame is sent");
+    }
+
+    /// Sends a text frame, reporting a failure (the server closed the socket) instead of
+    /// panicking.
+    pub async fn try_send_text(&mut self, text: impl Into<String>) -> Result<(), tungstenite::Error> {
+        self.ws.send(WsMessage::text(text.into())).await
     }
 
     pub async fn send_binary(&mut self, bytes: Vec<u8>) {
