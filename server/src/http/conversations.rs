@@ -17,7 +17,7 @@ use crate::AppState;
 
 /// The personas with their live status (online, busy, responding or offline).
 pub async fn personas(State(app): State<AppState>, _user: AuthUser) -> Result<Json<Vec<Persona>>, HttpError> {
-    let mut personas = app.db(|store, _| store.personas()).await?;
+    let mut personas = app.read(|store| store.personas()).await?;
     personas.iter_mut().for_each(|p| app.personas.overlay(p));
     Ok(Json(personas))
 }
@@ -63,7 +63,7 @@ pub async fn messages(
     let Query(q) = query.map_err(|e| HttpError::bad_request(ErrorCode::InvalidField, e.body_text()))?;
     let limit = q.limit.unwrap_or(PAGE_DEFAULT).clamp(1, PAGE_MAX);
     let page = app
-        .db(move |store, _| {
+        .read(move |store| {
             if !store.is_member(&id, &user.id)? {
                 return Ok(None);
             }
@@ -237,7 +237,7 @@ pub async fn leave(State(app): State<AppState>, AuthUser(user): AuthUser, Path(i
 /// `GET /api/conversations/{id}/members`: who is in a conversation, people online first.
 pub async fn members(State(app): State<AppState>, AuthUser(user): AuthUser, Path(id): Path<String>) -> Result<Json<Vec<Member>>, HttpError> {
     let rows = app
-        .db(move |store, _| {
+        .read(move |store| {
             if !store.is_member(&id, &user.id)? {
                 return Ok(None);
             }
@@ -279,7 +279,7 @@ pub async fn users(
     }
     let limit = q.limit.unwrap_or(20).clamp(1, USERS_PAGE_MAX);
     let offset = q.offset.unwrap_or(0).min(100_000);
-    Ok(Json(app.db(move |store, _| store.users(&prefix, limit, offset)).await?))
+    Ok(Json(app.read(move |store| store.users(&prefix, limit, offset)).await?))
 }
 
 #[derive(Deserialize)]
