@@ -4,6 +4,9 @@
 # port with a temporary data dir, measures, kills it and prints a table. Arguments are passed
 # to the bench (see `target/server/persona-chat-bench --help`), e.g.
 #   bash scripts/bench-server.sh --counts 1000,5000 --duration-secs 3
+# With --abuse it prints the abuse figures of issue 12 instead (peak RSS under 200 concurrent
+# sign-ins, others' p99 send latency during a typing flood, next to their targets):
+#   bash scripts/bench-server.sh --abuse
 # PERSONA_BENCH_SERVER overrides the server binary. Takes a few minutes at the defaults
 # (at most --timeout-secs, 360 by default). Not part of `cargo test`.
 set -euo pipefail

@@ -113,7 +113,16 @@ pub fn http_client() -> reqwest::Client {
 
 pub async fn sign_in(http: &reqwest::Client, base: &str, username: &str) -> Result<SessionResponse, String> {
     let body = SessionRequest { username: username.into(), password: "bench-password-1".into() };
-    let r = http.post(format!("{base}/api/session")).json(&body).send().await.map_err(|e| format!("sign-in {username}: {e}"))?;
+    // Sign up (POST /api/users); a taken name (409) or an older server without the route
+    // (404/405) signs in instead.
+    let r = http.post(format!("{base}/api/users")).json(&body).send().await.map_err(|e| format!("sign-up {username}: {e}"))?;
+    let r = if r.status().is_success() {
+        r
+    } else if matches!(r.status().as_u16(), 404 | 405 | 409) {
+        http.post(format!("{base}/api/session")).json(&body).send().await.map_err(|e| format!("sign-in {username}: {e}"))?
+    } else {
+        return Err(format!("sign-up {username}: {} {}", r.status(), r.text().await.unwrap_or_default()));
+    };
     if !r.status().is_success() {
         return Err(format!("sign-in {username}: {} {}", r.status(), r.text().await.unwrap_or_default()));
     }

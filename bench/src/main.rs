@@ -6,6 +6,7 @@
 //! deliveries per second, and send-to-deliver latency at a steady message rate. Then it
 //! kills that server and prints a table. It builds nothing; see scripts/bench-server.sh.
 
+mod abuse;
 mod client;
 mod hist;
 mod report;
@@ -88,6 +89,12 @@ pub struct Args {
     #[arg(long, default_value_t = 10.0)]
     pub drain_secs: f64,
 
+    /// Instead of the load table: the abuse figures of issue 12 (peak RSS under 200 concurrent
+    /// sign-ins, others' p99 send latency during a typing flood), next to their targets,
+    /// against a server with its default limits.
+    #[arg(long)]
+    pub abuse: bool,
+
     /// Global time limit, in seconds: what is not measured by then is reported as such.
     #[arg(long, default_value_t = 360)]
     pub timeout_secs: u64,
@@ -132,6 +139,19 @@ async fn run(args: Args) -> i32 {
             return 2;
         }
     };
+    if args.abuse {
+        return match tokio::time::timeout(Duration::from_secs(args.timeout_secs), abuse::run(&args.server_bin, &flags)).await {
+            Ok(Ok(())) => 0,
+            Ok(Err(e)) => {
+                eprintln!("persona-chat-bench --abuse: {e}");
+                1
+            }
+            Err(_) => {
+                eprintln!("persona-chat-bench --abuse: global timeout ({} s) reached", args.timeout_secs);
+                1
+            }
+        };
+    }
     let (soft, hard) = server::raise_nofile();
     let cores = std::thread::available_parallelism().map(|n| n.get()).unwrap_or(1);
     progress(&format!(

@@ -21,6 +21,9 @@ pub struct ServerGuard {
 #[derive(Debug, Clone, Default)]
 pub struct ServerFlags {
     pub rate_limit: bool,
+    /// The server has the abuse limits (issue 12): the bench lifts those a load test from one
+    /// address would trip.
+    pub abuse_limits: bool,
 }
 
 impl ServerFlags {
@@ -34,7 +37,10 @@ impl ServerFlags {
         if !help.contains("--max-sockets-per-user") {
             return Err(format!("{} --help does not list --max-sockets-per-user: is it the persona-chat server?", bin.display()));
         }
-        Ok(ServerFlags { rate_limit: help.contains("--rate-limit-per-sec") && help.contains("--rate-limit-burst") })
+        Ok(ServerFlags {
+            rate_limit: help.contains("--rate-limit-per-sec") && help.contains("--rate-limit-burst"),
+            abuse_limits: help.contains("--max-connections-per-address"),
+        })
     }
 }
 
@@ -86,6 +92,19 @@ impl ServerGuard {
         if flags.rate_limit {
             // The benchmark sends up to 1,000 messages/s as one user.
             cmd.args(["--rate-limit-per-sec", "1000000", "--rate-limit-burst", "1000000"]);
+        }
+        if flags.abuse_limits {
+            // Thousands of users and sockets, all from 127.0.0.1.
+            cmd.args([
+                "--signups-per-address-per-hour",
+                "10000000",
+                "--max-connections-per-address",
+                "10000000",
+                "--max-connections",
+                "10000000",
+                "--socket-frames-per-sec",
+                "1000000",
+            ]);
         }
         // SAFETY: prctl is async-signal-safe. If this process dies without running the guard
         // (SIGKILL), the kernel kills the server too.

@@ -1,24 +1,73 @@
-//! Bodies of the HTTP routes (`Authorization: Bearer TOKEN` on all but `/api/session`).
+//! Bodies of the HTTP routes (`Authorization: Bearer TOKEN` on all but `POST /api/users` and
+//! `POST /api/session`).
 
 use serde::{Deserialize, Serialize};
 
 use crate::{ErrorCode, LastMessage, Message, PersonaState, ServerFrame, User};
 
-/// `POST /api/session`. The first login of a new username registers it.
+/// `POST /api/users` (sign up: creates the account and signs in, 201) and `POST /api/session`
+/// (sign in; never registers). Passwords have [`PASSWORD_MIN`] to [`PASSWORD_MAX`] characters.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct SessionRequest {
     pub username: String,
     pub password: String,
 }
 
+/// Shortest password `POST /api/users` accepts, in characters.
+pub const PASSWORD_MIN: usize = 8;
+/// Longest password, in characters.
+pub const PASSWORD_MAX: usize = 256;
+
+/// The answer of `POST /api/users`, `POST /api/session` and `POST /api/session/refresh`.
+/// The token is short-lived (15 minutes by default): refresh it before `expires_at` with
+/// `POST /api/session/refresh`, which answers a fresh token for the same session while the
+/// session lives. `DELETE /api/session` ends this session, `DELETE /api/sessions` every
+/// session of the user; their tokens are refused at once everywhere and their sockets close
+/// with [`crate::CLOSE_SIGNED_OUT`].
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct SessionResponse {
     pub token: String,
     pub user: User,
-    /// When the token stops working (unix seconds): refresh it before then.
-    #[serde(default)]
+    /// Unix seconds when this token stops working (0 from an older server: unknown). Read
+    /// leniently: a value of another form (a string, null) reads as 0, unknown.
+    #[serde(default, deserialize_with = "lenient_unix_seconds")]
     pub expires_at: i64,
 }
+
+fn lenient_unix_seconds<'de, D: serde::Deserializer<'de>>(d: D) -> Result<i64, D::Error> {
+    struct V;
+    impl serde::de::Visitor<'_> for V {
+        type Value = i64;
+        fn expecting(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
+            f.write_str("unix seconds")
+        }
+        fn visit_i64<E>(self, v: i64) -> Result<i64, E> {
+            Ok(v)
+        }
+        fn visit_u64<E>(self, v: u64) -> Result<i64, E> {
+            Ok(i64::try_from(v).unwrap_or(i64::MAX))
+        }
+        fn visit_f64<E>(self, v: f64) -> Result<i64, E> {
+            Ok(if v.is_finite() { v as i64 } else { 0 })
+        }
+        fn visit_str<E>(self, v: &str) -> Result<i64, E> {
+            Ok(v.trim().parse().unwrap_or(0))
+        }
+        fn visit_bool<E>(self, _: bool) -> Result<i64, E> {
+            Ok(0)
+        }
+        fn visit_unit<E>(self) -> Result<i64, E> {
+            Ok(0)
+        }
+        fn visit_none<E>(self) -> Result<i64, E> {
+            Ok(0)
+        }
+    }
+    d.deserialize_any(V)
+}
+
+/// `GET /api/users?q=PREFIX&limit=N&offset=M`: at least [`USER_SEARCH_MIN_CHARS`] characters.
+pub const USER_SEARCH_MIN_CHARS: usize = 2;
 
 /// An AI persona, as `GET /api/personas` lists it.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]

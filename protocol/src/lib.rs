@@ -19,10 +19,9 @@ pub const MAX_CONTENT_CHARS: usize = 5000;
 pub const MAX_FRAME_BYTES: usize = 64 * 1024;
 /// Heartbeat interval the server announces unless configured otherwise.
 pub const DEFAULT_HEARTBEAT_MS: u64 = 30_000;
-
-/// The socket's close code when its session ended (signed out, here or everywhere, or
-/// revoked): the client stops reconnecting with that token and goes back to the sign-in page.
-pub const CLOSE_SESSION_ENDED: u16 = 4001;
+/// Close code of a socket whose session was signed out (`DELETE /api/session` or
+/// `DELETE /api/sessions`): the app goes back to the sign-in page and does not reconnect.
+pub const CLOSE_SIGNED_OUT: u16 = 4001;
 
 /// A frame the browser (or any client) sends to the server.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -157,8 +156,11 @@ pub enum ErrorCode {
     TooLarge,
     /// HTTP 401: missing, forged or expired token.
     Unauthorized,
-    /// HTTP 401 from `POST /api/session`: wrong password.
+    /// HTTP 401 from `POST /api/session`: unknown username or wrong password (one answer for both).
     InvalidCredentials,
+    /// HTTP 409 from `POST /api/users`: the name is taken, or too close to an existing one
+    /// (equal after NFKC and case folding, or a lookalike such as a Cyrillic `а` for `a`).
+    UsernameTaken,
     /// HTTP 500.
     Internal,
     #[serde(other)]
@@ -179,6 +181,7 @@ impl ErrorCode {
             ErrorCode::TooLarge => "too_large",
             ErrorCode::Unauthorized => "unauthorized",
             ErrorCode::InvalidCredentials => "invalid_credentials",
+            ErrorCode::UsernameTaken => "username_taken",
             ErrorCode::Internal => "internal",
             ErrorCode::Unknown => "unknown",
         }

@@ -1155,6 +1155,7 @@ fn error_codes_roundtrip_as_snake_case() {
     let http_extensions = [
         ("unauthorized", ErrorCode::Unauthorized),
         ("invalid_credentials", ErrorCode::InvalidCredentials),
+        ("username_taken", ErrorCode::UsernameTaken),
         ("internal", ErrorCode::Internal),
     ];
     for (name, code) in contract.into_iter().chain(http_extensions) {
@@ -1247,13 +1248,16 @@ fn http_session() {
     roundtrip(
         r#"{"token": "eyJ1aWQiOiJiN2U0ZDJhMSJ9.c2lnbmF0dXJl",
             "user": {"id": "b7e4d2a1-0c9f-4e3b-8a76-5d1f2e9c4b80", "username": "alice"},
-            "expires_at": 1796000000}"#,
+            "expires_at": 1795000000}"#,
         &SessionResponse {
             token: s("eyJ1aWQiOiJiN2U0ZDJhMSJ9.c2lnbmF0dXJl"),
             user: User { id: s(ALICE), username: s("alice") },
-            expires_at: 1_796_000_000,
+            expires_at: 1_795_000_000,
         },
     );
+    // From an older server, without expires_at: 0, unknown.
+    let old: SessionResponse = serde_json::from_str(r#"{"token": "t", "user": {"id": "u", "username": "alice"}}"#).unwrap();
+    assert_eq!(old.expires_at, 0);
 }
 
 #[test]

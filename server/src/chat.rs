@@ -132,8 +132,9 @@ pub fn publish_message(shared: &crate::Shared, conversation_id: &str, message: &
         },
         None,
     );
-    shared.hub.send_to_users(
-        members.iter().map(String::as_str),
+    let _ = members; // the hub's cached set, the same people, is shared by the event log
+    shared.hub.send_to_members(
+        conversation_id,
         &ServerFrame::ConversationUpdate {
             conversation_id: conversation_id.to_owned(),
             last_message: LastMessage::from(message),
@@ -146,8 +147,9 @@ pub fn publish_message(shared: &crate::Shared, conversation_id: &str, message: &
 /// sockets are told; a stop is only told if the start was.
 pub fn set_typing(shared: &crate::Shared, user: &User, conversation_id: &str, is_typing: bool, conn: Option<ConnId>) {
     let tell = if is_typing {
-        shared.typing.start(conversation_id, &user.id, &user.username, conn, std::time::Instant::now());
-        true
+        // Told at most once per TYPING_RELAY_EVERY per user and conversation; the starts in
+        // between only keep the state alive.
+        shared.typing.start(conversation_id, &user.id, &user.username, conn, std::time::Instant::now())
     } else {
         shared.typing.stop(conversation_id, &user.id)
     };
@@ -162,7 +164,7 @@ pub fn announce_typing_stopped(shared: &crate::Shared, (conversation_id, user_id
 }
 
 fn send_typing(shared: &crate::Shared, conversation_id: &str, user_id: &str, username: &str, is_typing: bool) {
-    shared.hub.send_to_joined(
+    shared.hub.send_ephemeral_to_joined(
         conversation_id,
         &ServerFrame::TypingIndicator {
             conversation_id: conversation_id.to_owned(),

@@ -30,9 +30,84 @@ pub struct Config {
     #[arg(long, env = "PERSONA_SECRET", hide_env_values = true)]
     pub secret: Option<String>,
 
-    /// How long a session token stays valid, in seconds.
-    #[arg(long, env = "PERSONA_TOKEN_TTL_SECS", default_value_t = 7 * 24 * 3600)]
+    /// How long one token stays valid, in seconds; the app refreshes it
+    /// (`POST /api/session/refresh`) while its session lives.
+    #[arg(long, env = "PERSONA_TOKEN_TTL_SECS", default_value_t = 900)]
     pub token_ttl_secs: i64,
+
+    /// How long a session lasts from sign-in, in seconds, unless signed out first.
+    #[arg(long, env = "PERSONA_SESSION_TTL_SECS", default_value_t = 30 * 24 * 3600)]
+    pub session_ttl_secs: i64,
+
+    /// Password hashes computed at once (each holds about 19 MiB); 0: the number of cores.
+    #[arg(long, env = "PERSONA_HASH_WORKERS", default_value_t = 0)]
+    pub hash_workers: usize,
+
+    /// Sign-ins and sign-ups that may wait for a hashing worker; beyond, 429 with Retry-After.
+    #[arg(long, env = "PERSONA_HASH_QUEUE", default_value_t = 32)]
+    pub hash_queue: usize,
+
+    /// Accounts one address may create per hour (also the burst).
+    #[arg(long, env = "PERSONA_SIGNUPS_PER_ADDRESS_PER_HOUR", default_value_t = 20)]
+    pub signups_per_address_per_hour: u32,
+
+    /// Failed sign-ins an address may make before it must wait (1 s, doubling each further
+    /// failure, at most 15 min); a username gets 5.
+    #[arg(long, env = "PERSONA_SIGNIN_FAILURES_PER_ADDRESS", default_value_t = 20)]
+    pub signin_failures_per_address: u32,
+
+    /// Connections (HTTP and WebSocket) open at once, in all; further ones are closed at once.
+    #[arg(long, env = "PERSONA_MAX_CONNECTIONS", default_value_t = 20_000)]
+    pub max_connections: usize,
+
+    /// Connections open at once from one IP address.
+    #[arg(long, env = "PERSONA_MAX_CONNECTIONS_PER_ADDRESS", default_value_t = 256)]
+    pub max_connections_per_address: usize,
+
+    /// How long a client may take to send a request's headers, in milliseconds.
+    #[arg(long, env = "PERSONA_HEADER_TIMEOUT_MS", default_value_t = 10_000)]
+    pub header_timeout_ms: u64,
+
+    /// Frames a socket may send per second on average (bursts of 10 times as many); beyond,
+    /// it is closed with 1008.
+    #[arg(long, env = "PERSONA_SOCKET_FRAMES_PER_SEC", default_value_t = 20.0)]
+    pub socket_frames_per_sec: f64,
+
+    /// Long polls (GET /api/events) one user may have open at once; more get 429.
+    #[arg(long, env = "PERSONA_MAX_POLLS_PER_USER", default_value_t = 4)]
+    pub max_polls_per_user: u32,
+
+    /// Rooms one user may create per hour (also the burst).
+    #[arg(long, env = "PERSONA_ROOMS_PER_HOUR", default_value_t = 30)]
+    pub rooms_per_hour: u32,
+
+    /// Rooms one user may have created in all.
+    #[arg(long, env = "PERSONA_MAX_ROOMS_PER_USER", default_value_t = 200)]
+    pub max_rooms_per_user: i64,
+
+    /// Times per hour one user may add people to rooms (also the burst).
+    #[arg(long, env = "PERSONA_MEMBER_ADDS_PER_HOUR", default_value_t = 120)]
+    pub member_adds_per_hour: u32,
+
+    /// Most members (people and personas) of a room other than the Lobby.
+    #[arg(long, env = "PERSONA_MAX_ROOM_MEMBERS", default_value_t = 500)]
+    pub max_room_members: i64,
+
+    /// The origins (scheme://host[:port]) users open the app at; repeatable. The upgrade's and
+    /// the API's Origin must be one of these or an --allowed-origin. Unset: http://ADDR (and
+    /// http://localhost:PORT for a loopback ADDR).
+    #[arg(long = "public-origin", env = "PERSONA_PUBLIC_ORIGINS", value_delimiter = ',')]
+    pub public_origins: Vec<String>,
+
+    /// A token that lets `GET /metrics` be read from other hosts (`Authorization: Bearer
+    /// TOKEN`); without it, /metrics answers loopback peers only.
+    #[arg(long, env = "PERSONA_METRICS_TOKEN", hide_env_values = true)]
+    pub metrics_token: Option<String>,
+
+    /// Persona replies written at once with the OpenAI-compatible endpoint (or the built-in
+    /// responder); each conversation has at most 2 replies pending, taken in turn.
+    #[arg(long, env = "PERSONA_LLM_CONCURRENCY", default_value_t = 4)]
+    pub persona_llm_concurrency: usize,
 
     /// Heartbeat interval announced to clients in `hello`, in milliseconds.
     #[arg(long, env = "PERSONA_HEARTBEAT_MS", default_value_t = persona_chat_protocol::DEFAULT_HEARTBEAT_MS)]
@@ -122,6 +197,28 @@ impl std::fmt::Debug for ApiKey {
 }
 
 impl Config {
+    /// The origins the app is served at: --public-origin, or derived from --addr. Empty when
+    /// listening on every interface without --public-origin: the server cannot know its
+    /// name, and falls back to comparing Origin with the Host header (a warning says so).
+    pub fn public_origins(&self, bound: SocketAddr) -> Vec<String> {
+        if !self.public_origins.is_empty() {
+            return self.public_origins.iter().map(|o| o.trim_end_matches('/').to_owned()).collect();
+        }
+        if bound.ip().is_unspecified() {
+            return Vec::new();
+        }
+        let port = bound.port();
+        let mut out = vec![format!("http://{bound}")];
+        if bound.ip().is_loopback() {
+            out.push(format!("http://localhost:{port}"));
+            if bound.is_ipv4() {
+                out.push(format!("http://127.0.0.1:{port}"));
+            }
+        }
+        out.dedup();
+        out
+    }
+
     /// Defaults for tests: listen on a free loopback port, keep data in `data_dir`.
     pub fn for_tests(data_dir: PathBuf) -> Config {
         let mut c = Config::parse_from(["persona-chat-server"]);
@@ -135,6 +232,11 @@ impl Config {
         c.persona_llm_url = None;
         c.persona_llm_api_key = None;
         c.offline_personas.clear();
+        // Every test signs up from 127.0.0.1; the abuse suite lowers these again.
+        c.signups_per_address_per_hour = 100_000;
+        c.signin_failures_per_address = 1_000;
+        c.metrics_token = None;
+        c.public_origins.clear();
         c
     }
 }

@@ -32,9 +32,42 @@ pub const SOCKET_QUEUE: usize = 512;
 
 struct Conn {
     user: User,
+    /// The session whose token opened it: signing that session out closes it.
+    session: String,
     tx: mpsc::Sender<Outbound>,
-    kick: Arc<Notify>,
+    kick: Arc<Kick>,
     joined: HashSet<String>,
+}
+
+/// Asks a socket's task to close it, with a code and a reason; the first ask wins.
+#[derive(Default)]
+pub struct Kick {
+    notify: Notify,
+    reason: Mutex<Option<(u16, &'static str)>>,
+}
+
+/// A socket too slow to keep up with its queue.
+pub const KICK_SLOW: (u16, &str) = (1008, "too slow to keep up; reconnect");
+
+impl Kick {
+    pub fn kick(&self, code: u16, reason: &'static str) {
+        let mut r = self.reason.lock().unwrap_or_else(|p| p.into_inner());
+        if r.is_none() {
+            *r = Some((code, reason));
+        }
+        drop(r);
+        self.notify.notify_one();
+    }
+
+    /// Resolves with the code and reason once kicked.
+    pub async fn kicked(&self) -> (u16, &'static str) {
+        loop {
+            if let Some(r) = *self.reason.lock().unwrap_or_else(|p| p.into_inner()) {
+                return r;
+            }
+            self.notify.notified().await;
+        }
+    }
 }
 
 #[derive(Default)]
@@ -42,8 +75,11 @@ struct Inner {
     conns: HashMap<ConnId, Conn>,
     by_user: HashMap<String, Vec<ConnId>>,
     by_conversation: HashMap<String, HashSet<ConnId>>,
-    /// conversation -> its user members.
-    members: HashMap<String, HashSet<String>>,
+    /// conversation -> its user members, shared with the event log's audiences (copied only
+    /// when membership changes while an event still holds the old set).
+    members: HashMap<String, Arc<HashSet<String>>>,
+    /// user -> the conversations they are a member of.
+    memberships: HashMap<String, HashSet<String>>,
     /// Users present through the HTTP long poll (the polling fallback), by user id.
     pollers: HashMap<String, Poller>,
 }
@@ -58,6 +94,21 @@ struct Poller {
 impl Inner {
     fn is_online(&self, user_id: &str) -> bool {
         self.by_user.contains_key(user_id) || self.pollers.contains_key(user_id)
+    }
+
+    /// The member sets of every conversation of `user_id`: who shares one with them.
+    fn peer_sets(&self, user_id: &str) -> Vec<Arc<HashSet<String>>> {
+        self.memberships
+            .get(user_id)
+            .into_iter()
+            .flatten()
+            .filter_map(|c| self.members.get(c).cloned())
+            .collect()
+    }
+
+    fn add_member(&mut self, conversation_id: &str, user_id: &str) {
+        Arc::make_mut(self.members.entry(conversation_id.to_owned()).or_default()).insert(user_id.to_owned());
+        self.memberships.entry(user_id.to_owned()).or_default().insert(conversation_id.to_owned());
     }
 }
 
@@ -104,8 +155,9 @@ impl Hub {
     pub fn register(
         &self,
         user: &User,
+        session: &str,
         tx: mpsc::Sender<Outbound>,
-        kick: Arc<Notify>,
+        kick: Arc<Kick>,
         max_per_user: usize,
     ) -> Result<Registration, TooManySockets> {
         let mut inner = self.lock();
@@ -114,13 +166,13 @@ impl Hub {
             return Err(TooManySockets);
         }
         let id = self.next_id.fetch_add(1, Ordering::Relaxed) + 1;
-        inner.conns.insert(id, Conn { user: user.clone(), tx, kick, joined: HashSet::new() });
+        inner.conns.insert(id, Conn { user: user.clone(), session: session.to_owned(), tx, kick, joined: HashSet::new() });
         inner.by_user.entry(user.id.clone()).or_default().push(id);
         let first = existing == 0;
         if first && !inner.pollers.contains_key(&user.id) {
             // Under the same lock as the registration, so presence frames can never arrive
             // out of order when a user drops and comes back at once.
-            self.fan_out_all(&inner, &presence(user, true, None), Some(&user.id));
+            self.fan_out_presence(&inner, &user.id, &presence(user, true, None));
         }
         Ok(Registration { id, first })
     }
@@ -137,7 +189,7 @@ impl Hub {
         }
         let now = now_rfc3339();
         if announce {
-            self.fan_out_all(&inner, &presence(&user, false, Some(now.clone())), Some(&user.id));
+            self.fan_out_presence(&inner, &user.id, &presence(&user, false, Some(now.clone())));
         }
         Some(now)
     }
@@ -170,20 +222,24 @@ impl Hub {
     pub fn load_members(&self, memberships: Vec<(String, String)>) {
         let mut inner = self.lock();
         inner.members.clear();
+        inner.memberships.clear();
         for (conversation, user) in memberships {
-            inner.members.entry(conversation).or_default().insert(user);
+            inner.add_member(&conversation, &user);
         }
     }
 
     pub fn add_member(&self, conversation_id: &str, user_id: &str) {
-        self.lock().members.entry(conversation_id.to_owned()).or_default().insert(user_id.to_owned());
+        self.lock().add_member(conversation_id, user_id);
     }
 
     /// Removes a member, and unjoins their sockets from the conversation.
     pub fn remove_member(&self, conversation_id: &str, user_id: &str) {
         let mut inner = self.lock();
         if let Some(set) = inner.members.get_mut(conversation_id) {
-            set.remove(user_id);
+            Arc::make_mut(set).remove(user_id);
+        }
+        if let Some(set) = inner.memberships.get_mut(user_id) {
+            set.remove(conversation_id);
         }
         let ids: Vec<ConnId> = inner.by_user.get(user_id).cloned().unwrap_or_default();
         for id in ids {
@@ -240,8 +296,17 @@ impl Hub {
         let poller = inner.pollers.entry(user.id.clone()).or_insert_with(|| Poller { user: user.clone(), open_polls: 0, until: Instant::now() });
         poller.open_polls += 1;
         if !was_online {
-            self.fan_out_all(&inner, &presence(user, true, None), Some(&user.id));
+            self.fan_out_presence(&inner, &user.id, &presence(user, true, None));
         }
+    }
+
+    /// Opens a long poll for `user` unless they have `max` open already.
+    pub fn try_poll_started(&self, user: &User, max: u32) -> bool {
+        if self.lock().pollers.get(&user.id).is_some_and(|p| p.open_polls >= max) {
+            return false;
+        }
+        self.poll_started(user);
+        true
     }
 
     /// A long poll of `user_id` ended: they stay online for `grace` unless another begins.
@@ -263,11 +328,17 @@ impl Hub {
             let Some(p) = inner.pollers.remove(&id) else { continue };
             if !inner.by_user.contains_key(&id) {
                 let last_seen = now_rfc3339();
-                self.fan_out_all(&inner, &presence(&p.user, false, Some(last_seen.clone())), Some(&id));
+                self.fan_out_presence(&inner, &id, &presence(&p.user, false, Some(last_seen.clone())));
                 offline.push((id, last_seen));
             }
         }
         offline
+    }
+
+    /// The online users who share a conversation with `user_id` (and they themselves).
+    pub fn online_users_for(&self, user_id: &str) -> Vec<OnlineUser> {
+        let sets = self.lock().peer_sets(user_id);
+        self.online_users().into_iter().filter(|u| u.user_id == user_id || sets.iter().any(|s| s.contains(&u.user_id))).collect()
     }
 
     pub fn online_users(&self) -> Vec<OnlineUser> {
@@ -283,6 +354,14 @@ impl Hub {
             .collect();
         users.sort_by(|a, b| a.username.cmp(&b.username));
         users
+    }
+
+    /// Closes every socket opened with one of these sessions.
+    pub fn close_sessions(&self, sessions: &[String], code: u16, reason: &'static str) {
+        let inner = self.lock();
+        for conn in inner.conns.values().filter(|c| sessions.contains(&c.session)) {
+            conn.kick.kick(code, reason);
+        }
     }
 
     pub fn connection_count(&self) -> usize {
@@ -307,14 +386,27 @@ impl Hub {
     /// To every socket joined to a conversation, except those of `except_user`; pollers among
     /// its members get it too.
     pub fn send_to_joined(&self, conversation_id: &str, frame: &ServerFrame, except_user: Option<&str>) {
+        self.to_joined(conversation_id, frame, except_user, false)
+    }
+
+    /// Like [`Hub::send_to_joined`] for frames pollers may miss (typing): they go to the event
+    /// log's small ephemeral ring, never pushing durable events out.
+    pub fn send_ephemeral_to_joined(&self, conversation_id: &str, frame: &ServerFrame, except_user: Option<&str>) {
+        self.to_joined(conversation_id, frame, except_user, true)
+    }
+
+    fn to_joined(&self, conversation_id: &str, frame: &ServerFrame, except_user: Option<&str>, ephemeral: bool) {
         let text: Utf8Bytes = frame.to_json().into();
         let inner = self.lock();
-        let audience: Vec<String> = inner
-            .members
-            .get(conversation_id)
-            .map(|m| m.iter().filter(|u| Some(u.as_str()) != except_user).cloned().collect())
-            .unwrap_or_default();
-        self.events.append(Audience::Users(audience), text.clone());
+        let audience = Audience::Members {
+            sets: inner.members.get(conversation_id).cloned().into_iter().collect(),
+            except: except_user.map(str::to_owned),
+        };
+        if ephemeral {
+            self.events.append_ephemeral(audience, text.clone());
+        } else {
+            self.events.append(audience, text.clone());
+        }
         let Some(ids) = inner.by_conversation.get(conversation_id) else { return };
         for conn in ids.iter().filter_map(|id| inner.conns.get(id)) {
             if except_user != Some(conn.user.id.as_str()) {
@@ -334,6 +426,31 @@ impl Hub {
             }
         }
         self.events.append(Audience::Users(user_ids), text);
+    }
+
+    /// To every socket and poll of a conversation's members, joined or not.
+    pub fn send_to_members(&self, conversation_id: &str, frame: &ServerFrame) {
+        let text: Utf8Bytes = frame.to_json().into();
+        let inner = self.lock();
+        let Some(set) = inner.members.get(conversation_id).cloned() else { return };
+        for user_id in set.iter() {
+            for conn in inner.by_user.get(user_id).into_iter().flatten().filter_map(|id| inner.conns.get(id)) {
+                deliver(conn, &text);
+            }
+        }
+        self.events.append(Audience::Members { sets: vec![set], except: None }, text);
+    }
+
+    /// A user's presence: to the sockets and polls of those who share a conversation with them.
+    fn fan_out_presence(&self, inner: &Inner, user_id: &str, frame: &ServerFrame) {
+        let text: Utf8Bytes = frame.to_json().into();
+        let sets = inner.peer_sets(user_id);
+        for conn in inner.conns.values() {
+            if conn.user.id != user_id && sets.iter().any(|s| s.contains(&conn.user.id)) {
+                deliver(conn, &text);
+            }
+        }
+        self.events.append(Audience::Members { sets, except: Some(user_id.to_owned()) }, text);
     }
 
     /// To every socket and poll, except those of `except_user`.
@@ -356,7 +473,7 @@ impl Hub {
 fn deliver(conn: &Conn, text: &Utf8Bytes) {
     if conn.tx.try_send(Outbound::Text(text.clone())).is_err() {
         // Full (too slow) or closed (already going away): either way this socket is done.
-        conn.kick.notify_one();
+        conn.kick.kick(KICK_SLOW.0, KICK_SLOW.1);
     }
 }
 
@@ -372,11 +489,11 @@ mod tests {
     fn presence_counts_sockets_per_user_and_limits_them() {
         let hub = Hub::default();
         let (tx, _rx) = mpsc::channel(4);
-        let kick = Arc::new(Notify::new());
-        let a = hub.register(&user("a"), tx.clone(), kick.clone(), 2).ok().unwrap();
-        let b = hub.register(&user("a"), tx.clone(), kick.clone(), 2).ok().unwrap();
+        let kick = Arc::new(Kick::default());
+        let a = hub.register(&user("a"), "s", tx.clone(), kick.clone(), 2).ok().unwrap();
+        let b = hub.register(&user("a"), "s", tx.clone(), kick.clone(), 2).ok().unwrap();
         assert!(a.first && !b.first);
-        assert!(hub.register(&user("a"), tx.clone(), kick.clone(), 2).is_err());
+        assert!(hub.register(&user("a"), "s", tx.clone(), kick.clone(), 2).is_err());
         assert!(hub.unregister(a.id, true).is_none());
         assert!(hub.is_online("a"));
         assert!(hub.unregister(b.id, true).is_some());
@@ -386,16 +503,22 @@ mod tests {
     #[test]
     fn joined_fan_out_skips_the_excepted_user() {
         let hub = Hub::default();
-        let kick = Arc::new(Notify::new());
+        let kick = Arc::new(Kick::default());
         let (tx_a, mut rx_a) = mpsc::channel(4);
         let (tx_b, mut rx_b) = mpsc::channel(4);
-        let a = hub.register(&user("a"), tx_a, kick.clone(), 5).ok().unwrap();
-        let b = hub.register(&user("b"), tx_b, kick, 5).ok().unwrap();
-        // Registering b told a that b came online, under the hub's lock.
-        assert!(matches!(rx_a.try_recv(), Ok(Outbound::Text(t)) if t.as_str().contains("\"presence_update\"")));
+        let (tx_z, mut rx_z) = mpsc::channel(4);
+        hub.load_members(vec![("c".into(), "a".into()), ("c".into(), "b".into()), ("other".into(), "z".into())]);
+        let a = hub.register(&user("a"), "sa", tx_a, kick.clone(), 5).ok().unwrap();
+        let _z = hub.register(&user("z"), "sz", tx_z, kick.clone(), 5).ok().unwrap();
+        let b = hub.register(&user("b"), "sb", tx_b, kick, 5).ok().unwrap();
+        // Registering b told a (who shares c with b) that b came online, under the hub's lock;
+        // z, who shares nothing with either, heard of neither, and a did not hear of z.
+        assert!(matches!(rx_a.try_recv(), Ok(Outbound::Text(t)) if t.as_str().contains("\"presence_update\"") && t.as_str().contains("\"b\"")));
+        assert!(rx_a.try_recv().is_err());
+        assert!(rx_z.try_recv().is_err());
+        assert_eq!(hub.online_users_for("z").len(), 1, "z sees only themselves online");
         hub.join(a.id, "c");
         hub.join(b.id, "c");
-        hub.load_members(vec![("c".into(), "a".into()), ("c".into(), "b".into())]);
         let before = hub.events.last_id();
         let frame = ServerFrame::ConversationLeft { conversation_id: "c".into() };
         hub.send_to_joined("c", &frame, Some("a"));

@@ -15,6 +15,9 @@ pub struct Metrics {
     pub polls: AtomicU64,
     pub sockets_opened: AtomicU64,
     pub sockets_refused: AtomicU64,
+    pub connections_refused: AtomicU64,
+    pub sockets_closed_for_abuse: AtomicU64,
+    pub persona_replies_skipped: AtomicU64,
 }
 
 pub fn inc(counter: &AtomicU64) {
@@ -38,6 +41,9 @@ impl Metrics {
         counter("persona_chat_polls_total", "Long-poll requests.", &self.polls);
         counter("persona_chat_sockets_opened_total", "WebSockets opened.", &self.sockets_opened);
         counter("persona_chat_sockets_refused_total", "WebSockets closed at once (limit) or upgrades refused.", &self.sockets_refused);
+        counter("persona_chat_connections_refused_total", "TCP connections closed at once (total or per-address cap).", &self.connections_refused);
+        counter("persona_chat_sockets_closed_for_abuse_total", "WebSockets closed for a frame flood, silence or bad UTF-8.", &self.sockets_closed_for_abuse);
+        counter("persona_chat_persona_replies_skipped_total", "Persona replies skipped (the conversation had enough pending).", &self.persona_replies_skipped);
         for (name, help, v) in [
             ("persona_chat_sockets_open", "WebSockets open now.", sockets_open),
             ("persona_chat_users_online", "Users with at least one socket.", users_online),

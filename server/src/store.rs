@@ -86,6 +86,20 @@ CREATE TABLE messages (
     UNIQUE (conversation_id, seq),
     UNIQUE (sender_id, client_id)
 );
+"#, r#"
+CREATE TABLE sessions (
+    id TEXT PRIMARY KEY,
+    user_id TEXT NOT NULL REFERENCES users(id),
+    created_at INTEGER NOT NULL,
+    expires_at INTEGER NOT NULL,
+    revoked_at INTEGER
+);
+CREATE INDEX sessions_by_user ON sessions(user_id);
+ALTER TABLE users ADD COLUMN canonical TEXT;
+ALTER TABLE users ADD COLUMN skeleton TEXT;
+CREATE INDEX users_by_canonical ON users(canonical);
+CREATE INDEX users_by_skeleton ON users(skeleton);
+CREATE INDEX conversations_by_owner ON conversations(owner_id);
 "#];
 
 pub struct Store {
@@ -147,6 +161,17 @@ impl Store {
         Ok(Checkpointer { stop })
     }
 
+    /// A read-only connection to the same database (WAL: reads never wait for the writer).
+    pub fn open_reader(data_dir: &Path) -> Result<Store> {
+        use rusqlite::OpenFlags;
+        let conn = Connection::open_with_flags(
+            data_dir.join(DB_FILE),
+            OpenFlags::SQLITE_OPEN_READ_ONLY | OpenFlags::SQLITE_OPEN_NO_MUTEX | OpenFlags::SQLITE_OPEN_URI,
+        )?;
+        conn.busy_timeout(std::time::Duration::from_secs(5))?;
+        Ok(Store { conn })
+    }
+
     pub fn open(data_dir: &Path) -> Result<Store> {
         std::fs::create_dir_all(data_dir).map_err(|e| {
             StoreError::Sqlite(rusqlite::Error::ToSqlConversionFailure(Box::new(e)))
@@ -175,6 +200,15 @@ impl Store {
             tx.pragma_update(None, "user_version", i + 1)?;
             tx.commit()?;
         }
+        // Names from before normalization: their compared forms.
+        let unnamed: Vec<(String, String)> =
+            self.rows("SELECT id, username FROM users WHERE canonical IS NULL OR skeleton IS NULL", [], |r| Ok((r.get(0)?, r.get(1)?)))?;
+        for (id, username) in unnamed {
+            self.conn.execute(
+                "UPDATE users SET canonical = ?2, skeleton = ?3 WHERE id = ?1",
+                params![id, crate::names::canonical(&username), crate::names::skeleton(&username)],
+            )?;
+        }
         Ok(())
     }
 
@@ -196,26 +230,45 @@ impl Store {
 
     // ---- users ----
 
-    /// The user and their password hash, by username (case-insensitive).
+    /// The user and their password hash, by username (compared after NFKC and case folding).
+    /// Two older accounts may share a compared form: the exact name wins.
     pub fn user_by_name(&self, username: &str) -> Result<Option<(User, String)>> {
         Ok(self
             .conn
             .query_row(
-                "SELECT id, username, password_hash FROM users WHERE username = ?1",
-                [username],
+                "SELECT id, username, password_hash FROM users WHERE canonical = ?1
+                 ORDER BY username = ?2 DESC LIMIT 1",
+                params![crate::names::canonical(username), username],
                 |r| Ok((User { id: r.get(0)?, username: r.get(1)? }, r.get(2)?)),
             )
             .optional()?)
     }
 
-    /// Registers a user and makes them a member of the Lobby.
-    pub fn create_user(&mut self, username: &str, password_hash: &str) -> Result<User> {
+    /// Whether a new account may take this name: no existing name is equal to it or looks
+    /// like it.
+    pub fn name_free(&self, username: &str) -> Result<bool> {
+        let taken: Option<i64> = self
+            .conn
+            .query_row(
+                "SELECT 1 FROM users WHERE canonical = ?1 OR skeleton = ?2 OR username = ?3 LIMIT 1",
+                params![crate::names::canonical(username), crate::names::skeleton(username), username],
+                |r| r.get(0),
+            )
+            .optional()?;
+        Ok(taken.is_none())
+    }
+
+    /// Registers a user and makes them a member of the Lobby; None if the name is not free.
+    pub fn create_user(&mut self, username: &str, password_hash: &str) -> Result<Option<User>> {
+        if !self.name_free(username)? {
+            return Ok(None);
+        }
         let now = now_rfc3339();
         let user = User { id: new_id(), username: username.to_owned() };
         let tx = self.conn.transaction()?;
         tx.execute(
-            "INSERT INTO users (id, username, password_hash, created_at) VALUES (?1, ?2, ?3, ?4)",
-            params![user.id, user.username, password_hash, now],
+            "INSERT INTO users (id, username, password_hash, created_at, canonical, skeleton) VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
+            params![user.id, user.username, password_hash, now, crate::names::canonical(username), crate::names::skeleton(username)],
         )?;
         let lobby: String =
             tx.query_row("SELECT id FROM conversations WHERE is_lobby = 1", [], |r| r.get(0))?;
@@ -225,7 +278,52 @@ impl Store {
             params![lobby, user.id, now],
         )?;
         tx.commit()?;
-        Ok(user)
+        Ok(Some(user))
+    }
+
+    // ---- sessions ----
+
+    pub fn create_session(&self, session_id: &str, user_id: &str, created_at: i64, expires_at: i64) -> Result<()> {
+        self.conn.execute(
+            "INSERT INTO sessions (id, user_id, created_at, expires_at) VALUES (?1, ?2, ?3, ?4)",
+            params![session_id, user_id, created_at, expires_at],
+        )?;
+        Ok(())
+    }
+
+    pub fn revoke_session(&self, session_id: &str, at: i64) -> Result<()> {
+        self.conn.execute("UPDATE sessions SET revoked_at = ?2 WHERE id = ?1 AND revoked_at IS NULL", params![session_id, at])?;
+        Ok(())
+    }
+
+    pub fn revoke_sessions_of(&self, user_id: &str, at: i64) -> Result<()> {
+        self.conn.execute("UPDATE sessions SET revoked_at = ?2 WHERE user_id = ?1 AND revoked_at IS NULL", params![user_id, at])?;
+        Ok(())
+    }
+
+    /// Sessions neither revoked nor ended by `now`: (id, user id, expires_at). Ended ones are
+    /// deleted.
+    pub fn live_sessions(&self, now: i64) -> Result<Vec<(String, String, i64)>> {
+        self.conn.execute("DELETE FROM sessions WHERE expires_at <= ?1", [now])?;
+        self.rows(
+            "SELECT id, user_id, expires_at FROM sessions WHERE revoked_at IS NULL AND expires_at > ?1",
+            [now],
+            |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)),
+        )
+    }
+
+    /// Rooms this user created.
+    pub fn rooms_owned(&self, user_id: &str) -> Result<i64> {
+        Ok(self.conn.query_row(
+            "SELECT COUNT(*) FROM conversations WHERE owner_id = ?1 AND kind = 'room'",
+            [user_id],
+            |r| r.get(0),
+        )?)
+    }
+
+    /// How many users and personas a conversation has.
+    pub fn member_count(&self, conversation_id: &str) -> Result<i64> {
+        Ok(self.conn.query_row("SELECT COUNT(*) FROM members WHERE conversation_id = ?1", [conversation_id], |r| r.get(0))?)
     }
 
     pub fn set_last_seen(&self, user_id: &str, at: &str) -> Result<()> {
@@ -318,32 +416,46 @@ impl Store {
             .ok_or(StoreError::NotFound)
     }
 
-    /// The user's conversations, most recently active first.
+    /// The user's conversations, most recently active first: one query (each with its last
+    /// message), `offset` skipped, at most `limit`.
     pub fn conversations_of(&self, user_id: &str) -> Result<Vec<ConversationSummary>> {
+        self.conversations_page(user_id, None, usize::MAX, 0)
+    }
+
+    /// A page of [`Store::conversations_of`]; with `only`, just that conversation.
+    pub fn conversations_page(&self, user_id: &str, only: Option<&str>, limit: usize, offset: usize) -> Result<Vec<ConversationSummary>> {
         let mut stmt = self.conn.prepare_cached(
-            "SELECT c.id, c.kind, c.title, c.persona_id, c.last_seq, m.last_read_seq
-             FROM conversations c JOIN members m ON m.conversation_id = c.id
-             WHERE m.member_id = ?1
-             ORDER BY c.updated_at DESC",
+            "SELECT c.id, c.kind, c.title, c.persona_id, c.last_seq, m.last_read_seq,
+                    msg.id, msg.seq, msg.sender_name, msg.content, msg.created_at
+             FROM members m JOIN conversations c ON c.id = m.conversation_id
+             LEFT JOIN messages msg ON msg.conversation_id = c.id AND msg.seq = c.last_seq
+             WHERE m.member_id = ?1 AND (?2 IS NULL OR c.id = ?2)
+             ORDER BY c.updated_at DESC, c.id
+             LIMIT ?3 OFFSET ?4",
         )?;
+        let limit = i64::try_from(limit).unwrap_or(i64::MAX);
+        let offset = i64::try_from(offset).unwrap_or(i64::MAX);
         let rows = stmt
-            .query_map([user_id], |r| {
-                let kind: String = r.get(1)?;
+            .query_map(params![user_id, only, limit, offset], |r| {
+                let last_message = match r.get::<_, Option<String>>(6)? {
+                    Some(id) => Some(LastMessage { id, seq: r.get(7)?, sender_name: r.get(8)?, content: r.get(9)?, timestamp: r.get(10)? }),
+                    None => None,
+                };
                 Ok((
                     r.get::<_, String>(0)?,
-                    kind,
+                    r.get::<_, String>(1)?,
                     r.get::<_, String>(2)?,
                     r.get::<_, Option<String>>(3)?,
                     r.get::<_, i64>(4)?,
                     r.get::<_, i64>(5)?,
+                    last_message,
                 ))
             })?
             .collect::<std::result::Result<Vec<_>, _>>()?;
-        let personas = self.personas()?;
-        let mut out = Vec::with_capacity(rows.len());
-        for (id, kind, title, persona_id, last_seq, last_read) in rows {
-            let last_message = self.last_message(&id)?;
-            out.push(ConversationSummary {
+        let personas = if rows.iter().any(|r| r.3.is_some()) { self.personas()? } else { Vec::new() };
+        Ok(rows
+            .into_iter()
+            .map(|(id, kind, title, persona_id, last_seq, last_read, last_message)| ConversationSummary {
                 kind: if kind == "direct" { ConversationKind::Direct } else { ConversationKind::Room },
                 persona: persona_id.and_then(|p| personas.iter().find(|x| x.id == p).cloned()),
                 id,
@@ -351,27 +463,8 @@ impl Store {
                 last_message,
                 last_seq,
                 unread_count: (last_seq - last_read).max(0),
-            });
-        }
-        Ok(out)
-    }
-
-    fn last_message(&self, conversation_id: &str) -> Result<Option<LastMessage>> {
-        let mut stmt = self.conn.prepare_cached(
-            "SELECT id, seq, sender_name, content, created_at FROM messages
-             WHERE conversation_id = ?1 ORDER BY seq DESC LIMIT 1",
-        )?;
-        Ok(stmt
-            .query_row([conversation_id], |r| {
-                Ok(LastMessage {
-                    id: r.get(0)?,
-                    seq: r.get(1)?,
-                    sender_name: r.get(2)?,
-                    content: r.get(3)?,
-                    timestamp: r.get(4)?,
-                })
             })
-            .optional()?)
+            .collect())
     }
 
     pub fn persona(&self, persona_id: &str) -> Result<Option<Persona>> {
@@ -480,7 +573,7 @@ impl Store {
 
     /// One conversation as the user's list shows it; None if they are not a member.
     pub fn conversation_of(&self, user_id: &str, conversation_id: &str) -> Result<Option<ConversationSummary>> {
-        Ok(self.conversations_of(user_id)?.into_iter().find(|c| c.id == conversation_id))
+        Ok(self.conversations_page(user_id, Some(conversation_id), 1, 0)?.into_iter().next())
     }
 
     /// The persona ids that are members of a conversation.
@@ -510,12 +603,12 @@ impl Store {
     }
 
     /// Users whose name starts with `prefix` (case-insensitive), by name, at most `limit`.
-    pub fn users(&self, prefix: &str, limit: usize) -> Result<Vec<User>> {
+    pub fn users(&self, prefix: &str, limit: usize, offset: usize) -> Result<Vec<User>> {
         let escaped = prefix.replace('\\', "\\\\").replace('%', "\\%").replace('_', "\\_");
         let mut stmt = self.conn.prepare_cached(
-            "SELECT id, username FROM users WHERE username LIKE ?1 ESCAPE '\\' ORDER BY username LIMIT ?2",
+            "SELECT id, username FROM users WHERE username LIKE ?1 ESCAPE '\\' ORDER BY username, id LIMIT ?2 OFFSET ?3",
         )?;
-        let rows = stmt.query_map(params![format!("{escaped}%"), limit as i64], |r| {
+        let rows = stmt.query_map(params![format!("{escaped}%"), limit as i64, offset as i64], |r| {
             Ok(User { id: r.get(0)?, username: r.get(1)? })
         })?;
         Ok(rows.collect::<std::result::Result<_, _>>()?)
@@ -724,7 +817,7 @@ mod tests {
     #[test]
     fn seq_is_gap_free_and_resend_is_idempotent() {
         let mut s = store();
-        let u = s.create_user("alice", "h").unwrap();
+        let u = s.create_user("alice", "h").unwrap().unwrap();
         let lobby = s.conversations_of(&u.id).unwrap()[0].id.clone();
         let a = s.insert_message(&lobby, &u, "c1", "one", false).unwrap();
         let b = s.insert_message(&lobby, &u, "c2", "two", false).unwrap();
@@ -743,7 +836,7 @@ mod tests {
     #[test]
     fn history_pages_backwards_in_ascending_order() {
         let mut s = store();
-        let u = s.create_user("bob", "h").unwrap();
+        let u = s.create_user("bob", "h").unwrap().unwrap();
         let lobby = s.conversations_of(&u.id).unwrap()[0].id.clone();
         for i in 0..5 {
             s.insert_message(&lobby, &u, &format!("c{i}"), "x", false).unwrap();
@@ -757,5 +850,29 @@ mod tests {
         let (page, more) = s.messages(&lobby, Some(2), None, 2).unwrap();
         assert_eq!(page.iter().map(|m| m.seq).collect::<Vec<_>>(), vec![3, 4]);
         assert!(more);
+    }
+}
+
+#[cfg(test)]
+mod name_tests {
+    use super::*;
+
+    #[test]
+    fn confusable_names_are_not_free_and_the_list_carries_the_last_message() {
+        let mut s = Store::init(Connection::open_in_memory().unwrap()).unwrap();
+        s.seed(&[("Ada", "a mathematician")]).unwrap();
+        let alice = s.create_user("alice", "h").unwrap().expect("free");
+        assert!(s.create_user("ALICE", "h").unwrap().is_none(), "case");
+        assert!(s.create_user("\u{430}lice", "h").unwrap().is_none(), "Cyrillic a");
+        assert!(s.create_user("ａｌｉｃｅ", "h").unwrap().is_none(), "fullwidth");
+        assert_eq!(s.user_by_name("ALİCE".trim()).unwrap().map(|u| u.0.id), None);
+        assert_eq!(s.user_by_name("Alice").unwrap().map(|u| u.0.id), Some(alice.id.clone()));
+        let lobby = s.conversations_of(&alice.id).unwrap()[0].id.clone();
+        s.insert_message(&lobby, &alice, "c1", "one", false).unwrap();
+        s.insert_message(&lobby, &alice, "c2", "two", false).unwrap();
+        let list = s.conversations_of(&alice.id).unwrap();
+        assert_eq!(list[0].last_message.as_ref().map(|m| (m.seq, m.content.as_str())), Some((2, "two")));
+        assert_eq!(s.conversation_of(&alice.id, &lobby).unwrap().map(|c| c.last_seq), Some(2));
+        assert!(s.conversations_page(&alice.id, None, 10, 1).unwrap().is_empty(), "offset past the one conversation");
     }
 }

@@ -8,6 +8,9 @@ use std::time::{Duration, Instant};
 use crate::hub::ConnId;
 
 pub const TYPING_TIMEOUT: Duration = Duration::from_secs(5);
+/// A typing_start is relayed at most this often per user and conversation; those in between
+/// only keep the state alive.
+pub const TYPING_RELAY_EVERY: Duration = Duration::from_millis(2_500);
 
 struct Typist {
     username: String,
@@ -22,6 +25,9 @@ pub type Ended = (String, String, String);
 #[derive(Default)]
 pub struct Typing {
     inner: Mutex<HashMap<(String, String), Typist>>,
+    /// When a start was last relayed, per (conversation, user): kept across stops and
+    /// reconnects, so a user reconnecting in a loop is not relayed more often either.
+    relayed: Mutex<HashMap<(String, String), Instant>>,
 }
 
 impl Typing {
@@ -29,12 +35,25 @@ impl Typing {
         self.inner.lock().unwrap_or_else(|p| p.into_inner())
     }
 
-    /// Records a typing_start at `now`.
-    pub fn start(&self, conversation_id: &str, user_id: &str, username: &str, conn: Option<ConnId>, now: Instant) {
-        self.lock().insert(
-            (conversation_id.to_owned(), user_id.to_owned()),
-            Typist { username: username.to_owned(), conn, until: now + TYPING_TIMEOUT },
-        );
+    /// Whether a start may be relayed now (and if so, it counts as relayed).
+    fn may_relay(&self, key: &(String, String), now: Instant) -> bool {
+        let mut relayed = self.relayed.lock().unwrap_or_else(|p| p.into_inner());
+        match relayed.get(key) {
+            Some(at) if now.duration_since(*at) < TYPING_RELAY_EVERY => false,
+            _ => {
+                relayed.insert(key.clone(), now);
+                true
+            }
+        }
+    }
+
+    /// Records a typing_start at `now`; true if the others should be told (at most once per
+    /// [`TYPING_RELAY_EVERY`] per user and conversation).
+    pub fn start(&self, conversation_id: &str, user_id: &str, username: &str, conn: Option<ConnId>, now: Instant) -> bool {
+        let key = (conversation_id.to_owned(), user_id.to_owned());
+        let relay = self.may_relay(&key, now);
+        self.lock().insert(key, Typist { username: username.to_owned(), conn, until: now + TYPING_TIMEOUT });
+        relay
     }
 
     /// Records a typing_stop; true if the user was typing there.
@@ -44,6 +63,10 @@ impl Typing {
 
     /// Removes and returns the typists whose time ran out by `now`.
     pub fn expire(&self, now: Instant) -> Vec<Ended> {
+        self.relayed
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .retain(|_, at| now.duration_since(*at) < TYPING_RELAY_EVERY);
         let mut inner = self.lock();
         let gone: Vec<(String, String)> = inner.iter().filter(|(_, t)| t.until <= now).map(|(k, _)| k.clone()).collect();
         gone.into_iter()
@@ -69,7 +92,11 @@ mod tests {
     fn typing_expires_five_seconds_after_the_last_start() {
         let typing = Typing::default();
         let t0 = Instant::now();
-        typing.start("c", "u", "ann", Some(1), t0);
+        assert!(typing.start("c", "u", "ann", Some(1), t0));
+        assert!(!typing.start("c", "u", "ann", Some(1), t0 + Duration::from_secs(1)), "relayed at most every 2.5 s");
+        assert!(typing.start("c", "u", "ann", Some(1), t0 + Duration::from_secs(3)));
+        assert!(typing.stop("c", "u"));
+        assert!(!typing.start("c", "u", "ann", Some(2), t0 + Duration::from_secs(4)), "a stop or a new socket does not reset the budget");
         typing.start("c", "u", "ann", Some(1), t0 + Duration::from_secs(3));
         assert!(typing.expire(t0 + Duration::from_millis(7_900)).is_empty());
         assert_eq!(typing.expire(t0 + Duration::from_secs(8)), vec![("c".into(), "u".into(), "ann".into())]);

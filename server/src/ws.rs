@@ -11,18 +11,19 @@ use axum::response::{IntoResponse, Response};
 use futures_util::{SinkExt, StreamExt};
 use persona_chat_protocol::{ClientFrame, ErrorCode, ServerFrame, User, MAX_FRAME_BYTES, PROTOCOL_VERSION};
 use serde::Deserialize;
-use tokio::sync::{mpsc, Notify};
+use tokio::sync::mpsc;
 
 use crate::chat::{self, Refusal};
 use crate::clock::now_rfc3339;
 use crate::http::error::HttpError;
-use crate::hub::{ConnId, Outbound, SOCKET_QUEUE};
+use crate::hub::{ConnId, Kick, Outbound, KICK_SLOW, SOCKET_QUEUE};
 use crate::AppState;
 
 /// Close codes (RFC 6455).
 pub const CLOSE_GOING_AWAY: u16 = 1001;
 pub const CLOSE_POLICY: u16 = 1008;
 pub const CLOSE_TOO_BIG: u16 = 1009;
+pub const CLOSE_INVALID_DATA: u16 = 1007;
 
 #[derive(Deserialize)]
 pub struct WsQuery {
@@ -38,35 +39,50 @@ pub async fn upgrade(
         return HttpError::new(StatusCode::SERVICE_UNAVAILABLE, ErrorCode::Internal, "WebSocket is disabled on this server")
             .into_response();
     }
-    let Some(user) = query.token.as_deref().and_then(|t| app.tokens.verify(t)) else {
+    let Some(verified) = query.token.as_deref().and_then(|t| app.authenticate(t)) else {
         return HttpError::unauthorized().into_response();
     };
+    let (user, session) = (verified.user, verified.session_id);
     // Small buffers keep each idle connection cheap.
     ws.read_buffer_size(4 * 1024)
         .write_buffer_size(4 * 1024)
         .max_message_size(MAX_FRAME_BYTES)
         .max_frame_size(MAX_FRAME_BYTES)
-        .on_upgrade(move |socket| run(socket, app, user))
+        .on_upgrade(move |socket| run(socket, app, user, session))
 }
 
-async fn run(socket: WebSocket, app: AppState, user: User) {
+/// Longest a single write to a socket may take before it counts as too slow.
+pub const SEND_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// How long a socket may send nothing: two heartbeats and a margin (half a heartbeat, at
+/// least 2 s). The app pings every heartbeat.
+pub fn idle_limit(heartbeat_ms: u64) -> Duration {
+    Duration::from_millis(2 * heartbeat_ms + (heartbeat_ms / 2).max(2_000))
+}
+
+async fn run(socket: WebSocket, app: AppState, user: User, session: String) {
     let (mut sink, mut stream) = socket.split();
     let (tx, mut rx) = mpsc::channel::<Outbound>(SOCKET_QUEUE);
-    let kick = Arc::new(Notify::new());
+    let kick = Arc::new(Kick::default());
 
-    let registration = match app.hub.register(&user, tx.clone(), kick.clone(), app.config.max_sockets_per_user) {
+    let registration = match app.hub.register(&user, &session, tx.clone(), kick.clone(), app.config.max_sockets_per_user) {
         Ok(r) => r,
         Err(_) => {
             crate::metrics::inc(&app.metrics.sockets_refused);
             let reason = format!("too many connections: at most {} per user", app.config.max_sockets_per_user);
-            let _ = sink.send(WsMessage::Close(Some(CloseFrame { code: CLOSE_POLICY, reason: reason.into() }))).await;
+            let _ = tokio::time::timeout(
+                SEND_TIMEOUT,
+                sink.send(WsMessage::Close(Some(CloseFrame { code: CLOSE_POLICY, reason: reason.into() }))),
+            )
+            .await;
             return;
         }
     };
     let conn = registration.id;
     crate::metrics::inc(&app.metrics.sockets_opened);
 
-    let writer = tokio::spawn(async move {
+    let writer_kick = kick.clone();
+    let mut writer = tokio::spawn(async move {
         while let Some(out) = rx.recv().await {
             let (msg, last) = match out {
                 Outbound::Text(text) => (WsMessage::Text(text), false),
@@ -74,17 +90,22 @@ async fn run(socket: WebSocket, app: AppState, user: User) {
                     (WsMessage::Close(Some(CloseFrame { code, reason: reason.into() })), true)
                 }
             };
-            if sink.send(msg).await.is_err() || last {
-                break;
+            match tokio::time::timeout(SEND_TIMEOUT, sink.send(msg)).await {
+                Ok(Ok(())) if !last => {}
+                Ok(Ok(())) | Ok(Err(_)) => break,
+                Err(_) => {
+                    writer_kick.kick(KICK_SLOW.0, KICK_SLOW.1);
+                    return;
+                }
             }
         }
-        let _ = sink.close().await;
+        let _ = tokio::time::timeout(Duration::from_secs(1), sink.close()).await;
     });
 
     // online_users first, then hello: the order the Gator design expects.
     let now = now_rfc3339();
     let reply = |frame: ServerFrame| app.hub.send_to_conn(conn, &frame);
-    reply(ServerFrame::OnlineUsers { users: app.hub.online_users(), timestamp: now.clone() });
+    reply(ServerFrame::OnlineUsers { users: app.hub.online_users_for(&user.id), timestamp: now.clone() });
     reply(ServerFrame::Hello {
         protocol: PROTOCOL_VERSION,
         connection_id: conn.to_string(),
@@ -94,22 +115,48 @@ async fn run(socket: WebSocket, app: AppState, user: User) {
     });
 
     let mut shutdown = app.shutdown.clone();
+    let idle = idle_limit(app.config.heartbeat_ms);
+    let idle_timer = tokio::time::sleep(idle);
+    tokio::pin!(idle_timer);
+    // The frame budget: a token bucket, 10 seconds' worth at once.
+    let per_sec = app.config.socket_frames_per_sec.max(1.0);
+    let burst = per_sec * 10.0;
+    let (mut budget, mut budget_at) = (burst, tokio::time::Instant::now());
     let close: Option<(u16, &'static str)> = loop {
         tokio::select! {
-            incoming = stream.next() => match incoming {
-                Some(Ok(WsMessage::Text(text))) => handle_text(&app, conn, &user, text.as_str()).await,
-                Some(Ok(WsMessage::Binary(_))) => reply(error_frame(ErrorCode::InvalidJson, "frames are JSON text, not binary", None)),
-                Some(Ok(WsMessage::Close(_))) | None => break None,
-                Some(Ok(_)) => {} // ping/pong are answered by the library
-                Some(Err(e)) => {
-                    let text = e.to_string();
-                    if text.contains("too long") || text.contains("Space limit") || text.contains("capacity") {
-                        break Some((CLOSE_TOO_BIG, "frame too large: at most 64 KiB"));
-                    }
-                    break None;
+            incoming = stream.next() => {
+                idle_timer.as_mut().reset(tokio::time::Instant::now() + idle);
+                let now = tokio::time::Instant::now();
+                budget = (budget + now.duration_since(budget_at).as_secs_f64() * per_sec).min(burst);
+                budget_at = now;
+                if budget < 1.0 {
+                    crate::metrics::inc(&app.metrics.sockets_closed_for_abuse);
+                    break Some((CLOSE_POLICY, "too many frames: slow down"));
                 }
-            },
-            _ = kick.notified() => break Some((CLOSE_POLICY, "too slow to keep up; reconnect")),
+                budget -= 1.0;
+                match incoming {
+                    Some(Ok(WsMessage::Text(text))) => handle_text(&app, conn, &user, text.as_str()).await,
+                    Some(Ok(WsMessage::Binary(_))) => reply(error_frame(ErrorCode::InvalidJson, "frames are JSON text, not binary", None)),
+                    Some(Ok(WsMessage::Close(_))) | None => break None,
+                    Some(Ok(_)) => {} // ping/pong are answered by the library
+                    Some(Err(e)) => {
+                        let text = e.to_string();
+                        if text.contains("too long") || text.contains("Space limit") || text.contains("capacity") {
+                            break Some((CLOSE_TOO_BIG, "frame too large: at most 64 KiB"));
+                        }
+                        if text.to_ascii_lowercase().contains("utf-8") || text.contains("Utf8") {
+                            crate::metrics::inc(&app.metrics.sockets_closed_for_abuse);
+                            break Some((CLOSE_INVALID_DATA, "text frames must be valid UTF-8"));
+                        }
+                        break None;
+                    }
+                }
+            }
+            _ = &mut idle_timer => {
+                crate::metrics::inc(&app.metrics.sockets_closed_for_abuse);
+                break Some((CLOSE_POLICY, "silent for two heartbeats: send pings"));
+            }
+            reason = kick.kicked() => break Some(reason),
             _ = stopping(&mut shutdown) => break Some((CLOSE_GOING_AWAY, "server is restarting")),
         }
     };
@@ -119,11 +166,22 @@ async fn run(socket: WebSocket, app: AppState, user: User) {
     for ended in app.typing.socket_closed(conn) {
         chat::announce_typing_stopped(&app, ended);
     }
-    if let Some((code, reason)) = close {
-        let _ = tokio::time::timeout(Duration::from_secs(1), tx.send(Outbound::Close(code, reason))).await;
+    match close {
+        // Too slow: its queue is full, a close frame would only wait behind it. Drop it all.
+        Some(KICK_SLOW) => writer.abort(),
+        Some((code, reason)) if tokio::time::timeout(Duration::from_millis(500), tx.send(Outbound::Close(code, reason))).await.is_err() => {
+            writer.abort()
+        }
+        Some(_) => {}
+        None => {}
     }
     drop(tx);
-    let _ = tokio::time::timeout(Duration::from_secs(2), writer).await;
+    // The writer gets a moment to flush the close frame; then the connection is dropped,
+    // whatever is still queued.
+    if tokio::time::timeout(Duration::from_secs(2), &mut writer).await.is_err() {
+        writer.abort();
+    }
+    drop(stream);
 
     if let Some(last_seen) = went_offline {
         let user_id = user.id.clone();
@@ -180,7 +238,7 @@ async fn handle_text(app: &AppState, conn: ConnId, user: &User, text: &str) {
         ClientFrame::TypingStart { conversation_id } => chat::set_typing(app, user, &conversation_id, true, Some(conn)),
         ClientFrame::TypingStop { conversation_id } => chat::set_typing(app, user, &conversation_id, false, Some(conn)),
         ClientFrame::GetOnlineStatus { user_ids } => {
-            let users = app.hub.online_users().into_iter().filter(|u| user_ids.contains(&u.user_id)).collect();
+            let users = app.hub.online_users_for(&user.id).into_iter().filter(|u| user_ids.contains(&u.user_id)).collect();
             reply(ServerFrame::OnlineUsers { users, timestamp: now_rfc3339() });
         }
         ClientFrame::StopResponse { conversation_id, message_id } => {

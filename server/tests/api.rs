@@ -8,6 +8,7 @@ mod common;
 
 use common::{client_id, expect_api_error, json, new_message_in, within, TestServer};
 use persona_chat_protocol::{Ack, ClientFrame, ErrorCode, ServerFrame};
+use persona_chat_protocol::http::SessionResponse;
 use reqwest::StatusCode;
 use tokio_tungstenite::tungstenite;
 
@@ -28,12 +29,20 @@ fn ack_of(frame: ServerFrame) -> Ack {
 // ---- 1. sign-in ----
 
 #[tokio::test]
-async fn sign_in_registers_then_checks_the_password() {
+async fn sign_up_creates_then_sign_in_checks_the_password() {
     let server = TestServer::start().await;
 
-    let first = server.sign_in("alice", PASSWORD).await;
+    // Signing in never registers: an unknown name gets the wrong-password answer.
+    let unknown = server.post_session("alice", PASSWORD).await;
+    expect_api_error(unknown, StatusCode::UNAUTHORIZED, "invalid_credentials").await;
+
+    let created = server.post_users("alice", PASSWORD).await;
+    assert_eq!(created.status(), StatusCode::CREATED);
+    let first: SessionResponse = created.json().await.unwrap();
     assert_eq!(first.user.username, "alice");
     assert!(!first.user.id.is_empty() && !first.token.is_empty());
+    assert!(first.expires_at > 0, "the token says when it expires");
+    expect_api_error(server.post_users("alice", PASSWORD).await, StatusCode::CONFLICT, "username_taken").await;
 
     let second = server.sign_in("alice", PASSWORD).await;
     assert_eq!(second.user, first.user, "the second sign-in finds the same user");
@@ -50,8 +59,13 @@ async fn sign_in_registers_then_checks_the_password() {
         let resp = server.post_session(bad, PASSWORD).await;
         expect_api_error(resp, StatusCode::BAD_REQUEST, "invalid_field").await;
     }
-    let short = server.post_session("bob", "abc").await;
-    expect_api_error(short, StatusCode::BAD_REQUEST, "invalid_field").await;
+    for bad in ["", "has space", "semi;colon", "<script>", &"x".repeat(33)] {
+        let resp = server.post_users(bad, PASSWORD).await;
+        expect_api_error(resp, StatusCode::BAD_REQUEST, "invalid_field").await;
+    }
+    for short in ["abc", "1234567", "        "] {
+        expect_api_error(server.post_users("bob", short).await, StatusCode::BAD_REQUEST, "invalid_field").await;
+    }
 
     // A body that is not the expected JSON is a 400 with a JSON error, not a bare text body.
     let resp = within(

@@ -62,14 +62,16 @@ fn free_port() -> u16 {
     TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
 }
 
+/// Signs alice up (`POST /api/users`), or in when she exists already (409).
 async fn sign_in(http: &reqwest::Client, base: &str) -> SessionResponse {
-    let resp = http
-        .post(format!("{base}/api/session"))
-        .json(&serde_json::json!({"username": "alice", "password": PASSWORD}))
-        .send()
-        .await
-        .unwrap();
-    assert!(resp.status().is_success());
+    let body = serde_json::json!({"username": "alice", "password": PASSWORD});
+    let resp = http.post(format!("{base}/api/users")).json(&body).send().await.unwrap();
+    let resp = if resp.status() == reqwest::StatusCode::CONFLICT {
+        http.post(format!("{base}/api/session")).json(&body).send().await.unwrap()
+    } else {
+        resp
+    };
+    assert!(resp.status().is_success(), "sign-in: {}", resp.status());
     resp.json().await.unwrap()
 }
 

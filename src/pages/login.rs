@@ -4,12 +4,12 @@ use leptos::prelude::*;
 use leptos::task::spawn_local;
 use leptos_router::hooks::use_navigate;
 
+use persona_chat_protocol::http::PASSWORD_MIN;
+
 use crate::api;
 use crate::session::SessionNotice;
 use crate::state::SocketContext;
 
-/// Shortest password the server accepts.
-pub const PASSWORD_MIN: usize = 8;
 
 #[derive(Clone, Copy, PartialEq, Eq)]
 enum Mode {
@@ -91,7 +91,7 @@ pub fn LoginPage() -> impl IntoView {
                 })}
                 <p class="hint">{move || match mode.get() {
                     Mode::SignIn => "Welcome back. Sign in with your username and password.",
-                    Mode::SignUp => "Pick a username and a password of at least 8 characters.",
+                    Mode::SignUp => "Pick a username, and a password of at least 8 characters.",
                 }}</p>
                 <label for="username">"Username"</label>
                 <input id="username" name="username" autocomplete="username" required maxlength="32"

@@ -215,7 +215,7 @@ fn on_socket_event(weak: &Weak<RefCell<Inner>>, gen: u64, event: WsEvent) {
             _ => feed(&inner, Event::Frame),
         },
         WsEvent::Closed { code, .. } => {
-            if code == persona_chat_protocol::CLOSE_SESSION_ENDED {
+            if code == persona_chat_protocol::CLOSE_SIGNED_OUT {
                 crate::api::token_refused();
             }
             let old = inner.borrow_mut().socket.take();

@@ -17,13 +17,29 @@ use crate::AppState;
 
 /// The personas with their live status (online, busy, responding or offline).
 pub async fn personas(State(app): State<AppState>, _user: AuthUser) -> Result<Json<Vec<Persona>>, HttpError> {
-    let mut personas = app.db(|store, _| store.personas()).await?;
+    let mut personas = app.read(|store| store.personas()).await?;
     personas.iter_mut().for_each(|p| app.personas.overlay(p));
     Ok(Json(personas))
 }
 
-pub async fn list(State(app): State<AppState>, AuthUser(user): AuthUser) -> Result<Json<Vec<ConversationSummary>>, HttpError> {
-    let mut list = app.db(move |store, _| store.conversations_of(&user.id)).await?;
+#[derive(Deserialize)]
+pub struct ListQuery {
+    limit: Option<usize>,
+    offset: Option<usize>,
+}
+
+/// Most conversations in one page of `GET /api/conversations` (and the default page).
+pub const LIST_PAGE_MAX: usize = 1000;
+
+pub async fn list(
+    State(app): State<AppState>,
+    AuthUser(user): AuthUser,
+    query: Result<Query<ListQuery>, axum::extract::rejection::QueryRejection>,
+) -> Result<Json<Vec<ConversationSummary>>, HttpError> {
+    let Query(q) = query.map_err(|e| HttpError::bad_request(ErrorCode::InvalidField, e.body_text()))?;
+    let limit = q.limit.unwrap_or(LIST_PAGE_MAX).clamp(1, LIST_PAGE_MAX);
+    let offset = q.offset.unwrap_or(0);
+    let mut list = app.read(move |store| store.conversations_page(&user.id, None, limit, offset)).await?;
     list.iter_mut().filter_map(|c| c.persona.as_mut()).for_each(|p| app.personas.overlay(p));
     Ok(Json(list))
 }
@@ -47,7 +63,7 @@ pub async fn messages(
     let Query(q) = query.map_err(|e| HttpError::bad_request(ErrorCode::InvalidField, e.body_text()))?;
     let limit = q.limit.unwrap_or(PAGE_DEFAULT).clamp(1, PAGE_MAX);
     let page = app
-        .db(move |store, _| {
+        .read(move |store| {
             if !store.is_member(&id, &user.id)? {
                 return Ok(None);
             }
@@ -105,14 +121,28 @@ pub async fn create(
     if req.member_ids.len() + req.persona_ids.len() > MEMBERS_MAX {
         return Err(HttpError::bad_request(ErrorCode::InvalidField, format!("at most {MEMBERS_MAX} members at once")));
     }
+    if let Err(wait) = app.room_quota.take(&user.id, std::time::Instant::now()) {
+        crate::metrics::inc(&app.metrics.rate_limited);
+        return Err(HttpError::rate_limited(
+            format!("too many new rooms: at most {} an hour; nothing was created", app.config.rooms_per_hour),
+            wait,
+        ));
+    }
     let me = user.clone();
+    let max_rooms = app.config.max_rooms_per_user;
     let summary = app
         .db(move |store, shared| {
+            if store.rooms_owned(&me.id)? >= max_rooms {
+                return Ok(Err(HttpError::bad_request(
+                    ErrorCode::InvalidField,
+                    format!("you have created {max_rooms} rooms, the most one person may; nothing was created"),
+                )));
+            }
             let id = store.create_room(&me, &title, &req.member_ids, &req.persona_ids)?;
-            announce_joins(store, shared, &id, &[me.clone()])?;
-            store.conversation_of(&me.id, &id)
+            announce_joins(store, shared, &id, std::slice::from_ref(&me))?;
+            Ok(Ok(store.conversation_of(&me.id, &id)?))
         })
-        .await?;
+        .await??;
     summary.map(Json).ok_or_else(|| HttpError::from_code(ErrorCode::Internal, "conversation vanished"))
 }
 
@@ -152,6 +182,14 @@ pub async fn add_members(
     if req.user_ids.len() + req.persona_ids.len() > MEMBERS_MAX {
         return Err(HttpError::bad_request(ErrorCode::InvalidField, format!("at most {MEMBERS_MAX} members at once")));
     }
+    if let Err(wait) = app.member_add_quota.take(&user.id, std::time::Instant::now()) {
+        crate::metrics::inc(&app.metrics.rate_limited);
+        return Err(HttpError::rate_limited(
+            format!("too many additions: at most {} an hour; nobody was added", app.config.member_adds_per_hour),
+            wait,
+        ));
+    }
+    let max_members = app.config.max_room_members;
     let outcome = app
         .db(move |store, shared| {
             if !store.is_member(&id, &user.id)? {
@@ -159,6 +197,13 @@ pub async fn add_members(
             }
             if store.conversation_kind(&id)? != Some((ConversationKind::Room, false)) {
                 return Ok(Err(HttpError::bad_request(ErrorCode::InvalidField, "members can be added to rooms only")));
+            }
+            let asked = (req.user_ids.len() + req.persona_ids.len()) as i64;
+            if store.member_count(&id)? + asked > max_members {
+                return Ok(Err(HttpError::bad_request(
+                    ErrorCode::InvalidField,
+                    format!("a room has at most {max_members} members; nobody was added"),
+                )));
             }
             let added = store.add_members(&id, &req.user_ids, &req.persona_ids)?;
             announce_joins(store, shared, &id, &added)?;
@@ -192,7 +237,7 @@ pub async fn leave(State(app): State<AppState>, AuthUser(user): AuthUser, Path(i
 /// `GET /api/conversations/{id}/members`: who is in a conversation, people online first.
 pub async fn members(State(app): State<AppState>, AuthUser(user): AuthUser, Path(id): Path<String>) -> Result<Json<Vec<Member>>, HttpError> {
     let rows = app
-        .db(move |store, _| {
+        .read(move |store| {
             if !store.is_member(&id, &user.id)? {
                 return Ok(None);
             }
@@ -212,12 +257,29 @@ pub async fn members(State(app): State<AppState>, AuthUser(user): AuthUser, Path
 pub struct UsersQuery {
     #[serde(default)]
     q: String,
+    limit: Option<usize>,
+    offset: Option<usize>,
 }
 
-/// `GET /api/users?q=prefix`: people to add to a room.
-pub async fn users(State(app): State<AppState>, _user: AuthUser, Query(q): Query<UsersQuery>) -> Result<Json<Vec<User>>, HttpError> {
+/// Most users in one page of `GET /api/users`.
+pub const USERS_PAGE_MAX: usize = 50;
+
+/// `GET /api/users?q=prefix&limit=20&offset=0`: people to add to a room, by name, a page at a
+/// time; the prefix needs at least 2 characters.
+pub async fn users(
+    State(app): State<AppState>,
+    _user: AuthUser,
+    query: Result<Query<UsersQuery>, axum::extract::rejection::QueryRejection>,
+) -> Result<Json<Vec<User>>, HttpError> {
+    let Query(q) = query.map_err(|e| HttpError::bad_request(ErrorCode::InvalidField, e.body_text()))?;
     let prefix: String = q.q.trim().chars().take(32).collect();
-    Ok(Json(app.db(move |store, _| store.users(&prefix, 20)).await?))
+    let min = persona_chat_protocol::http::USER_SEARCH_MIN_CHARS;
+    if prefix.chars().count() < min {
+        return Err(HttpError::bad_request(ErrorCode::InvalidField, format!("type at least {min} characters of a name to search")));
+    }
+    let limit = q.limit.unwrap_or(20).clamp(1, USERS_PAGE_MAX);
+    let offset = q.offset.unwrap_or(0).min(100_000);
+    Ok(Json(app.read(move |store| store.users(&prefix, limit, offset)).await?))
 }
 
 #[derive(Deserialize)]

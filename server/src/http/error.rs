@@ -13,11 +13,13 @@ pub struct HttpError {
     pub status: StatusCode,
     pub code: ErrorCode,
     pub message: String,
+    /// Seconds to wait, sent as `Retry-After` (429s).
+    pub retry_after: Option<u64>,
 }
 
 impl HttpError {
     pub fn new(status: StatusCode, code: ErrorCode, message: impl Into<String>) -> Self {
-        HttpError { status, code, message: message.into() }
+        HttpError { status, code, message: message.into(), retry_after: None }
     }
 
     pub fn unauthorized() -> Self {
@@ -27,6 +29,13 @@ impl HttpError {
     /// Not a member: the same answer whether or not the conversation exists, so it reveals nothing.
     pub fn not_member() -> Self {
         Self::new(StatusCode::FORBIDDEN, ErrorCode::NotMember, "you are not a member of this conversation")
+    }
+
+    /// 429 `rate_limited` with `Retry-After` (whole seconds, at least 1).
+    pub fn rate_limited(message: impl Into<String>, wait: std::time::Duration) -> Self {
+        let mut e = Self::new(StatusCode::TOO_MANY_REQUESTS, ErrorCode::RateLimited, message);
+        e.retry_after = Some(wait.as_secs_f64().ceil().max(1.0) as u64);
+        e
     }
 
     pub fn bad_request(code: ErrorCode, message: impl Into<String>) -> Self {
@@ -41,6 +50,7 @@ impl HttpError {
             ErrorCode::RateLimited => StatusCode::TOO_MANY_REQUESTS,
             ErrorCode::TooLarge => StatusCode::PAYLOAD_TOO_LARGE,
             ErrorCode::Unauthorized | ErrorCode::InvalidCredentials => StatusCode::UNAUTHORIZED,
+            ErrorCode::UsernameTaken => StatusCode::CONFLICT,
             ErrorCode::Internal | ErrorCode::Unknown => StatusCode::INTERNAL_SERVER_ERROR,
             _ => StatusCode::BAD_REQUEST,
         };
@@ -62,6 +72,10 @@ impl From<StoreError> for HttpError {
 
 impl IntoResponse for HttpError {
     fn into_response(self) -> Response {
-        (self.status, Json(ApiError { code: self.code, message: self.message })).into_response()
+        let mut response = (self.status, Json(ApiError { code: self.code, message: self.message })).into_response();
+        if let Some(secs) = self.retry_after {
+            response.headers_mut().insert(axum::http::header::RETRY_AFTER, secs.into());
+        }
+        response
     }
 }

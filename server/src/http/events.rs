@@ -12,7 +12,7 @@ use persona_chat_protocol::ErrorCode;
 use serde::Deserialize;
 
 use super::error::HttpError;
-use super::extractor::AuthUser;
+use super::extractor::AuthSession;
 use crate::events::Read;
 use crate::AppState;
 
@@ -29,16 +29,24 @@ pub struct EventsQuery {
 
 pub async fn poll(
     State(app): State<AppState>,
-    AuthUser(user): AuthUser,
+    session: AuthSession,
     query: Result<Query<EventsQuery>, axum::extract::rejection::QueryRejection>,
 ) -> Result<Response, HttpError> {
+    let user = session.user.clone();
     let Query(q) = query.map_err(|e| HttpError::bad_request(ErrorCode::InvalidField, e.body_text()))?;
     crate::metrics::inc(&app.metrics.polls);
     let Some(after) = q.after else {
         return Ok(json(format!("{{\"events\":[],\"next\":{}}}", app.hub.events.last_id())));
     };
     // While polling (and shortly after), the user counts as online, as with a socket.
-    let _present = Presence::begin(&app, &user);
+    let Some(_present) = Presence::begin(&app, &user) else {
+        crate::metrics::inc(&app.metrics.rate_limited);
+        return Err(HttpError::rate_limited(
+            format!("at most {} long polls open at once per user", app.config.max_polls_per_user),
+            Duration::from_secs(1),
+        ));
+    };
+    let mut revocations = app.sessions.subscribe();
     let timeout = Duration::from_millis(q.timeout_ms.unwrap_or(DEFAULT_TIMEOUT_MS).min(MAX_TIMEOUT_MS));
     let deadline = tokio::time::Instant::now() + timeout;
     let mut changes = app.hub.events.subscribe();
@@ -46,6 +54,10 @@ pub async fn poll(
     loop {
         // Subscribe before reading, so an event appended in between still wakes us.
         changes.borrow_and_update();
+        revocations.borrow_and_update();
+        if !app.sessions.is_live(&session.session_id, &user.id) {
+            return Err(HttpError::unauthorized());
+        }
         match app.hub.events.read(&user.id, after, MAX_EVENTS) {
             Read::Resync { next } => return Ok(json(format!("{{\"resync\":true,\"events\":[],\"next\":{next}}}"))),
             Read::Events { events, next } if !events.is_empty() || tokio::time::Instant::now() >= deadline || *shutdown.borrow() => {
@@ -67,6 +79,7 @@ pub async fn poll(
             _ = changes.changed() => {}
             _ = tokio::time::sleep_until(deadline) => {}
             _ = shutdown.changed() => {}
+            _ = revocations.changed() => {}
         }
     }
 }
@@ -79,9 +92,10 @@ struct Presence {
 }
 
 impl Presence {
-    fn begin(app: &AppState, user: &persona_chat_protocol::User) -> Presence {
-        app.hub.poll_started(user);
-        Presence { app: app.clone(), user_id: user.id.clone() }
+    fn begin(app: &AppState, user: &persona_chat_protocol::User) -> Option<Presence> {
+        app.hub
+            .try_poll_started(user, app.config.max_polls_per_user)
+            .then(|| Presence { app: app.clone(), user_id: user.id.clone() })
     }
 }
 

@@ -1,4 +1,5 @@
-//! The signed-in user of a request, from `Authorization: Bearer TOKEN`.
+//! The signed-in user of a request, from `Authorization: Bearer TOKEN`: a token signed by this
+//! server, unexpired, of a live session.
 
 use axum::extract::{FromRequest, FromRequestParts, Request};
 use axum::http::request::Parts;
@@ -9,7 +10,13 @@ use crate::AppState;
 
 pub struct AuthUser(pub User);
 
-impl FromRequestParts<AppState> for AuthUser {
+/// The signed-in user and their session.
+pub struct AuthSession {
+    pub user: User,
+    pub session_id: String,
+}
+
+impl FromRequestParts<AppState> for AuthSession {
     type Rejection = HttpError;
 
     async fn from_request_parts(parts: &mut Parts, state: &AppState) -> Result<Self, Self::Rejection> {
@@ -19,7 +26,16 @@ impl FromRequestParts<AppState> for AuthUser {
             .and_then(|v| v.to_str().ok())
             .and_then(|v| v.strip_prefix("Bearer "))
             .ok_or_else(HttpError::unauthorized)?;
-        state.tokens.verify(token.trim()).map(AuthUser).ok_or_else(HttpError::unauthorized)
+        let v = state.authenticate(token.trim()).ok_or_else(HttpError::unauthorized)?;
+        Ok(AuthSession { user: v.user, session_id: v.session_id })
+    }
+}
+
+impl FromRequestParts<AppState> for AuthUser {
+    type Rejection = HttpError;
+
+    async fn from_request_parts(parts: &mut Parts, state: &AppState) -> Result<Self, Self::Rejection> {
+        AuthSession::from_request_parts(parts, state).await.map(|s| AuthUser(s.user))
     }
 }
 

@@ -22,12 +22,14 @@ pub fn router(state: AppState) -> Router {
     let app_files = ServeDir::new(&state.config.static_dir).fallback(ServeFile::new(index));
     // The API and the socket, behind the Origin check.
     let api = Router::new()
-        .route("/api/session", post(session::create))
+        .route("/api/users", get(conversations::users).post(session::sign_up))
+        .route("/api/session", post(session::sign_in).delete(session::sign_out))
+        .route("/api/session/refresh", post(session::refresh))
+        .route("/api/sessions", axum::routing::delete(session::sign_out_everywhere))
         .route("/api/personas", get(conversations::personas))
         .route("/api/conversations", get(conversations::list).post(conversations::create))
         .route("/api/conversations/{id}/members", get(conversations::members).post(conversations::add_members))
         .route("/api/conversations/{id}/members/me", axum::routing::delete(conversations::leave))
-        .route("/api/users", get(conversations::users))
         .route(
             "/api/conversations/{id}/messages",
             get(conversations::messages).post(conversations::post_message),
@@ -43,12 +45,34 @@ pub fn router(state: AppState) -> Router {
         .route("/healthz", get(|| async { "ok" }))
         .route("/metrics", get(metrics))
         .fallback_service(app_files)
+        .layer(middleware::from_fn_with_state(state.clone(), guard::security_headers))
         .layer(middleware::from_fn(guard::cache_headers))
         .layer(CompressionLayer::new())
         .with_state(state)
 }
 
-async fn metrics(State(app): State<AppState>) -> ([(axum::http::HeaderName, &'static str); 1], String) {
+/// `GET /metrics`: for loopback peers, or with `Authorization: Bearer --metrics-token`.
+async fn metrics(State(app): State<AppState>, request: axum::extract::Request) -> axum::response::Response {
+    use axum::response::IntoResponse;
+    let loopback = crate::net::peer(request.extensions()).is_some_and(|p| p.ip().is_loopback());
+    let bearer = request
+        .headers()
+        .get(axum::http::header::AUTHORIZATION)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.strip_prefix("Bearer "))
+        .map(str::trim);
+    let token_ok = match (&app.config.metrics_token, bearer) {
+        (Some(expected), Some(given)) if !expected.is_empty() => guard::constant_time_eq(expected.as_bytes(), given.as_bytes()),
+        _ => false,
+    };
+    if !loopback && !token_ok {
+        return error::HttpError::new(
+            axum::http::StatusCode::FORBIDDEN,
+            persona_chat_protocol::ErrorCode::Unauthorized,
+            "/metrics answers loopback peers, or a request with the --metrics-token",
+        )
+        .into_response();
+    }
     let body = app.metrics.render(app.hub.connection_count(), app.hub.online_users().len(), app.hub.events.len());
-    ([(axum::http::header::CONTENT_TYPE, "text/plain; version=0.0.4")], body)
+    ([(axum::http::header::CONTENT_TYPE, "text/plain; version=0.0.4")], body).into_response()
 }

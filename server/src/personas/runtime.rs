@@ -30,8 +30,12 @@ use crate::config::Config;
 use crate::store::{Inserted, Store};
 use crate::{AppState, Shared};
 
-/// Replies that may wait per persona; later triggers get no reply (and a warning in the log).
-pub const MAX_QUEUE: usize = 64;
+/// Replies that may wait per persona, in all; later triggers get no reply (and the sender is
+/// told).
+pub const MAX_QUEUE: usize = 256;
+/// Replies of one persona that may wait per conversation: one user flooding a persona delays
+/// only their own conversation. Conversations are served in turn.
+pub const MAX_PENDING_PER_CONVERSATION: usize = 2;
 /// Messages of the conversation a responder sees, the one answered included.
 pub const CONTEXT_MESSAGES: usize = 12;
 /// Stored for an interrupted reply that had no text yet (a message cannot be empty). With
@@ -52,9 +56,30 @@ struct Slot {
     enabled: bool,
     status: PersonaState,
     last_seen: Option<String>,
-    queue: VecDeque<Job>,
+    /// Waiting replies, per conversation.
+    queues: HashMap<String, VecDeque<Job>>,
+    /// Conversations with waiting replies, in the order they get their next turn.
+    turns: VecDeque<String>,
+    /// How many replies wait, in all.
+    waiting: usize,
     /// A worker task is draining the queue.
     working: bool,
+}
+
+impl Slot {
+    /// The next reply due: the first of the conversation whose turn it is.
+    fn next_job(&mut self) -> Option<Job> {
+        let conversation = self.turns.pop_front()?;
+        let queue = self.queues.get_mut(&conversation)?;
+        let job = queue.pop_front();
+        if queue.is_empty() {
+            self.queues.remove(&conversation);
+        } else {
+            self.turns.push_back(conversation);
+        }
+        self.waiting -= usize::from(job.is_some());
+        job
+    }
 }
 
 /// A reply being streamed, by message id.
@@ -82,6 +107,8 @@ pub struct Runtime {
     /// Answers when the configured responder gives no words at all (endpoint down).
     fallback: Option<Arc<dyn Responder>>,
     pace: Duration,
+    /// Replies written at once, across personas (--persona-llm-concurrency).
+    writers: Arc<tokio::sync::Semaphore>,
     /// Hands triggers to one dispatcher task, so they are looked at in the order they came.
     dispatch: OnceLock<mpsc::UnboundedSender<Trigger>>,
     /// conversation -> the persona of a direct conversation (None: a room).
@@ -112,6 +139,7 @@ impl Runtime {
             responder,
             fallback,
             pace: Duration::from_millis(config.persona_pace_ms),
+            writers: Arc::new(tokio::sync::Semaphore::new(config.persona_llm_concurrency.max(1))),
             dispatch: OnceLock::new(),
             kinds: Mutex::default(),
         };
@@ -149,7 +177,9 @@ impl Runtime {
                 enabled,
                 status: if enabled { PersonaState::Online } else { PersonaState::Offline },
                 last_seen,
-                queue: VecDeque::new(),
+                queues: HashMap::new(),
+                turns: VecDeque::new(),
+                waiting: 0,
                 working: false,
             });
         }
@@ -222,7 +252,9 @@ impl Runtime {
         Some(kind)
     }
 
-    /// Queues a reply of a persona; starts its worker when idle.
+    /// Queues a reply of a persona; starts its worker when idle. A conversation with
+    /// [`MAX_PENDING_PER_CONVERSATION`] replies waiting gets none for this message, and its
+    /// sender is told so in the conversation.
     fn enqueue(&self, app: &AppState, persona_id: &str, job: Job) {
         let mut state = self.lock();
         let Some(slot) = state.slots.iter_mut().find(|s| s.info.id == persona_id) else { return };
@@ -230,17 +262,33 @@ impl Runtime {
             tracing::debug!("{} is offline: no reply to message {}", slot.info.name, job.trigger.id);
             return;
         }
-        if slot.queue.len() >= MAX_QUEUE {
-            tracing::warn!("{} has {MAX_QUEUE} replies waiting: message {} gets none", slot.info.name, job.trigger.id);
+        let here = slot.queues.get(&job.conversation_id).map_or(0, VecDeque::len);
+        if here >= MAX_PENDING_PER_CONVERSATION || slot.waiting >= MAX_QUEUE {
+            let text = if here >= MAX_PENDING_PER_CONVERSATION {
+                format!("{} already has {here} replies to write here; this message gets none. Wait for them, then ask again.", slot.info.name)
+            } else {
+                format!("{} has too many replies to write; this message gets none. Ask again later.", slot.info.name)
+            };
+            tracing::info!("{}: no reply to message {} in {}: {text}", slot.info.name, job.trigger.id, job.conversation_id);
+            crate::metrics::inc(&app.metrics.persona_replies_skipped);
+            let frame = ServerFrame::Error {
+                code: ErrorCode::RateLimited,
+                message: text,
+                reference: Some(job.conversation_id.clone()),
+                timestamp: now_rfc3339(),
+            };
+            app.hub.send_to_users([job.trigger.sender_id.as_str()], &frame);
             return;
         }
+        let conversation_id = job.conversation_id.clone();
+        let queue = slot.queues.entry(conversation_id.clone()).or_default();
         // Within a conversation, answer in seq order even if triggers came out of order.
-        let at = slot
-            .queue
-            .iter()
-            .position(|j| j.conversation_id == job.conversation_id && j.trigger.seq > job.trigger.seq)
-            .unwrap_or(slot.queue.len());
-        slot.queue.insert(at, job);
+        let at = queue.iter().position(|j| j.trigger.seq > job.trigger.seq).unwrap_or(queue.len());
+        queue.insert(at, job);
+        slot.waiting += 1;
+        if !slot.turns.contains(&conversation_id) {
+            slot.turns.push_back(conversation_id);
+        }
         if !slot.working {
             slot.working = true;
             set_status(&app.hub, slot, PersonaState::Busy);
@@ -290,7 +338,7 @@ async fn dispatcher(app: Weak<Shared>, mut rx: mpsc::UnboundedReceiver<Trigger>)
 /// Answers a persona's queue one reply at a time.
 async fn worker(app: AppState, persona_id: String) {
     loop {
-        let next = app.personas.with_slot(&persona_id, |slot| match slot.queue.pop_front() {
+        let next = app.personas.with_slot(&persona_id, |slot| match slot.next_job() {
             Some(job) => {
                 set_status(&app.hub, slot, PersonaState::Busy);
                 Some((slot.info.clone(), job))
@@ -302,6 +350,8 @@ async fn worker(app: AppState, persona_id: String) {
             }
         });
         let Some(Some((persona, job))) = next else { return };
+        // At most --persona-llm-concurrency replies are written at once, across personas.
+        let Ok(_writer) = app.personas.writers.clone().acquire_owned().await else { return };
         // In a task of its own, so a panic costs one reply, not the persona.
         if let Err(e) = tokio::spawn(reply(app.clone(), persona.clone(), job)).await {
             tracing::error!("a reply of {} failed: {e}", persona.name);

@@ -116,11 +116,30 @@ impl TestServer {
             .expect("POST /api/session is answered")
     }
 
-    /// Signs in (registering on first use), asserting success.
+    pub async fn post_users(&self, username: &str, password: &str) -> reqwest::Response {
+        let body = serde_json::json!({ "username": username, "password": password });
+        within("POST /api/users", self.http.post(self.url("/api/users")).json(&body).send())
+            .await
+            .expect("POST /api/users is answered")
+    }
+
+    /// Signs up (`POST /api/users`), or signs in when the name is taken (409), asserting
+    /// success either way.
     pub async fn sign_in(&self, username: &str, password: &str) -> SessionResponse {
+        let resp = self.post_users(username, password).await;
+        if resp.status() == StatusCode::CREATED {
+            return json(resp).await;
+        }
+        assert_eq!(resp.status(), StatusCode::CONFLICT, "sign-up of {username}: neither created nor taken");
         let resp = self.post_session(username, password).await;
         assert_eq!(resp.status(), StatusCode::OK, "sign-in of {username}");
         json(resp).await
+    }
+
+    pub async fn delete(&self, token: &str, path: &str) -> reqwest::Response {
+        within(&format!("DELETE {path}"), self.http.delete(self.url(path)).bearer_auth(token).send())
+            .await
+            .unwrap_or_else(|e| panic!("DELETE {path} is answered: {e}"))
     }
 
     pub async fn get(&self, token: &str, path: &str) -> reqwest::Response {
@@ -227,6 +246,19 @@ impl Client {
         .await
     }
 
+    /// This socket's own address (to find its TCP connection).
+    pub fn local_addr(&self) -> SocketAddr {
+        match self.ws.get_ref() {
+            MaybeTlsStream::Plain(tcp) => tcp.local_addr().expect("a connected socket has an address"),
+            _ => panic!("tests use plain TCP"),
+        }
+    }
+
+    /// The next message, whatever it is, with no time limit of its own (the caller bounds it).
+    pub async fn recv_unbounded(&mut self) -> Option<Result<WsMessage, tungstenite::Error>> {
+        self.ws.next().await
+    }
+
     /// The very next frame; panics on anything else.
     pub async fn next_frame(&mut self) -> ServerFrame {
         match self.recv_raw().await {
@@ -287,6 +319,12 @@ impl Client {
     pub async fn send_text(&mut self, text: impl Into<String>) {
         let text: String = text.into();
         within("sending a frame", self.ws.send(WsMessage::text(text))).await.expect("the frame is sent");
+    }
+
+    /// Sends a text frame, reporting a failure (the server closed the socket) instead of
+    /// panicking.
+    pub async fn try_send_text(&mut self, text: impl Into<String>) -> Result<(), tungstenite::Error> {
+        self.ws.send(WsMessage::text(text.into())).await
     }
 
     pub async fn send_binary(&mut self, bytes: Vec<u8>) {
