@@ -556,20 +556,19 @@ type WindowPlan<'a> = (&'a Client, &'a str, Vec<(&'a str, &'a String)>);
 struct Run<'a> {
     app: &'a TestServer,
     chat: &'a mut TestServer,
+    cable: &'a Cable,
     driver: &'a Driver,
     a: &'a Client,
     b: &'a Client,
 }
 
 async fn faults_body(run: Run<'_>) -> TestResult {
-    let Run { app, chat, driver, a, b } = run;
+    let Run { app, chat, cable, driver, a, b } = run;
     let started = Instant::now();
     let t = || format!("{:>5.1}s", started.elapsed().as_secs_f64());
     // alice's second device registers alice and opens her conversation with Ada.
     let (token, _alice_id) = session(&chat.base, "alice").await?;
     let ids = conversations(&chat.base, &token).await?;
-    // bob's window reaches the chat server through a cable that can be cut.
-    let cable = Cable::lay(chat.port).await?;
     sign_in(a, &app.base, &chat.base, "alice").await?;
     sign_in(b, &app.base, &cable.base, "bob").await?;
     eprintln!("[faults {}] signed in; Lobby {}, alice+Ada {}", t(), ids.lobby, ids.direct);
@@ -833,14 +832,17 @@ async fn faults_every_message_once_through_kills_polling_offline_and_reload() {
     let app_data = tempfile::tempdir().expect("temp dir");
     let chat_data = tempfile::tempdir().expect("temp dir");
     let chat_port = free_port();
-    let app = TestServer::start_app_for(app_data.path(), &format!("http://127.0.0.1:{chat_port}")).expect("the app's server starts");
+    // bob's window reaches the chat server through a cable that can be cut; the app may use
+    // both addresses (its meta tag lists them).
+    let cable = Cable::lay(chat_port).await.expect("the cable is laid");
+    let app = TestServer::start_app_for_all(app_data.path(), &[&format!("http://127.0.0.1:{chat_port}"), &cable.base]).expect("the app's server starts");
     let args = chat_args(&app.base, &[]);
     let args: Vec<&str> = args.iter().map(String::as_str).collect();
     let mut chat = TestServer::start_with_args(chat_data.path(), chat_port, &args).expect("chat server starts");
     let driver = Driver::start().expect("chromedriver starts");
     let a = driver.window().await.expect("window A");
     let b = driver.window().await.expect("window B");
-    let run = Run { app: &app, chat: &mut chat, driver: &driver, a: &a, b: &b };
+    let run = Run { app: &app, chat: &mut chat, cable: &cable, driver: &driver, a: &a, b: &b };
     let outcome = tokio::time::timeout(Duration::from_secs(330), faults_body(run)).await;
     conclude(outcome, vec![(a, "faults-alice"), (b, "faults-bob")]).await;
 }

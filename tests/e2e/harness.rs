@@ -133,6 +133,13 @@ impl TestServer {
     /// `persona-chat-server` meta tag, as a deployment on a static host would): a copy of
     /// dist/ under the data dir, with that tag filled in.
     pub fn start_app_for(data_dir: &Path, chat_base: &str) -> TestResult<TestServer> {
+        Self::start_app_for_all(data_dir, &[chat_base])
+    }
+
+    /// Like [`TestServer::start_app_for`], with several chat servers allowed (the first is
+    /// the default).
+    pub fn start_app_for_all(data_dir: &Path, chat_bases: &[&str]) -> TestResult<TestServer> {
+        let listed = chat_bases.join(" ");
         let dist = dist_dir();
         let copy = data_dir.join("static");
         std::fs::create_dir_all(&copy).map_err(|e| e.to_string())?;
@@ -146,14 +153,18 @@ impl TestServer {
         let at = index.find("persona-chat-server").ok_or("dist/index.html has no persona-chat-server meta tag")?;
         let start = index[..at].rfind("<meta").ok_or("dist/index.html: the persona-chat-server tag is not a meta tag")?;
         let end = at + index[at..].find('>').ok_or("dist/index.html: unclosed meta tag")? + 1;
-        let filled = format!(r#"{}<meta name="persona-chat-server" content="{chat_base}">{}"#, &index[..start], &index[end..]);
+        let filled = format!(r#"{}<meta name="persona-chat-server" content="{listed}">{}"#, &index[..start], &index[end..]);
         std::fs::write(copy.join("index.html"), filled).map_err(|e| e.to_string())?;
         // Precompressed copies would serve the unedited page.
         for ext in ["br", "gz"] {
             let _ = std::fs::remove_file(copy.join(format!("index.html.{ext}")));
         }
-        // Its page talks to the chat server: the CSP it serves must allow that (connect-src).
-        Self::start_serving(data_dir, free_port(), &copy, &["--allowed-origin", chat_base])
+        // Its page talks to the chat servers: the CSP it serves must allow that (connect-src).
+        let mut args = Vec::new();
+        for base in chat_bases {
+            args.extend(["--allowed-origin", base]);
+        }
+        Self::start_serving(data_dir, free_port(), &copy, &args)
     }
 
     fn start_serving(data_dir: &Path, port: u16, dist: &Path, args: &[&str]) -> TestResult<TestServer> {
