@@ -287,6 +287,11 @@ async fn silent_http_connections_are_closed_after_the_header_timeout_and_connect
     within("the idle connection to close", async { while idle.read(&mut buf).await.unwrap_or(0) > 0 {} }).await;
     assert!(t0.elapsed() < Duration::from_secs(5));
 
+    // Half a request's headers, then nothing: closed too.
+    let mut slow = TcpStream::connect(server.addr).await.unwrap();
+    slow.write_all(b"GET /healthz HTTP/1.1\r\nHost: x\r\n").await.unwrap();
+    within("the slow connection to close", async { while slow.read(&mut buf).await.unwrap_or(0) > 0 {} }).await;
+
     // Four open connections from one address; the fifth is closed at once.
     let mut held = Vec::new();
     for _ in 0..4 {
