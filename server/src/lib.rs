@@ -232,13 +232,18 @@ impl Server {
 async fn sweep_typing(shared: AppState) {
     let mut tick = tokio::time::interval(std::time::Duration::from_millis(250));
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    let mut ticks: u64 = 0;
     loop {
         tick.tick().await;
+        ticks += 1;
+        // Ended sessions are forgotten once a minute.
+        if ticks % 240 == 0 {
+            shared.sessions.prune();
+        }
         for ended in shared.typing.expire(std::time::Instant::now()) {
             chat::announce_typing_stopped(&shared, ended);
         }
         // Users who polled and stopped: offline after the grace period.
-        shared.sessions.prune();
         for (user_id, last_seen) in shared.hub.sweep_pollers(std::time::Instant::now()) {
             if let Err(e) = shared.db(move |store, _| store.set_last_seen(&user_id, &last_seen)).await {
                 tracing::warn!("could not record last_seen: {e}");
