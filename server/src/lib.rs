@@ -237,7 +237,7 @@ async fn sweep_typing(shared: AppState) {
         tick.tick().await;
         ticks += 1;
         // Ended sessions are forgotten once a minute.
-        if ticks % 240 == 0 {
+        if ticks.is_multiple_of(240) {
             shared.sessions.prune();
         }
         for ended in shared.typing.expire(std::time::Instant::now()) {
