@@ -73,6 +73,11 @@ pub struct Config {
     #[arg(long, env = "PERSONA_SOCKET_FRAMES_PER_SEC", default_value_t = 20.0)]
     pub socket_frames_per_sec: f64,
 
+    /// Sockets one user may open per minute (also the burst); more upgrades get 429. A
+    /// reconnect loop would otherwise flood everyone with presence changes.
+    #[arg(long, env = "PERSONA_SOCKET_OPENS_PER_MINUTE", default_value_t = 60)]
+    pub socket_opens_per_minute: u32,
+
     /// Long polls (GET /api/events) one user may have open at once; more get 429.
     #[arg(long, env = "PERSONA_MAX_POLLS_PER_USER", default_value_t = 4)]
     pub max_polls_per_user: u32,

@@ -54,6 +54,8 @@ pub struct Shared {
     /// Rooms created, and additions of people, per user.
     pub room_quota: Quota,
     pub member_add_quota: Quota,
+    /// Socket upgrades per user.
+    pub socket_opens: Quota,
     /// The origins the app is served at (empty: compare Origin with Host).
     pub public_origins: Vec<String>,
     /// Open connections, in all and per address.
@@ -177,6 +179,7 @@ impl Server {
             signups: Quota::per_hour(config.signups_per_address_per_hour, config.signups_per_address_per_hour),
             room_quota: Quota::per_hour(config.rooms_per_hour, config.rooms_per_hour),
             member_add_quota: Quota::per_hour(config.member_adds_per_hour, config.member_adds_per_hour),
+            socket_opens: Quota::new(config.socket_opens_per_minute as f64, config.socket_opens_per_minute as f64 / 60.0),
             public_origins,
             connections: net::Connections::new(config.max_connections, config.max_connections_per_address),
             typing: Typing::default(),

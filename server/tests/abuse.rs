@@ -766,3 +766,22 @@ async fn frame_floods_close_the_socket_with_1008() {
     assert_eq!(code, 1008);
     assert!(reason.contains("too many frames"), "{reason}");
 }
+
+#[tokio::test]
+async fn a_reconnect_loop_is_refused_before_it_floods_presence() {
+    let server = TestServer::start_with(|c| c.socket_opens_per_minute = 3).await;
+    let a = server.sign_in("alice", PASSWORD).await;
+    for _ in 0..3 {
+        server.connect(&a.token).await.close().await;
+    }
+    let refused = server.connect_raw(Some(&a.token)).await.err().expect("the fourth upgrade in a minute is refused");
+    match refused {
+        tokio_tungstenite::tungstenite::Error::Http(response) => {
+            assert_eq!(response.status(), StatusCode::TOO_MANY_REQUESTS);
+            assert!(response.headers().contains_key("retry-after"));
+        }
+        other => panic!("expected an HTTP refusal, got {other}"),
+    }
+    let b = server.sign_in("bob", PASSWORD).await;
+    server.connect(&b.token).await; // others are not held up
+}
