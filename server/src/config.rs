@@ -39,7 +39,8 @@ pub struct Config {
     #[arg(long, env = "PERSONA_SESSION_TTL_SECS", default_value_t = 30 * 24 * 3600)]
     pub session_ttl_secs: i64,
 
-    /// Password hashes computed at once (each holds about 19 MiB); 0: the number of cores.
+    /// Password hashes computed at once (each holds about 19 MiB); 0: the number of cores, at
+    /// most 8.
     #[arg(long, env = "PERSONA_HASH_WORKERS", default_value_t = 0)]
     pub hash_workers: usize,
 

@@ -163,8 +163,9 @@ impl Server {
                  set --public-origin to the address users open"
             );
         }
+        // The core count, at most 8 (8 hashes hold about 150 MiB).
         let workers = if config.hash_workers == 0 {
-            std::thread::available_parallelism().map_or(2, |n| n.get())
+            std::thread::available_parallelism().map_or(2, |n| n.get()).min(8)
         } else {
             config.hash_workers
         };
