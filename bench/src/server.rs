@@ -104,6 +104,8 @@ impl ServerGuard {
                 "10000000",
                 "--socket-frames-per-sec",
                 "1000000",
+                "--socket-opens-per-minute",
+                "100000000",
             ]);
         }
         // SAFETY: prctl is async-signal-safe. If this process dies without running the guard

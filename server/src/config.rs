@@ -39,7 +39,8 @@ pub struct Config {
     #[arg(long, env = "PERSONA_SESSION_TTL_SECS", default_value_t = 30 * 24 * 3600)]
     pub session_ttl_secs: i64,
 
-    /// Password hashes computed at once (each holds about 19 MiB); 0: the number of cores.
+    /// Password hashes computed at once (each holds about 19 MiB); 0: the number of cores, at
+    /// most 8.
     #[arg(long, env = "PERSONA_HASH_WORKERS", default_value_t = 0)]
     pub hash_workers: usize,
 
@@ -72,6 +73,11 @@ pub struct Config {
     /// it is closed with 1008.
     #[arg(long, env = "PERSONA_SOCKET_FRAMES_PER_SEC", default_value_t = 20.0)]
     pub socket_frames_per_sec: f64,
+
+    /// Sockets one user may open per minute (also the burst); more upgrades get 429. A
+    /// reconnect loop would otherwise flood everyone with presence changes.
+    #[arg(long, env = "PERSONA_SOCKET_OPENS_PER_MINUTE", default_value_t = 60)]
+    pub socket_opens_per_minute: u32,
 
     /// Long polls (GET /api/events) one user may have open at once; more get 429.
     #[arg(long, env = "PERSONA_MAX_POLLS_PER_USER", default_value_t = 4)]

@@ -54,6 +54,8 @@ pub struct Shared {
     /// Rooms created, and additions of people, per user.
     pub room_quota: Quota,
     pub member_add_quota: Quota,
+    /// Socket upgrades per user.
+    pub socket_opens: Quota,
     /// The origins the app is served at (empty: compare Origin with Host).
     pub public_origins: Vec<String>,
     /// Open connections, in all and per address.
@@ -161,8 +163,9 @@ impl Server {
                  set --public-origin to the address users open"
             );
         }
+        // The core count, at most 8 (8 hashes hold about 150 MiB).
         let workers = if config.hash_workers == 0 {
-            std::thread::available_parallelism().map_or(2, |n| n.get())
+            std::thread::available_parallelism().map_or(2, |n| n.get()).min(8)
         } else {
             config.hash_workers
         };
@@ -177,6 +180,7 @@ impl Server {
             signups: Quota::per_hour(config.signups_per_address_per_hour, config.signups_per_address_per_hour),
             room_quota: Quota::per_hour(config.rooms_per_hour, config.rooms_per_hour),
             member_add_quota: Quota::per_hour(config.member_adds_per_hour, config.member_adds_per_hour),
+            socket_opens: Quota::new(config.socket_opens_per_minute as f64, config.socket_opens_per_minute as f64 / 60.0),
             public_origins,
             connections: net::Connections::new(config.max_connections, config.max_connections_per_address),
             typing: Typing::default(),
@@ -232,13 +236,18 @@ impl Server {
 async fn sweep_typing(shared: AppState) {
     let mut tick = tokio::time::interval(std::time::Duration::from_millis(250));
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    let mut ticks: u64 = 0;
     loop {
         tick.tick().await;
+        ticks += 1;
+        // Ended sessions are forgotten once a minute.
+        if ticks.is_multiple_of(240) {
+            shared.sessions.prune();
+        }
         for ended in shared.typing.expire(std::time::Instant::now()) {
             chat::announce_typing_stopped(&shared, ended);
         }
         // Users who polled and stopped: offline after the grace period.
-        shared.sessions.prune();
         for (user_id, last_seen) in shared.hub.sweep_pollers(std::time::Instant::now()) {
             if let Err(e) = shared.db(move |store, _| store.set_last_seen(&user_id, &last_seen)).await {
                 tracing::warn!("could not record last_seen: {e}");

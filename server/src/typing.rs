@@ -17,6 +17,8 @@ struct Typist {
     /// The socket that said so (None: over HTTP).
     conn: Option<ConnId>,
     until: Instant,
+    /// The others were told this user is typing: they are to be told when it ends.
+    announced: bool,
 }
 
 /// A typing state that ended: (conversation, user id, username).
@@ -52,13 +54,15 @@ impl Typing {
     pub fn start(&self, conversation_id: &str, user_id: &str, username: &str, conn: Option<ConnId>, now: Instant) -> bool {
         let key = (conversation_id.to_owned(), user_id.to_owned());
         let relay = self.may_relay(&key, now);
-        self.lock().insert(key, Typist { username: username.to_owned(), conn, until: now + TYPING_TIMEOUT });
+        let mut inner = self.lock();
+        let announced = relay || inner.get(&key).is_some_and(|t| t.announced);
+        inner.insert(key, Typist { username: username.to_owned(), conn, until: now + TYPING_TIMEOUT, announced });
         relay
     }
 
-    /// Records a typing_stop; true if the user was typing there.
+    /// Records a typing_stop; true if the others were told the user was typing there.
     pub fn stop(&self, conversation_id: &str, user_id: &str) -> bool {
-        self.lock().remove(&(conversation_id.to_owned(), user_id.to_owned())).is_some()
+        self.lock().remove(&(conversation_id.to_owned(), user_id.to_owned())).is_some_and(|t| t.announced)
     }
 
     /// Removes and returns the typists whose time ran out by `now`.
@@ -70,7 +74,7 @@ impl Typing {
         let mut inner = self.lock();
         let gone: Vec<(String, String)> = inner.iter().filter(|(_, t)| t.until <= now).map(|(k, _)| k.clone()).collect();
         gone.into_iter()
-            .filter_map(|k| inner.remove(&k).map(|t| (k.0, k.1, t.username)))
+            .filter_map(|k| inner.remove(&k).filter(|t| t.announced).map(|t| (k.0, k.1, t.username)))
             .collect()
     }
 
@@ -79,7 +83,7 @@ impl Typing {
         let mut inner = self.lock();
         let gone: Vec<(String, String)> = inner.iter().filter(|(_, t)| t.conn == Some(conn)).map(|(k, _)| k.clone()).collect();
         gone.into_iter()
-            .filter_map(|k| inner.remove(&k).map(|t| (k.0, k.1, t.username)))
+            .filter_map(|k| inner.remove(&k).filter(|t| t.announced).map(|t| (k.0, k.1, t.username)))
             .collect()
     }
 }
@@ -97,9 +101,10 @@ mod tests {
         assert!(typing.start("c", "u", "ann", Some(1), t0 + Duration::from_secs(3)));
         assert!(typing.stop("c", "u"));
         assert!(!typing.start("c", "u", "ann", Some(2), t0 + Duration::from_secs(4)), "a stop or a new socket does not reset the budget");
-        typing.start("c", "u", "ann", Some(1), t0 + Duration::from_secs(3));
-        assert!(typing.expire(t0 + Duration::from_millis(7_900)).is_empty());
-        assert_eq!(typing.expire(t0 + Duration::from_secs(8)), vec![("c".into(), "u".into(), "ann".into())]);
+        assert!(typing.socket_closed(2).is_empty(), "nobody was told of that start: nobody is told it ended");
+        assert!(typing.start("c", "u", "ann", Some(1), t0 + Duration::from_secs(6)));
+        assert!(typing.expire(t0 + Duration::from_millis(10_900)).is_empty());
+        assert_eq!(typing.expire(t0 + Duration::from_secs(11)), vec![("c".into(), "u".into(), "ann".into())]);
         assert!(!typing.stop("c", "u"), "already ended");
     }
 

@@ -43,6 +43,14 @@ pub async fn upgrade(
         return HttpError::unauthorized().into_response();
     };
     let (user, session) = (verified.user, verified.session_id);
+    if let Err(wait) = app.socket_opens.take(&user.id, std::time::Instant::now()) {
+        crate::metrics::inc(&app.metrics.sockets_refused);
+        return HttpError::rate_limited(
+            format!("too many new sockets: at most {} a minute per user", app.config.socket_opens_per_minute),
+            wait,
+        )
+        .into_response();
+    }
     // Small buffers keep each idle connection cheap.
     ws.read_buffer_size(4 * 1024)
         .write_buffer_size(4 * 1024)

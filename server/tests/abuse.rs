@@ -287,6 +287,11 @@ async fn silent_http_connections_are_closed_after_the_header_timeout_and_connect
     within("the idle connection to close", async { while idle.read(&mut buf).await.unwrap_or(0) > 0 {} }).await;
     assert!(t0.elapsed() < Duration::from_secs(5));
 
+    // Half a request's headers, then nothing: closed too.
+    let mut slow = TcpStream::connect(server.addr).await.unwrap();
+    slow.write_all(b"GET /healthz HTTP/1.1\r\nHost: x\r\n").await.unwrap();
+    within("the slow connection to close", async { while slow.read(&mut buf).await.unwrap_or(0) > 0 {} }).await;
+
     // Four open connections from one address; the fifth is closed at once.
     let mut held = Vec::new();
     for _ in 0..4 {
@@ -760,4 +765,23 @@ async fn frame_floods_close_the_socket_with_1008() {
     .await;
     assert_eq!(code, 1008);
     assert!(reason.contains("too many frames"), "{reason}");
+}
+
+#[tokio::test]
+async fn a_reconnect_loop_is_refused_before_it_floods_presence() {
+    let server = TestServer::start_with(|c| c.socket_opens_per_minute = 3).await;
+    let a = server.sign_in("alice", PASSWORD).await;
+    for _ in 0..3 {
+        server.connect(&a.token).await.close().await;
+    }
+    let refused = server.connect_raw(Some(&a.token)).await.err().expect("the fourth upgrade in a minute is refused");
+    match refused {
+        tokio_tungstenite::tungstenite::Error::Http(response) => {
+            assert_eq!(response.status(), StatusCode::TOO_MANY_REQUESTS);
+            assert!(response.headers().contains_key("retry-after"));
+        }
+        other => panic!("expected an HTTP refusal, got {other}"),
+    }
+    let b = server.sign_in("bob", PASSWORD).await;
+    server.connect(&b.token).await; // others are not held up
 }
