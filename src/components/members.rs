@@ -17,8 +17,10 @@ pub fn search_users(
     query.set(text.clone());
     spawn_local(async move {
         let Some(token) = ctx.token() else { return };
-        if text.trim().is_empty() {
+        // The server searches from 2 characters on (fewer would list everyone).
+        if text.trim().chars().count() < persona_chat_protocol::http::USER_SEARCH_MIN_CHARS {
             results.set(Vec::new());
+            error.set(None);
             return;
         }
         match api::search_users(&ctx.base(), &token, text.trim()).await {
@@ -76,7 +78,7 @@ pub fn MembersPanel(conversation_id: String, on_close: Callback<()>) -> impl Int
                 }).collect_view()}
             </ul>
             <label for="add-people">"Add people"</label>
-            <input id="add-people" type="search" placeholder="Username…" autocomplete="off"
+            <input id="add-people" type="search" placeholder="Type 2 letters of a username…" autocomplete="off"
                 prop:value=move || query.get() on:input=move |ev| search(event_target_value(&ev)) />
             {move || error.get().map(|e| view! { <p class="error" role="alert">{e}</p> })}
             <ul class="search-results">

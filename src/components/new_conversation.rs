@@ -137,7 +137,7 @@ pub fn NewConversationDialog(on_close: Callback<()>) -> impl IntoView {
                 <label for="room-title">"Room name"</label>
                 <input id="room-title" maxlength="80" prop:value=move || title.get() on:input=move |ev| title.set(event_target_value(&ev)) />
                 <label for="room-people">"Add people"</label>
-                <input id="room-people" type="search" autocomplete="off" placeholder="Username…" prop:value=move || query.get() on:input=move |ev| search(event_target_value(&ev)) />
+                <input id="room-people" type="search" autocomplete="off" placeholder="Type 2 letters of a username…" prop:value=move || query.get() on:input=move |ev| search(event_target_value(&ev)) />
                 <ul class="search-results">
                     {move || results.get().into_iter()
                         .filter(|u| Some(&u.id) != me.get().as_ref() && !picked_people.with(|p| p.iter().any(|x| x.id == u.id)))
