@@ -3,7 +3,7 @@
 use gloo_net::http::{Request, RequestBuilder, Response};
 use persona_chat_protocol::http::{
     ApiError, ConversationSummary, CreateConversationRequest, Member, MessagesResponse, Persona, PostMessageRequest, ReadRequest,
-    SessionRequest, SessionResponse, TypingRequest,
+    RefreshRequest, SessionRequest, SessionResponse, TypingRequest,
 };
 use persona_chat_protocol::{Ack, User};
 use serde::de::DeserializeOwned;
@@ -108,9 +108,14 @@ pub async fn sign_up(base: &str, username: &str, password: &str) -> Result<Sessi
     read(with_json(Request::post(&format!("{base}/api/users")), &body)?).await
 }
 
-/// A fresh token for the same session, before the current one expires.
-pub async fn refresh_session(base: &str, token: &str) -> Result<SessionResponse, ApiFailure> {
-    read(authed(Request::post(&format!("{base}/api/session/refresh")), token).build().map_err(|e| ApiFailure { status: 0, message: e.to_string(), code: None })?).await
+/// A fresh token for the same session: for its refresh token (good while the session lives,
+/// even after the token expired), or, from an older server without one, for the token.
+pub async fn refresh_session(base: &str, session: &SessionResponse) -> Result<SessionResponse, ApiFailure> {
+    let url = format!("{base}/api/session/refresh");
+    if session.refresh_token.is_empty() {
+        return read(authed(Request::post(&url), &session.token).build().map_err(|e| ApiFailure { status: 0, message: e.to_string(), code: None })?).await;
+    }
+    read(with_json(Request::post(&url), &RefreshRequest { refresh_token: session.refresh_token.clone() })?).await
 }
 
 /// Ends the session on the server (`everywhere`: every session of the user). Its token is

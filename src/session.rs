@@ -94,16 +94,17 @@ fn schedule_refresh(ctx: SocketContext, expires_at: i64) {
     REFRESH_TIMER.with(|t| *t.borrow_mut() = timer);
 }
 
-/// Trades the token for a fresh one of the same session. If the server refuses, the session
-/// is over: back to the sign-in page with `why_if_refused` said there.
+/// Trades the session's refresh token for a fresh token of the same session. If the server
+/// refuses, the session is over: back to the sign-in page, with `ended`'s words said there.
 fn refresh(ctx: SocketContext, ended: Option<(SessionNotice, &'static str)>) {
-    let Some(token) = ctx.token() else { return };
+    let Some(session) = ctx.session.get_untracked() else { return };
+    let token = session.token.clone();
     if REFRESHING.with(|r| r.replace(true)) {
         return;
     }
     let base = ctx.base();
     spawn_local(async move {
-        let answer = api::refresh_session(&base, &token).await;
+        let answer = api::refresh_session(&base, &session).await;
         REFRESHING.with(|r| r.set(false));
         if ctx.token().as_deref() != Some(token.as_str()) {
             return; // signed out or in again meanwhile

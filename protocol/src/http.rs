@@ -32,6 +32,19 @@ pub struct SessionResponse {
     /// leniently: a value of another form (a string, null) reads as 0, unknown.
     #[serde(default, deserialize_with = "lenient_unix_seconds")]
     pub expires_at: i64,
+    /// Trades for a fresh token with `POST /api/session/refresh {refresh_token}` while the
+    /// session lives, even after the token expired (a computer that slept). Sent only in
+    /// request bodies, never in URLs. Empty from an older server.
+    #[serde(default, skip_serializing_if = "String::is_empty")]
+    pub refresh_token: String,
+}
+
+/// `POST /api/session/refresh` with a body: the session's refresh token. Without a body the
+/// route takes the (unexpired) token in `Authorization: Bearer`.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct RefreshRequest {
+    #[serde(default)]
+    pub refresh_token: String,
 }
 
 fn lenient_unix_seconds<'de, D: serde::Deserializer<'de>>(d: D) -> Result<i64, D::Error> {

@@ -10,7 +10,7 @@ use std::fmt::Debug;
 
 use persona_chat_protocol::http::{
     ApiError, ConversationKind, ConversationSummary, CreateConversationRequest, Event,
-    EventsResponse, MessagesResponse, Persona, PostMessageRequest, SessionRequest,
+    EventsResponse, MessagesResponse, Persona, PostMessageRequest, RefreshRequest, SessionRequest,
     SessionResponse, TypingRequest,
 };
 use persona_chat_protocol::{
@@ -1248,16 +1248,18 @@ fn http_session() {
     roundtrip(
         r#"{"token": "eyJ1aWQiOiJiN2U0ZDJhMSJ9.c2lnbmF0dXJl",
             "user": {"id": "b7e4d2a1-0c9f-4e3b-8a76-5d1f2e9c4b80", "username": "alice"},
-            "expires_at": 1795000000}"#,
+            "expires_at": 1795000000, "refresh_token": "eyJzaWQiOiJzMSJ9.cmVmcmVzaA"}"#,
         &SessionResponse {
             token: s("eyJ1aWQiOiJiN2U0ZDJhMSJ9.c2lnbmF0dXJl"),
             user: User { id: s(ALICE), username: s("alice") },
             expires_at: 1_795_000_000,
+            refresh_token: s("eyJzaWQiOiJzMSJ9.cmVmcmVzaA"),
         },
     );
-    // From an older server, without expires_at: 0, unknown.
+    // From an older server, without expires_at or a refresh token: 0, unknown, and none.
     let old: SessionResponse = serde_json::from_str(r#"{"token": "t", "user": {"id": "u", "username": "alice"}}"#).unwrap();
-    assert_eq!(old.expires_at, 0);
+    assert_eq!((old.expires_at, old.refresh_token.as_str()), (0, ""));
+    roundtrip(r#"{"refresh_token": "eyJzaWQiOiJzMSJ9.cmVmcmVzaA"}"#, &RefreshRequest { refresh_token: s("eyJzaWQiOiJzMSJ9.cmVmcmVzaA") });
 }
 
 #[test]

@@ -48,6 +48,13 @@ struct Claims {
     exp: i64,
 }
 
+#[derive(Serialize, Deserialize)]
+struct RefreshClaims {
+    sid: String,
+    sub: String,
+    name: String,
+}
+
 /// What a good token says.
 #[derive(Debug, Clone, PartialEq)]
 pub struct Verified {
@@ -110,6 +117,30 @@ impl Tokens {
             session_id: claims.sid,
             expires_at: claims.exp,
         })
+    }
+
+    /// The session's refresh token: it names the session and its user, signed apart from
+    /// access tokens (`refresh:` before the payload, so neither passes for the other). It has
+    /// no expiry of its own: it is good while its session lives, so an app that slept past its
+    /// access token's expiry still refreshes. It only ever travels in a request body, never
+    /// in a URL.
+    pub fn refresh_token(&self, user: &User, session_id: &str) -> String {
+        let claims = RefreshClaims { sid: session_id.to_owned(), sub: user.id.clone(), name: user.username.clone() };
+        let payload = B64.encode(serde_json::to_vec(&claims).expect("claims serialize"));
+        let sig = B64.encode(self.mac(format!("refresh:{payload}").as_bytes()));
+        format!("{payload}.{sig}")
+    }
+
+    /// The user and session a refresh token names, if this server signed it. Whether the
+    /// session still lives is [`Sessions::is_live`]'s question.
+    pub fn verify_refresh(&self, token: &str) -> Option<(User, String)> {
+        let (payload, sig) = token.split_once('.')?;
+        let sig = B64.decode(sig).ok()?;
+        let mut mac = Hmac::<Sha256>::new_from_slice(&self.secret).expect("any key length");
+        mac.update(format!("refresh:{payload}").as_bytes());
+        mac.verify_slice(&sig).ok()?; // constant-time comparison
+        let claims: RefreshClaims = serde_json::from_slice(&B64.decode(payload).ok()?).ok()?;
+        (!claims.sid.is_empty()).then_some((User { id: claims.sub, username: claims.name }, claims.sid))
     }
 
     fn mac(&self, data: &[u8]) -> Vec<u8> {
@@ -426,6 +457,22 @@ mod tests {
         assert_eq!(tokens.verify(&format!("{forged_payload}.{sig}")), None);
         assert_eq!(tokens.verify(payload), None);
         assert_eq!(tokens.verify("garbage"), None);
+    }
+
+    #[test]
+    fn refresh_tokens_verify_and_never_pass_for_access_tokens() {
+        let tokens = Tokens::new(b"0123456789abcdef0123456789abcdef".to_vec(), 60);
+        let r = tokens.refresh_token(&user(), "s1");
+        assert_eq!(tokens.verify_refresh(&r), Some((user(), "s1".to_owned())));
+        assert_eq!(tokens.verify(&r), None, "a refresh token is no access token");
+        let (access, _) = tokens.issue(&user(), "s1", FAR);
+        assert_eq!(tokens.verify_refresh(&access), None, "an access token is no refresh token");
+        let other = Tokens::new(b"another secret, another server!!".to_vec(), 60);
+        assert_eq!(other.verify_refresh(&r), None, "signed by another secret");
+        let (payload, sig) = r.split_once('.').unwrap();
+        let forged = B64.encode(br#"{"sid":"s1","sub":"admin","name":"admin"}"#);
+        assert_eq!(tokens.verify_refresh(&format!("{forged}.{sig}")), None);
+        assert_eq!(tokens.verify_refresh(payload), None);
     }
 
     #[test]

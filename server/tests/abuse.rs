@@ -396,6 +396,47 @@ async fn a_persona_answers_a_fourth_user_while_three_others_flood_it() {
 
 // ---- 2. sign-out is local only ----
 
+/// `POST /api/session/refresh` with a body and no `Authorization`.
+async fn refresh_with(server: &TestServer, refresh_token: &str) -> reqwest::Response {
+    within(
+        "POST /api/session/refresh",
+        reqwest::Client::new().post(server.url("/api/session/refresh")).json(&serde_json::json!({ "refresh_token": refresh_token })).send(),
+    )
+    .await
+    .expect("the refresh is answered")
+}
+
+#[tokio::test]
+async fn a_refresh_token_outlives_its_access_token_but_not_its_session() {
+    let server = TestServer::start_with(|c| c.token_ttl_secs = 1).await;
+    let a = server.sign_in("alice", PASSWORD).await;
+    assert!(!a.refresh_token.is_empty(), "a sign-in answers a refresh token");
+    // The access token expires (as in a computer that slept)...
+    let t0 = Instant::now();
+    while server.get(&a.token, "/api/conversations").await.status() != StatusCode::UNAUTHORIZED {
+        assert!(t0.elapsed() < Duration::from_secs(10), "a 1-second token still works after 10 s");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    let r = server.post(&a.token, "/api/session/refresh", &serde_json::json!({})).await;
+    assert_eq!(r.status(), StatusCode::UNAUTHORIZED, "an expired token alone cannot refresh");
+    // ...and the refresh token still trades for a fresh one of the same session.
+    let r = refresh_with(&server, &a.refresh_token).await;
+    assert_eq!(r.status(), StatusCode::OK);
+    let fresh: SessionResponse = json(r).await;
+    assert_eq!(fresh.user, a.user);
+    assert_eq!(server.get(&fresh.token, "/api/conversations").await.status(), StatusCode::OK, "the fresh token works");
+    // Neither an access token nor a tampered refresh token passes for a refresh token.
+    expect_api_error(refresh_with(&server, &fresh.token).await, StatusCode::UNAUTHORIZED, "unauthorized").await;
+    let (payload, sig) = a.refresh_token.split_once('.').expect("payload.signature");
+    let tampered = format!("{payload}x.{sig}");
+    expect_api_error(refresh_with(&server, &tampered).await, StatusCode::UNAUTHORIZED, "unauthorized").await;
+    // Signed out: the refresh token is refused too.
+    let again = refresh_with(&server, &a.refresh_token).await;
+    let again: SessionResponse = json(again).await;
+    assert_eq!(server.delete(&again.token, "/api/session").await.status(), StatusCode::NO_CONTENT);
+    expect_api_error(refresh_with(&server, &a.refresh_token).await, StatusCode::UNAUTHORIZED, "unauthorized").await;
+}
+
 #[tokio::test]
 async fn a_revoked_token_is_refused_on_rest_socket_and_poll_and_its_socket_closes_with_4001() {
     let server = TestServer::start().await;

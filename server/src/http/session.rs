@@ -2,7 +2,8 @@
 //! - `POST /api/users {username, password}`: sign up (creates the account and signs in), 201;
 //! - `POST /api/session {username, password}`: sign in (never registers); an unknown name and
 //!   a wrong password get the same answer, after the same work (a hash is verified either way);
-//! - `POST /api/session/refresh`: a fresh token for the same session;
+//! - `POST /api/session/refresh`: a fresh token for the same session, for its refresh token
+//!   (in the body) or its unexpired token;
 //! - `DELETE /api/session`: sign out (this session); `DELETE /api/sessions`: every session.
 //!
 //! Hashing runs on a bounded pool ([`crate::auth::Hasher`]); sign-ins are throttled per address
@@ -15,7 +16,9 @@ use std::time::{Duration, Instant};
 use axum::extract::{ConnectInfo, State};
 use axum::http::StatusCode;
 use axum::Json;
-use persona_chat_protocol::http::{SessionRequest, SessionResponse, PASSWORD_MAX, PASSWORD_MIN};
+use axum::body::Bytes;
+use axum::http::HeaderMap;
+use persona_chat_protocol::http::{RefreshRequest, SessionRequest, SessionResponse, PASSWORD_MAX, PASSWORD_MIN};
 use persona_chat_protocol::{ErrorCode, User};
 
 use super::error::HttpError;
@@ -142,14 +145,33 @@ async fn start_session(app: &AppState, user: User) -> Result<SessionResponse, Ht
     app.db(move |store, _| store.create_session(&sid, &uid, now, expires_at)).await?;
     app.sessions.insert(&session_id, &user.id, expires_at);
     let (token, expires_at) = app.tokens.issue(&user, &session_id, expires_at);
-    Ok(SessionResponse { token, user, expires_at })
+    let refresh_token = app.tokens.refresh_token(&user, &session_id);
+    Ok(SessionResponse { token, user, expires_at, refresh_token })
 }
 
-/// `POST /api/session/refresh`.
-pub async fn refresh(State(app): State<AppState>, session: AuthSession) -> Result<Json<SessionResponse>, HttpError> {
-    let ends = app.sessions.expires_at(&session.session_id, &session.user.id).ok_or_else(HttpError::unauthorized)?;
-    let (token, expires_at) = app.tokens.issue(&session.user, &session.session_id, ends);
-    Ok(Json(SessionResponse { token, user: session.user, expires_at }))
+/// `POST /api/session/refresh`: with a body `{refresh_token}` (good while the session lives,
+/// even after the token expired), else with the unexpired token in `Authorization: Bearer`.
+pub async fn refresh(State(app): State<AppState>, headers: HeaderMap, body: Bytes) -> Result<Json<SessionResponse>, HttpError> {
+    let req: RefreshRequest = if body.iter().all(u8::is_ascii_whitespace) {
+        RefreshRequest::default()
+    } else {
+        serde_json::from_slice(&body).map_err(|e| HttpError::bad_request(ErrorCode::InvalidField, format!("a refresh takes {{refresh_token}} or nothing: {e}")))?
+    };
+    let (user, session_id) = if req.refresh_token.trim().is_empty() {
+        let token = headers
+            .get(axum::http::header::AUTHORIZATION)
+            .and_then(|v| v.to_str().ok())
+            .and_then(|v| v.strip_prefix("Bearer "))
+            .ok_or_else(HttpError::unauthorized)?;
+        let verified = app.authenticate(token.trim()).ok_or_else(HttpError::unauthorized)?;
+        (verified.user, verified.session_id)
+    } else {
+        app.tokens.verify_refresh(req.refresh_token.trim()).ok_or_else(HttpError::unauthorized)?
+    };
+    let ends = app.sessions.expires_at(&session_id, &user.id).ok_or_else(HttpError::unauthorized)?;
+    let (token, expires_at) = app.tokens.issue(&user, &session_id, ends);
+    let refresh_token = app.tokens.refresh_token(&user, &session_id);
+    Ok(Json(SessionResponse { token, user, expires_at, refresh_token }))
 }
 
 /// `DELETE /api/session`.
