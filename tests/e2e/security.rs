@@ -212,3 +212,45 @@ async fn sessions_cannot_be_taken_by_a_link_and_end_in_every_tab() {
     let outcome = tokio::time::timeout(Duration::from_secs(150), security_body(&server, &driver, &a, &b)).await;
     conclude(outcome, vec![(a, "security-a"), (b, "security-b")]).await;
 }
+
+async fn refresh_body(server: &TestServer, a: &Client) -> TestResult {
+    let base = &server.base;
+    ensure_account(base, "dave", PASSWORD).await?;
+    a.goto(&format!("{base}/login")).await.map_err(|e| e.to_string())?;
+    fill_and_submit(a, "mode-sign-in", "dave", PASSWORD).await?;
+    wait_connected_in_lobby(a, "dave").await?;
+    let first = stored_token(a, base).await?.ok_or("no stored session")?;
+    // The 3-second token expires, and the app has a fresh one before it matters.
+    eventually(LIMIT, "the first token to expire on the server", || async {
+        let (status, _) = http_request("GET", &format!("{base}/api/conversations"), Some(&first), None).await.ok()?;
+        (status == 401).then_some(())
+    })
+    .await?;
+    let fresh = eventually(LIMIT, "the app to hold a refreshed token that works", || async {
+        let token = stored_token(a, base).await.ok()??;
+        let (status, _) = http_request("GET", &format!("{base}/api/conversations"), Some(&token), None).await.ok()?;
+        (token != first && status == 200).then_some(token)
+    })
+    .await?;
+    // Still signed in and working: a message goes out and is acknowledged.
+    let input = a.find(Locator::Id("composer-input")).await.map_err(|e| e.to_string())?;
+    input.send_keys("still here after the refresh\u{E007}").await.map_err(|e| e.to_string())?;
+    eventually(LIMIT, "the message to be sent", || async {
+        let rows = rendered_rows(a).await.ok()?;
+        rows.iter().any(|(seq, delivery, text)| seq.is_some() && delivery == "sent" && text == "still here after the refresh").then_some(())
+    })
+    .await?;
+    ensure!(run_js(a, "return location.pathname;").await? != "/login", "dave was signed out");
+    ensure!(fresh != first, "the token never changed");
+    Ok(())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_open_app_stays_signed_in_across_token_refreshes() {
+    let data = tempfile::tempdir().expect("temp dir");
+    let server = TestServer::start_with_args(data.path(), free_port(), &["--token-ttl-secs", "3"]).expect("server starts");
+    let driver = Driver::start().expect("chromedriver starts");
+    let a = driver.window().await.expect("window A");
+    let outcome = tokio::time::timeout(Duration::from_secs(90), refresh_body(&server, &a)).await;
+    conclude(outcome, vec![(a, "refresh-a")]).await;
+}
