@@ -254,7 +254,7 @@ impl SocketContext {
     async fn load_personas(&self) {
         let Some(token) = self.token() else { return };
         if let Ok(list) = api::personas(&self.base(), &token).await {
-            self.chat.update(|c| c.personas = list);
+            self.chat.update(|c| c.set_personas(list));
         }
     }
 
@@ -748,6 +748,14 @@ impl SocketContext {
             ConnEvent::Frame(frame) => self.on_frame(frame),
             ConnEvent::Ready(_) => {
                 self.stats.update(|s| s.readies += 1);
+                // Streams seen before may have died with the server: they stay only if the
+                // server confirms them (a frame, or the persona's fresh status). The first
+                // transport has no streams and the session's start loads the personas.
+                if self.stats.with_untracked(|s| s.readies > 1) {
+                    self.chat.update(ChatState::transport_up);
+                    let ctx = *self;
+                    spawn_local(async move { ctx.load_personas().await });
+                }
                 // The first load may have failed (started while the server was away).
                 if self.chat.with_untracked(|c| c.conversations.is_empty()) {
                     let ctx = *self;
