@@ -601,7 +601,7 @@ impl Store {
         Ok(Inserted::New(message))
     }
 
-    fn message_by_client_id(&self, sender_id: &str, client_id: &str) -> Result<Option<(String, Message)>> {
+    pub fn message_by_client_id(&self, sender_id: &str, client_id: &str) -> Result<Option<(String, Message)>> {
         let mut stmt = self.conn.prepare_cached(&format!(
             "SELECT {MESSAGE_COLUMNS}, conversation_id FROM messages WHERE sender_id = ?1 AND client_id = ?2"
         ))?;
