@@ -670,9 +670,12 @@ impl SocketContext {
                             let code = if e.status == 429 { ErrorCode::RateLimited } else { e.code.unwrap_or(ErrorCode::Unknown) };
                             ctx.on_frame(ServerFrame::Error { code, message: e.message, reference: Some(client_id), timestamp: String::new() })
                         }
-                        // Not through: queued again, sent when a transport is ready.
+                        // Not through (a 5xx, a dropped connection) while polling may well go
+                        // on: due again after a wait, and the outbox's timer sends it.
                         Err(_) => {
-                            ctx.with_outbox(|o| o.not_sent(&client_id));
+                            if ctx.with_outbox(|o| o.send_failed(&client_id, now_ms())).is_some() {
+                                ctx.flush_outbox();
+                            }
                         }
                     }
                 }
