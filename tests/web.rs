@@ -141,6 +141,7 @@ fn message(seq: i64, sender: &str, content: &str) -> Message {
         content: content.into(),
         timestamp: "2026-11-21T10:00:00.000Z".into(),
         is_ai: false,
+        interrupted: false,
     }
 }
 

@@ -10,6 +10,7 @@ pub struct Metrics {
     pub frames_received: AtomicU64,
     pub error_frames: AtomicU64,
     pub rate_limited: AtomicU64,
+    pub persona_replies_dropped: AtomicU64,
     pub sign_ins: AtomicU64,
     pub sign_in_failures: AtomicU64,
     pub polls: AtomicU64,
@@ -33,6 +34,11 @@ impl Metrics {
         counter("persona_chat_frames_received_total", "WebSocket frames received.", &self.frames_received);
         counter("persona_chat_error_frames_total", "Error frames sent.", &self.error_frames);
         counter("persona_chat_rate_limited_total", "Sends refused by the rate limit.", &self.rate_limited);
+        counter(
+            "persona_chat_persona_replies_dropped_total",
+            "Messages a persona did not answer because its queue was full (the sender is told).",
+            &self.persona_replies_dropped,
+        );
         counter("persona_chat_sign_ins_total", "Successful sign-ins.", &self.sign_ins);
         counter("persona_chat_sign_in_failures_total", "Refused sign-ins.", &self.sign_in_failures);
         counter("persona_chat_polls_total", "Long-poll requests.", &self.polls);

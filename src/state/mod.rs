@@ -590,6 +590,8 @@ impl SocketContext {
                     return;
                 }
             }
+            // A refusal about no message of ours (a persona that will not answer): in words.
+            ServerFrame::Error { message, reference: None, .. } => self.notice.set(Some(message.clone())),
             _ => {}
         }
         self.chat.update(|c| c.apply(frame));

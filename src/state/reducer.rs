@@ -40,6 +40,8 @@ pub struct ChatLine {
     pub content: String,
     pub timestamp: String,
     pub is_ai: bool,
+    /// A stored persona reply that was cut short (its text is what was streamed).
+    pub interrupted: bool,
     pub delivery: Delivery,
     /// First line of a run by the same sender within a few minutes: shows the name.
     pub starts_group: bool,
@@ -257,6 +259,7 @@ fn to_line(item: &Item<'_>, me: Option<&User>) -> ChatLine {
             content: m.content.clone(),
             timestamp: m.timestamp.clone(),
             is_ai: m.is_ai,
+            interrupted: m.interrupted,
             delivery: Delivery::Sent,
             starts_group: true,
             shows_delivery: true,
@@ -271,6 +274,7 @@ fn to_line(item: &Item<'_>, me: Option<&User>) -> ChatLine {
             content: n.text.clone(),
             timestamp: n.timestamp.clone(),
             is_ai: false,
+            interrupted: false,
             delivery: Delivery::Sent,
             starts_group: true,
             shows_delivery: true,
@@ -285,6 +289,7 @@ fn to_line(item: &Item<'_>, me: Option<&User>) -> ChatLine {
             content: s.text.clone(),
             timestamp: s.started_at.clone(),
             is_ai: true,
+            interrupted: false,
             delivery: Delivery::Sent,
             starts_group: true,
             shows_delivery: true,
@@ -299,6 +304,7 @@ fn to_line(item: &Item<'_>, me: Option<&User>) -> ChatLine {
             content: p.content.clone(),
             timestamp: p.timestamp.clone(),
             is_ai: false,
+            interrupted: false,
             delivery: p.delivery.clone(),
             starts_group: true,
             shows_delivery: true,
@@ -624,6 +630,7 @@ mod tests {
             content: format!("hello {seq}"),
             timestamp: "2026-11-21T10:00:00.000Z".into(),
             is_ai: false,
+            interrupted: false,
         }
     }
 
