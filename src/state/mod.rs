@@ -433,7 +433,7 @@ impl SocketContext {
     /// What this tab holds, as JSON (see `window.personaChatState` in app.rs).
     pub fn snapshot_json(&self) -> String {
         let link = crate::components::connection_status::describe(&self.status.get_untracked(), now_ms()).0;
-        let (user_id, active, conversations) = self.chat.with_untracked(|c| {
+        let (user_id, active, conversations, streams) = self.chat.with_untracked(|c| {
             let conversations: serde_json::Map<String, serde_json::Value> = c
                 .logs
                 .iter()
@@ -445,7 +445,10 @@ impl SocketContext {
                     (id.clone(), serde_json::Value::Array(messages))
                 })
                 .collect();
-            (c.me.as_ref().map(|u| u.id.clone()), self.active.get_untracked(), conversations)
+            // Replies streaming (not stored): a test checks none is left once all is quiet.
+            let streams: Vec<serde_json::Value> =
+                c.streams.iter().map(|(id, s)| serde_json::json!({ "id": id, "conversation_id": s.conversation_id, "persona_id": s.persona_id, "text": s.text })).collect();
+            (c.me.as_ref().map(|u| u.id.clone()), self.active.get_untracked(), conversations, streams)
         });
         let pending: Vec<serde_json::Value> = self.outbox.with_value(|o| {
             o.items()
@@ -456,7 +459,7 @@ impl SocketContext {
                 })
                 .collect()
         });
-        serde_json::json!({ "user_id": user_id, "active": active, "link": link, "conversations": conversations, "pending": pending }).to_string()
+        serde_json::json!({ "user_id": user_id, "active": active, "link": link, "conversations": conversations, "streams": streams, "pending": pending }).to_string()
     }
 
     /// Joins a conversation on the socket (again after every reconnect), asking for what came
