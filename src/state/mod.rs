@@ -2,6 +2,8 @@
 //! one way: connection -> reducer -> signals -> views.
 
 pub mod gaps;
+#[cfg(test)]
+pub(crate) mod props;
 pub mod reducer;
 pub mod typing;
 
