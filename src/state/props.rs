@@ -11,7 +11,7 @@ use super::gaps;
 use super::reducer::ChatState;
 
 /// SplitMix64: small, seeded, good enough to pick cases.
-pub(crate) struct Rng(u64);
+pub(crate) struct Rng(pub(crate) u64);
 
 impl Rng {
     pub(crate) fn next(&mut self) -> u64 {
