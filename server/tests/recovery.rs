@@ -165,3 +165,141 @@ async fn with_default_limits_35_pending_messages_across_a_restart_are_each_store
         assert_eq!(acks[id].seq, m.seq, "the ack names the stored seq");
     }
 }
+
+/// The conversation a frame is about, if any.
+fn conversation_of(frame: &ServerFrame) -> Option<String> {
+    let v: serde_json::Value = serde_json::from_str(&frame.to_json()).expect("a frame is JSON");
+    v.get("conversation_id").and_then(|c| c.as_str()).map(str::to_owned)
+}
+
+#[tokio::test]
+async fn a_member_who_left_gets_nothing_more_of_the_conversation_on_socket_or_poll() {
+    let server = TestServer::start().await;
+    let a = server.sign_in("alice", PASSWORD).await;
+    let c = server.sign_in("carol", PASSWORD).await;
+    let resp = server.post(&a.token, "/api/conversations", &serde_json::json!({"title": "Secrets", "member_ids": [c.user.id]})).await;
+    assert_eq!(resp.status(), StatusCode::OK);
+    let room: persona_chat_protocol::http::ConversationSummary = json(resp).await;
+    // Carol is joined on a socket and holds a poll cursor, both from before she leaves.
+    let mut sc = server.connect(&c.token).await;
+    sc.join(&room.id, None).await;
+    let cursor: persona_chat_protocol::http::EventsResponse = json(server.get(&c.token, "/api/events").await).await;
+    server.post_message(&a.token, &room.id, "before she leaves", &client_id()).await;
+    let seen = new_message_in(sc.next_of("new_message").await, &room.id);
+    assert_eq!(seen.content, "before she leaves", "the socket was live in the room");
+
+    let resp = within("leave", reqwest::Client::new().delete(server.url(&format!("/api/conversations/{}/members/me", room.id))).bearer_auth(&c.token).send()).await.unwrap();
+    assert_eq!(resp.status(), StatusCode::NO_CONTENT);
+    // What follows in the room: a message, typing.
+    server.post_message(&a.token, &room.id, "after she left", &client_id()).await;
+    let typing = server.post(&a.token, &format!("/api/conversations/{}/typing", room.id), &serde_json::json!({"is_typing": true})).await;
+    assert_eq!(typing.status(), StatusCode::NO_CONTENT);
+
+    // The socket: frames up to her own leave notice, then nothing of the room.
+    let mut after_leave = false;
+    loop {
+        let frame = match tokio::time::timeout(QUIET, sc.next_frame()).await {
+            Ok(frame) => frame,
+            Err(_) => break,
+        };
+        match &frame {
+            ServerFrame::UserLeft { user_id, .. } if *user_id == c.user.id => after_leave = true,
+            ServerFrame::ConversationLeft { .. } => after_leave = true,
+            // The list update of the message from before the leave.
+            ServerFrame::ConversationUpdate { last_message, .. } if last_message.content == "before she leaves" => {}
+            f if conversation_of(f).as_deref() == Some(room.id.as_str()) => {
+                panic!("carol left but her socket still gets {f:?} (leave notice seen: {after_leave})")
+            }
+            _ => {}
+        }
+    }
+    // The poll from her old cursor: nothing of the room after the leave.
+    let poll: persona_chat_protocol::http::EventsResponse =
+        json(server.get(&c.token, &format!("/api/events?after={}&timeout_ms=300", cursor.next)).await).await;
+    let mut left = false;
+    for e in &poll.events {
+        match &e.frame {
+            ServerFrame::UserLeft { user_id, .. } if *user_id == c.user.id => left = true,
+            ServerFrame::NewMessage { message, .. } if message.content == "before she leaves" => {}
+            ServerFrame::ConversationUpdate { last_message, .. } if last_message.content == "before she leaves" => {}
+            f if conversation_of(f).as_deref() == Some(room.id.as_str()) => {
+                panic!("carol left but her poll still gets {f:?} (leave seen: {left}): {:?}", poll.events)
+            }
+            _ => {}
+        }
+    }
+}
+
+#[tokio::test]
+async fn a_socket_that_stops_reading_is_kicked_and_catches_up_with_every_message_once() {
+    let server = TestServer::start_with(|c| {
+        c.rate_limit_per_sec = 1_000_000.0;
+        c.rate_limit_burst = 1_000_000.0;
+    })
+    .await;
+    let a = server.sign_in("alice", PASSWORD).await;
+    let b = server.sign_in("bob", PASSWORD).await;
+    let lobby = server.lobby(&a.token).await;
+    // Bob joins, then reads nothing while alice writes big messages: the kernel buffers fill,
+    // then his queue (SOCKET_QUEUE frames), and the server kicks him.
+    let mut slow = server.connect(&b.token).await;
+    let from = slow.join(&lobby, None).await;
+    let body = "x".repeat(4_900);
+    let total = 1_500;
+    let posters: Vec<_> = (0..4)
+        .map(|p| {
+            let (url, token, body) = (server.url(&format!("/api/conversations/{lobby}/messages")), a.token.clone(), body.clone());
+            tokio::spawn(async move {
+                let http = reqwest::Client::new();
+                for i in (p..total).step_by(4) {
+                    let resp = http
+                        .post(&url)
+                        .bearer_auth(&token)
+                        .json(&serde_json::json!({"content": format!("{i:04} {body}"), "client_id": format!("slow-{i}")}))
+                        .send()
+                        .await
+                        .unwrap();
+                    assert_eq!(resp.status(), StatusCode::OK);
+                }
+            })
+        })
+        .collect();
+    for p in posters {
+        within("the writers", p).await.unwrap();
+    }
+    // Now bob reads: what was buffered, then the close (1008, too slow).
+    let mut got: Vec<i64> = Vec::new();
+    let close = within("the kick", async {
+        loop {
+            match slow.recv_raw().await {
+                Some(Ok(tokio_tungstenite::tungstenite::Message::Text(t))) => {
+                    if let Ok(Some(ServerFrame::NewMessage { message, conversation_id, .. })) = ServerFrame::parse(&t) {
+                        if conversation_id == lobby {
+                            got.push(message.seq);
+                        }
+                    }
+                }
+                Some(Ok(tokio_tungstenite::tungstenite::Message::Close(frame))) => return format!("close {:?}", frame.map(|f| u16::from(f.code))),
+                Some(Ok(_)) => {}
+                // The server drops a socket it kicks (its queue is full: no room for a close frame).
+                Some(Err(e)) => return format!("error {e}"),
+                None => return "end of stream".to_owned(),
+            }
+        }
+    })
+    .await;
+    assert!(got.len() < total, "kicked ({close}) before the end, after {} messages", got.len());
+    eprintln!("kicked after {} of {total} messages: {close}", got.len());
+    assert!(got.windows(2).all(|w| w[1] == w[0] + 1), "what came before the kick came in order, none missing");
+    // He reconnects and joins from the last seq he has: the rest, each once.
+    let mut again = server.connect(&b.token).await;
+    let after = got.last().copied().unwrap_or(from);
+    let last = again.join(&lobby, Some(after)).await;
+    assert_eq!(last, from + total as i64);
+    while got.last().copied().unwrap_or(from) < last {
+        let m = new_message_in(again.next_of("new_message").await, &lobby);
+        got.push(m.seq);
+    }
+    let expected: Vec<i64> = (from + 1..=last).collect();
+    assert_eq!(got, expected, "every message exactly once, in order");
+}
