@@ -5,6 +5,7 @@
 mod harness;
 mod faults;
 mod screens;
+mod ghost;
 
 use std::time::Duration;
 
