@@ -221,33 +221,31 @@ async fn open_conversation(client: &Client, id: &str) -> TestResult {
     .await
 }
 
-/// Scrolls the message list to the top until the window holds seq 1 of the conversation or
-/// nothing more comes (for apps that load older history on scroll).
+/// The lowest seq a window holds of a conversation (i64::MAX: none).
+async fn first_held(client: &Client, id: &str) -> Option<i64> {
+    let view = tab_view(client).await.ok()?;
+    Some(view.conversations.get(id).and_then(|l| l.first()).map(|m| m.seq).unwrap_or(i64::MAX))
+}
+
+/// Scrolls the message list to the top until the window holds seq 1 of the conversation:
+/// each scroll must bring older messages within a few seconds, or the history is stuck
+/// (an error, not a pass).
 async fn load_full_history(client: &Client, id: &str) -> TestResult {
-    let mut last_first = i64::MAX;
-    let mut stalled = 0;
-    for _ in 0..60 {
-        let view = tab_view(client).await?;
-        let first = view.conversations.get(id).and_then(|l| l.first()).map(|m| m.seq).unwrap_or(i64::MAX);
+    loop {
+        let first = first_held(client, id).await.ok_or("reading the window's state")?;
         if first <= 1 {
             return Ok(());
         }
-        if first >= last_first {
-            stalled += 1;
-            if stalled >= 6 {
-                return Ok(());
-            }
-        } else {
-            stalled = 0;
-        }
-        last_first = first;
         let script = "const list = document.querySelector('ol.messages');
             let el = list; while (el) { if (el.scrollHeight > el.clientHeight + 1) { el.scrollTop = 0; el.dispatchEvent(new Event('scroll')); } el = el.parentElement; }
             if (list && list.firstElementChild) list.firstElementChild.scrollIntoView({ block: 'start' });";
-        let _ = client.execute(script, vec![]).await;
-        tokio::time::sleep(Duration::from_millis(500)).await;
+        client.execute(script, vec![]).await.map_err(|e| e.to_string())?;
+        eventually(Duration::from_secs(10), &format!("older messages than seq {first} of {id} after scrolling up"), || async {
+            let now = first_held(client, id).await?;
+            (now < first).then_some(())
+        })
+        .await?;
     }
-    Ok(())
 }
 
 /// Differences between what should be held and what is: (problems, held count).

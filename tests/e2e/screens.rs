@@ -74,10 +74,11 @@ async fn screens_body(server: &TestServer, driver: &Driver, a: &Client, b: &Clie
     let place = r#"const s = document.querySelector('.scroller');
         const row = [...document.querySelectorAll('.messages .message')].find(r => r.textContent.includes('history line 31'));
         return row ? row.getBoundingClientRect().top - s.getBoundingClientRect().top : null;"#;
-    // Scrolled to the top and measured in one go, before the older page can have arrived.
-    let before = number(a, &format!("document.querySelector('.scroller').scrollTop = 0; {place}")).await.map_err(|e| format!("line 31 before older history loaded: {e}"))?;
     let older = "return [...document.querySelectorAll('.messages .message .content')].some(c => c.textContent === 'history line 01')";
     ensure!(js(a, older).await?.as_bool() == Some(false), "the older page was there before the scroll");
+    // Scrolled to the top and measured in one go (one script, one task): the older page, fetched
+    // on the scroll, cannot have arrived yet.
+    let before = number(a, &format!("document.querySelector('.scroller').scrollTop = 0; {place}")).await.map_err(|e| format!("line 31 before older history loaded: {e}"))?;
     eventually(LIMIT, "older history to load above", || async { js(a, older).await.ok()?.as_bool()?.then_some(()) }).await?;
     // The place is kept once the older lines are laid out (waiting for that, not a fixed time).
     let kept = eventually(Duration::from_secs(3), "the reader's place to stay put", || async {
