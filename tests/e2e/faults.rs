@@ -239,8 +239,10 @@ async fn load_full_history(client: &Client, id: &str) -> TestResult {
         let script = "const list = document.querySelector('ol.messages');
             let el = list; while (el) { if (el.scrollHeight > el.clientHeight + 1) { el.scrollTop = 0; el.dispatchEvent(new Event('scroll')); } el = el.parentElement; }
             if (list && list.firstElementChild) list.firstElementChild.scrollIntoView({ block: 'start' });";
-        client.execute(script, vec![]).await.map_err(|e| e.to_string())?;
+        // Scrolled up again on every look (a scroll made while the list re-renders may be
+        // lost), until older messages come or the time is up.
         eventually(Duration::from_secs(10), &format!("older messages than seq {first} of {id} after scrolling up"), || async {
+            client.execute(script, vec![]).await.ok()?;
             let now = first_held(client, id).await?;
             (now < first).then_some(())
         })
