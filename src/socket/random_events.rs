@@ -182,7 +182,7 @@ fn random_events_keep_the_invariants() {
                 }
                 9 if w.r.chance(10) => w.event(Event::RetryNow),
                 10 if w.r.chance(3) => w.event(Event::ForcePolling),
-                11 | 12 | 13 if w.written.len() < 60 => {
+                11..=13 if w.written.len() < 60 => {
                     let id = format!("k{:02}", w.written.len());
                     w.outbox.push(Outgoing::new(id.clone(), "c", "hello", "t")).expect("room in the outbox");
                     w.written.push(id);

@@ -770,8 +770,7 @@ mod tests {
     /// Ada streams "Hel" in direct conversation "d"; the list and the directory say she is
     /// responding.
     fn mid_stream() -> ChatState {
-        let mut s = ChatState::default();
-        s.personas = vec![ada(PersonaState::Online)];
+        let mut s = ChatState { personas: vec![ada(PersonaState::Online)], ..Default::default() };
         s.set_conversations(vec![ConversationSummary { persona: Some(ada(PersonaState::Online)), ..summary("d", 0) }]);
         s.apply(ServerFrame::PersonaStatus { persona_id: "p1".into(), status: PersonaState::Responding, last_seen: None, timestamp: "t".into() });
         s.apply(ServerFrame::StreamStart { conversation_id: "d".into(), message_id: "r1".into(), persona_id: "p1".into() });
