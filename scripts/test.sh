@@ -22,7 +22,9 @@ layer() {
 layer native cargo test --workspace
 layer build-app bash scripts/build-app.sh
 layer browser cargo test --target wasm32-unknown-unknown --test web
-layer e2e bash -c 'cargo build -p persona-chat-server --quiet && cargo test --test e2e -- --nocapture'
+# Each e2e test drives two Chromium windows: at most two tests at once (four windows), or the
+# windows starve each other on a small machine and every timing stretches. E2E_THREADS overrides.
+layer e2e bash -c "cargo build -p persona-chat-server --quiet && cargo test --test e2e -- --nocapture --test-threads=${E2E_THREADS:-2}"
 
 printf '\n\033[1;34m== summary\033[0m\n'
 for name in native browser e2e; do

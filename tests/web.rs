@@ -98,8 +98,9 @@ async fn a_badge_shows_each_status_in_color_and_words() {
         assert!(!color.is_empty() && color != "rgba(0, 0, 0, 0)", "{name} has a color: {color}");
         colors.push(color);
     }
-    colors.dedup();
-    assert_eq!(colors.len(), 4, "each status its own color: {colors:?}");
+    // Distinct as a set, not only next to each other (dedup alone would pass A, B, A, C).
+    let distinct: std::collections::BTreeSet<&String> = colors.iter().collect();
+    assert_eq!(distinct.len(), 4, "each status its own color: {colors:?}");
     status.set(None);
     leptos::task::tick().await;
     assert!(el.query_selector(".badge").unwrap().is_none(), "no status, no badge");
@@ -141,6 +142,7 @@ fn message(seq: i64, sender: &str, content: &str) -> Message {
         content: content.into(),
         timestamp: "2026-11-21T10:00:00.000Z".into(),
         is_ai: false,
+        interrupted: false,
     }
 }
 

@@ -80,6 +80,10 @@ pub struct Message {
     pub content: String,
     pub timestamp: String,
     pub is_ai: bool,
+    /// A persona's reply cut short (stopped, the responder failing midway, the server
+    /// stopping): the text is what was streamed. An extension; absent means false.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub interrupted: bool,
 }
 
 /// The short form of a conversation's newest message, for conversation lists.

@@ -219,6 +219,7 @@ fn alice_message() -> Message {
         content: s("Hello there!"),
         timestamp: s(T0),
         is_ai: false,
+        interrupted: false,
     }
 }
 
@@ -233,6 +234,7 @@ fn persona_message() -> Message {
         content: s("Hi Alice, how can I help?"),
         timestamp: s(T1),
         is_ai: true,
+        interrupted: false,
     }
 }
 

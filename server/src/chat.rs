@@ -61,16 +61,6 @@ pub async fn send_message(
         }
         Err(code) => return Err(Refusal::new(code, "a message cannot be empty")),
     };
-    if !app.limiter.allow(&user.id, std::time::Instant::now()) {
-        crate::metrics::inc(&app.metrics.rate_limited);
-        return Err(Refusal::new(
-            ErrorCode::RateLimited,
-            format!(
-                "too many messages: at most {} per second (bursts of {}); nothing was stored, send it again shortly",
-                app.config.rate_limit_per_sec, app.config.rate_limit_burst
-            ),
-        ));
-    }
     let client_id = match client_id {
         Some(id) if id.is_empty() || id.len() > 64 => {
             return Err(Refusal::new(ErrorCode::InvalidField, "client_id must be 1 to 64 characters"))
@@ -84,6 +74,19 @@ pub async fn send_message(
         .db(move |store, shared| {
             if !store.is_member(&conversation_id, &user.id)? {
                 return Ok(Err(Refusal::not_member()));
+            }
+            // Only new messages count against the rate limit: a resend of a stored one (a
+            // client recovering after a lost ack or a restart) gets its original ack below.
+            let stored_before = store.message_by_client_id(&user.id, &client_id)?.is_some();
+            if !stored_before && !shared.limiter.allow(&user.id, std::time::Instant::now()) {
+                crate::metrics::inc(&shared.metrics.rate_limited);
+                return Ok(Err(Refusal::new(
+                    ErrorCode::RateLimited,
+                    format!(
+                        "too many messages: at most {} per second (bursts of {}); nothing was stored, send it again shortly",
+                        shared.config.rate_limit_per_sec, shared.config.rate_limit_burst
+                    ),
+                )));
             }
             let (message, new) = match store.insert_message(&conversation_id, &user, &client_id, &content, false)? {
                 Inserted::New(m) => (m, true),

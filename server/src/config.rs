@@ -164,6 +164,12 @@ pub struct Config {
     #[arg(long, env = "PERSONA_THINK_MS", default_value_t = 700)]
     pub persona_think_ms: u64,
 
+    /// Seed of the personas' randomness (the built-in responder's words, how replies are cut
+    /// into deltas, the pace): the same seed gives the same replies, for replaying a test.
+    /// Unset: a fresh seed each start.
+    #[arg(long, env = "PERSONA_SEED")]
+    pub persona_seed: Option<u64>,
+
     /// Base URL of an OpenAI-compatible API (e.g. https://api.openai.com/v1): when set,
     /// personas reply through its streaming `/chat/completions` instead of the built-in
     /// responder.
@@ -243,6 +249,10 @@ impl Config {
         c.signin_failures_per_address = 1_000;
         c.metrics_token = None;
         c.public_origins.clear();
+        // Persona randomness seeded, and the seed printed, so a failure can be replayed.
+        let seed = std::env::var("PERSONA_TEST_SEED").ok().and_then(|s| s.parse().ok()).unwrap_or_else(rand::random::<u64>);
+        eprintln!("persona seed {seed} (replay with PERSONA_TEST_SEED={seed})");
+        c.persona_seed = Some(seed);
         c
     }
 }

@@ -43,7 +43,7 @@ impl Metrics {
         counter("persona_chat_sockets_refused_total", "WebSockets closed at once (limit) or upgrades refused.", &self.sockets_refused);
         counter("persona_chat_connections_refused_total", "TCP connections closed at once (total or per-address cap).", &self.connections_refused);
         counter("persona_chat_sockets_closed_for_abuse_total", "WebSockets closed for a frame flood, silence or bad UTF-8.", &self.sockets_closed_for_abuse);
-        counter("persona_chat_persona_replies_skipped_total", "Persona replies skipped (the conversation had enough pending).", &self.persona_replies_skipped);
+        counter("persona_chat_persona_replies_skipped_total", "Messages a persona did not answer: enough replies were waiting in that conversation, or in all (the sender is told).", &self.persona_replies_skipped);
         for (name, help, v) in [
             ("persona_chat_sockets_open", "WebSockets open now.", sockets_open),
             ("persona_chat_users_online", "Users with at least one socket.", users_online),

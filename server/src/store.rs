@@ -100,6 +100,8 @@ ALTER TABLE users ADD COLUMN skeleton TEXT;
 CREATE INDEX users_by_canonical ON users(canonical);
 CREATE INDEX users_by_skeleton ON users(skeleton);
 CREATE INDEX conversations_by_owner ON conversations(owner_id);
+"#, r#"
+ALTER TABLE messages ADD COLUMN interrupted INTEGER NOT NULL DEFAULT 0;
 "#];
 
 pub struct Store {
@@ -668,6 +670,7 @@ impl Store {
             content: content.to_owned(),
             timestamp: now,
             is_ai,
+            interrupted: false,
         };
         tx.execute(
             "INSERT INTO messages (id, conversation_id, seq, sender_id, sender_name, client_id,
@@ -694,12 +697,18 @@ impl Store {
         Ok(Inserted::New(message))
     }
 
-    fn message_by_client_id(&self, sender_id: &str, client_id: &str) -> Result<Option<(String, Message)>> {
+    /// Marks a stored persona reply as cut short.
+    pub fn mark_interrupted(&self, message_id: &str) -> Result<()> {
+        self.conn.execute("UPDATE messages SET interrupted = 1 WHERE id = ?1", [message_id])?;
+        Ok(())
+    }
+
+    pub fn message_by_client_id(&self, sender_id: &str, client_id: &str) -> Result<Option<(String, Message)>> {
         let mut stmt = self.conn.prepare_cached(&format!(
             "SELECT {MESSAGE_COLUMNS}, conversation_id FROM messages WHERE sender_id = ?1 AND client_id = ?2"
         ))?;
         Ok(stmt
-            .query_row([sender_id, client_id], |r| Ok((r.get(8)?, message_from_row(r)?)))
+            .query_row([sender_id, client_id], |r| Ok((r.get(9)?, message_from_row(r)?)))
             .optional()?)
     }
 
@@ -785,7 +794,7 @@ impl Store {
 }
 
 const MESSAGE_COLUMNS: &str =
-    "id, seq, client_id, sender_id, sender_name, content, created_at, is_ai";
+    "id, seq, client_id, sender_id, sender_name, content, created_at, is_ai, interrupted";
 
 fn message_from_row(r: &rusqlite::Row<'_>) -> rusqlite::Result<Message> {
     Ok(Message {
@@ -797,6 +806,7 @@ fn message_from_row(r: &rusqlite::Row<'_>) -> rusqlite::Result<Message> {
         content: r.get(5)?,
         timestamp: r.get(6)?,
         is_ai: r.get(7)?,
+        interrupted: r.get(8)?,
     })
 }
 

@@ -87,6 +87,7 @@ async fn read_replies(client: &mut Client, n: usize) -> Vec<Reply> {
                         content: String::new(),
                         timestamp: String::new(),
                         is_ai: false,
+                        interrupted: false,
                     };
                     open.insert(
                         message_id.clone(),

@@ -44,7 +44,19 @@ async fn the_long_poll_carries_what_a_socket_would_get() {
                 .unwrap()
         })
     };
-    tokio::time::sleep(Duration::from_millis(200)).await;
+    // The poll is at the server (counted), waiting, before the message is sent: the answer
+    // must come from the wake, not from events already there.
+    within("the poll to reach the server", async {
+        loop {
+            let text = reqwest::get(server.url("/metrics")).await.unwrap().text().await.unwrap();
+            if text.lines().any(|l| l == "persona_chat_polls_total 2") {
+                return;
+            }
+            tokio::task::yield_now().await;
+        }
+    })
+    .await;
+    assert!(!waiting.is_finished(), "the poll waits: there is nothing to answer yet");
     let sent_at = Instant::now();
     let ack = server.post_message(&a.token, &lobby, "over HTTP", &client_id()).await;
     let got = within("the waiting poll", waiting).await.unwrap();
@@ -366,11 +378,28 @@ async fn a_persona_reply_can_be_stopped_over_http() {
 
     let resp = server.post(&a.token, &stop_path, &serde_json::json!({"message_id": message_id})).await;
     assert_eq!(resp.status(), StatusCode::NO_CONTENT);
-    let (interrupted, stored) = expect_frame!(sa.next_of("stream_end").await, ServerFrame::StreamEnd { interrupted, message, .. } => (interrupted, message));
+    // What the socket saw streamed, up to the end.
+    let mut streamed = String::new();
+    let (interrupted, stored) = within("the interrupted stream_end", async {
+        loop {
+            match sa.next_frame().await {
+                ServerFrame::StreamDelta { text, .. } => streamed.push_str(&text),
+                ServerFrame::StreamEnd { interrupted, message, .. } => return (interrupted, message),
+                _ => {}
+            }
+        }
+    })
+    .await;
     assert!(interrupted);
     assert_eq!(stored.id, message_id);
+    assert!(stored.interrupted, "stored marked interrupted");
+    // Partial: the built-in responder writes at least 20 words, 250 ms apart in pieces of 1 to
+    // 3; stopped right after the first, far fewer were streamed.
+    assert_eq!(stored.content, streamed, "exactly the streamed text is stored");
+    assert!(streamed.split_whitespace().count() < 20, "cut short: {streamed:?}");
     let history = server.messages_after(&a.token, &chat.id, 0).await.messages;
-    assert_eq!(history.last().map(|m| m.content.as_str()), Some(stored.content.as_str()), "the partial text is what is stored");
+    let last = history.last().expect("the reply is stored");
+    assert_eq!((last.id.as_str(), last.content.as_str(), last.interrupted), (message_id.as_str(), streamed.as_str(), true), "the partial text is what is stored, marked");
 }
 
 #[tokio::test]

@@ -263,7 +263,7 @@ fn MessageRow(line: ChatLine, own: bool, conversation_id: Signal<Option<String>>
     let show_meta = line.starts_group;
     view! {
         <li class="message" class:own=own class:ai=line.is_ai class:streaming=streaming class:continued=!show_meta
-            data-key=line.key.clone() data-delivery=delivery_tag(&line.delivery) data-seq=line.seq.map(|s| s.to_string())>
+            class:interrupted=line.interrupted data-key=line.key.clone() data-delivery=delivery_tag(&line.delivery) data-seq=line.seq.map(|s| s.to_string())>
             {show_meta.then(|| view! {
                 <div class="meta">
                     <span class="sender">{if own { "You".to_owned() } else { line.sender_name.clone() }}</span>
@@ -275,6 +275,7 @@ fn MessageRow(line: ChatLine, own: bool, conversation_id: Signal<Option<String>>
                 // Text, never HTML: Leptos inserts it as a text node.
                 <p class="content">{line.content}{streaming.then(|| view! { <span class="caret" aria-hidden="true"></span> })}</p>
             </div>
+            {line.interrupted.then(|| view! { <span class="interrupted-tag">"Interrupted"</span> })}
             {delivery}
             {stop}
         </li>

@@ -7,6 +7,8 @@ pub mod backoff;
 pub mod machine;
 pub mod outbox;
 pub mod polling;
+#[cfg(test)]
+mod random_events;
 pub mod websocket;
 
 use std::cell::RefCell;

@@ -22,11 +22,15 @@ pub struct OutboxConfig {
     /// The first wait after a `rate_limited` refusal; it doubles on each further one.
     pub rate_limit_base_ms: u64,
     pub rate_limit_cap_ms: u64,
+    /// The first wait after a send that did not get through (an HTTP send's 5xx or network
+    /// error while the transport stays up); it doubles on each further one.
+    pub unsent_base_ms: u64,
+    pub unsent_cap_ms: u64,
 }
 
 impl Default for OutboxConfig {
     fn default() -> Self {
-        OutboxConfig { capacity: 100, rate_limit_base_ms: 2_000, rate_limit_cap_ms: 30_000 }
+        OutboxConfig { capacity: 100, rate_limit_base_ms: 2_000, rate_limit_cap_ms: 30_000, unsent_base_ms: 1_000, unsent_cap_ms: 30_000 }
     }
 }
 
@@ -40,6 +44,9 @@ pub enum OutStatus {
     InFlight { sent_at: f64 },
     /// Refused as `rate_limited`: sent again at `retry_at`.
     RateLimited { retry_at: f64 },
+    /// Its send did not get through while the transport stayed up (polling: the POST failed,
+    /// the polls did not): sent again at `retry_at`, or at once on a new transport.
+    Unsent { retry_at: f64 },
     /// Refused for good (too long, not a member...): kept with the reason until retried or discarded.
     Failed { code: ErrorCode, reason: String },
 }
@@ -58,6 +65,9 @@ pub struct Outgoing {
     /// `rate_limited` refusals so far (the wait doubles with each).
     #[serde(default)]
     pub rate_limited: u32,
+    /// Sends that did not get through in a row (the wait doubles with each).
+    #[serde(default)]
+    pub unsent: u32,
 }
 
 impl Outgoing {
@@ -70,6 +80,7 @@ impl Outgoing {
             written_at: written_at.into(),
             status: OutStatus::Queued,
             rate_limited: 0,
+            unsent: 0,
         }
     }
 
@@ -172,8 +183,8 @@ impl Outbox {
         for item in &mut self.items {
             match item.status {
                 OutStatus::Queued => {}
-                OutStatus::RateLimited { retry_at } if now >= retry_at => {}
-                OutStatus::RateLimited { .. } => break,
+                OutStatus::RateLimited { retry_at } | OutStatus::Unsent { retry_at } if now >= retry_at => {}
+                OutStatus::RateLimited { .. } | OutStatus::Unsent { .. } => break,
                 OutStatus::InFlight { .. } | OutStatus::Failed { .. } => continue,
             }
             item.status = OutStatus::InFlight { sent_at: now };
@@ -186,13 +197,28 @@ impl Outbox {
     /// may have been lost; the server ignores a second copy).
     pub fn requeue_in_flight(&mut self) {
         for item in &mut self.items {
-            if matches!(item.status, OutStatus::InFlight { .. }) {
+            if matches!(item.status, OutStatus::InFlight { .. } | OutStatus::Unsent { .. }) {
                 item.status = OutStatus::Queued;
             }
         }
     }
 
-    /// One send did not get through (an HTTP send's network error): queue it again.
+    /// A send over HTTP did not get through (a 5xx, a dropped connection) while the transport
+    /// is still up: nothing else would send it again, so it is due again after a wait that
+    /// doubles with each failure in a row (see [`Outbox::next_wake`]). None if it is not in
+    /// flight (acked meanwhile, say).
+    pub fn send_failed(&mut self, client_id: &str, now: f64) -> Option<f64> {
+        let config = &self.config;
+        let item = self.items.iter_mut().find(|i| i.client_id == client_id && matches!(i.status, OutStatus::InFlight { .. }))?;
+        item.unsent += 1;
+        let exp = (item.unsent - 1).min(16);
+        let wait = config.unsent_base_ms.saturating_mul(1 << exp).min(config.unsent_cap_ms);
+        let retry_at = now + wait as f64;
+        item.status = OutStatus::Unsent { retry_at };
+        Some(retry_at)
+    }
+
+    /// One send found no transport: queued again for the next one.
     pub fn not_sent(&mut self, client_id: &str) -> bool {
         match self.items.iter_mut().find(|i| i.client_id == client_id) {
             Some(item) if matches!(item.status, OutStatus::InFlight { .. }) => {
@@ -248,12 +274,12 @@ impl Outbox {
         self.ack(client_id)
     }
 
-    /// When a rate-limited message is due again.
+    /// When a rate-limited (or unsent) message is due again.
     pub fn next_wake(&self) -> Option<f64> {
         self.items
             .iter()
             .filter_map(|i| match i.status {
-                OutStatus::RateLimited { retry_at } => Some(retry_at),
+                OutStatus::RateLimited { retry_at } | OutStatus::Unsent { retry_at } => Some(retry_at),
                 _ => None,
             })
             .min_by(f64::total_cmp)
@@ -356,6 +382,50 @@ mod tests {
         assert!(o.not_sent("k3"));
         assert!(!o.not_sent("k3"), "already queued");
         assert_eq!(ids(&o.take_sendable(21.0)), vec!["k3"]);
+    }
+
+    #[test]
+    fn a_failed_http_send_goes_out_again_by_itself_with_growing_waits() {
+        // Polling: the POST of k1 fails (5xx, dropped) twice while the polls keep working, so
+        // no new transport comes to resend it. Only the outbox's own wake may do it.
+        let mut o = outbox();
+        o.push(msg(1)).unwrap();
+        o.push(msg(2)).unwrap();
+        assert_eq!(ids(&o.take_sendable(0.0)), vec!["k1", "k2"]);
+        o.ack("k2");
+        assert_eq!(o.send_failed("k1", 100.0), Some(1_100.0));
+        assert_eq!(o.send_failed("k1", 100.0), None, "only what is in flight");
+        o.push(msg(3)).unwrap();
+        assert!(o.take_sendable(500.0).is_empty(), "not due yet, and k3 waits behind it (order)");
+        // The page sleeps until next_wake, then flushes: the loop a tab runs without the user.
+        let mut now = 500.0;
+        let mut failures_left = 1;
+        let mut sent = Vec::new();
+        while let Some(at) = o.next_wake() {
+            assert!(at > now, "a wake in the future");
+            now = at;
+            for item in o.take_sendable(now) {
+                if item.client_id == "k1" && failures_left > 0 {
+                    failures_left -= 1;
+                    assert_eq!(o.send_failed("k1", now), Some(now + 2_000.0), "the wait doubles");
+                } else {
+                    o.ack(&item.client_id);
+                    sent.push(item.client_id);
+                }
+            }
+            assert!(now < 60_000.0, "sent within a minute");
+        }
+        // (k3 went out with k1's second try, which failed: a failure in a batch cannot keep
+        // the order, the same as a rate-limited one.)
+        assert_eq!(sent, vec!["k3", "k1"], "both went out without any user action");
+        assert!(o.is_empty());
+
+        // A new transport sends it at once.
+        o.push(msg(4)).unwrap();
+        o.take_sendable(0.0);
+        o.send_failed("k4", 0.0);
+        o.requeue_in_flight();
+        assert_eq!(ids(&o.take_sendable(1.0)), vec!["k4"]);
     }
 
     #[test]

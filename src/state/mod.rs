@@ -2,6 +2,8 @@
 //! one way: connection -> reducer -> signals -> views.
 
 pub mod gaps;
+#[cfg(test)]
+pub(crate) mod props;
 pub mod reducer;
 pub mod typing;
 
@@ -262,7 +264,7 @@ impl SocketContext {
     async fn load_personas(&self) {
         let Some(token) = self.token() else { return };
         if let Ok(list) = api::personas(&self.base(), &token).await {
-            self.chat.update(|c| c.personas = list);
+            self.chat.update(|c| c.set_personas(list));
         }
     }
 
@@ -441,7 +443,7 @@ impl SocketContext {
     /// What this tab holds, as JSON (see `window.personaChatState` in app.rs).
     pub fn snapshot_json(&self) -> String {
         let link = crate::components::connection_status::describe(&self.status.get_untracked(), now_ms()).0;
-        let (user_id, active, conversations) = self.chat.with_untracked(|c| {
+        let (user_id, active, conversations, streams) = self.chat.with_untracked(|c| {
             let conversations: serde_json::Map<String, serde_json::Value> = c
                 .logs
                 .iter()
@@ -453,7 +455,10 @@ impl SocketContext {
                     (id.clone(), serde_json::Value::Array(messages))
                 })
                 .collect();
-            (c.me.as_ref().map(|u| u.id.clone()), self.active.get_untracked(), conversations)
+            // Replies streaming (not stored): a test checks none is left once all is quiet.
+            let streams: Vec<serde_json::Value> =
+                c.streams.iter().map(|(id, s)| serde_json::json!({ "id": id, "conversation_id": s.conversation_id, "persona_id": s.persona_id, "text": s.text })).collect();
+            (c.me.as_ref().map(|u| u.id.clone()), self.active.get_untracked(), conversations, streams)
         });
         let pending: Vec<serde_json::Value> = self.outbox.with_value(|o| {
             o.items()
@@ -464,7 +469,7 @@ impl SocketContext {
                 })
                 .collect()
         });
-        serde_json::json!({ "user_id": user_id, "active": active, "link": link, "conversations": conversations, "pending": pending }).to_string()
+        serde_json::json!({ "user_id": user_id, "active": active, "link": link, "conversations": conversations, "streams": streams, "pending": pending }).to_string()
     }
 
     /// Joins a conversation on the socket (again after every reconnect), asking for what came
@@ -597,7 +602,14 @@ impl SocketContext {
                     self.flush_outbox();
                     return;
                 }
+                // About a conversation, not a message of ours (a persona that will not
+                // answer this one): in words.
+                if refusal.is_none() && self.chat.with_untracked(|c| c.conversation(reference).is_some()) {
+                    self.notice.set(Some(message.clone()));
+                }
             }
+            // A refusal about nothing of ours: in words.
+            ServerFrame::Error { message, reference: None, .. } => self.notice.set(Some(message.clone())),
             _ => {}
         }
         self.chat.update(|c| c.apply(frame));
@@ -678,9 +690,12 @@ impl SocketContext {
                             let code = if e.status == 429 { ErrorCode::RateLimited } else { e.code.unwrap_or(ErrorCode::Unknown) };
                             ctx.on_frame(ServerFrame::Error { code, message: e.message, reference: Some(client_id), timestamp: String::new() })
                         }
-                        // Not through: queued again, sent when a transport is ready.
+                        // Not through (a 5xx, a dropped connection) while polling may well go
+                        // on: due again after a wait, and the outbox's timer sends it.
                         Err(_) => {
-                            ctx.with_outbox(|o| o.not_sent(&client_id));
+                            if ctx.with_outbox(|o| o.send_failed(&client_id, now_ms())).is_some() {
+                                ctx.flush_outbox();
+                            }
                         }
                     }
                 }
@@ -756,6 +771,14 @@ impl SocketContext {
             ConnEvent::Frame(frame) => self.on_frame(frame),
             ConnEvent::Ready(_) => {
                 self.stats.update(|s| s.readies += 1);
+                // Streams seen before may have died with the server: they stay only if the
+                // server confirms them (a frame, or the persona's fresh status). The first
+                // transport has no streams and the session's start loads the personas.
+                if self.stats.with_untracked(|s| s.readies > 1) {
+                    self.chat.update(ChatState::transport_up);
+                    let ctx = *self;
+                    spawn_local(async move { ctx.load_personas().await });
+                }
                 // The first load may have failed (started while the server was away).
                 if self.chat.with_untracked(|c| c.conversations.is_empty()) {
                     let ctx = *self;

@@ -40,6 +40,8 @@ pub struct ChatLine {
     pub content: String,
     pub timestamp: String,
     pub is_ai: bool,
+    /// A stored persona reply that was cut short (its text is what was streamed).
+    pub interrupted: bool,
     pub delivery: Delivery,
     /// First line of a run by the same sender within a few minutes: shows the name.
     pub starts_group: bool,
@@ -75,6 +77,11 @@ pub struct Stream {
     /// Characters (Unicode scalar values) received so far.
     pub chars: u64,
     pub started_at: String,
+    /// A frame of this stream came on the current transport. After a reconnect every held
+    /// stream is unconfirmed until one does: one the server no longer streams (it was
+    /// restarted, or the reply ended while we were away) is dropped once the persona's
+    /// fresh status says it is not responding.
+    pub live: bool,
 }
 
 /// One conversation's messages: stored ones by seq (so each shows once, in order), own ones
@@ -252,6 +259,7 @@ fn to_line(item: &Item<'_>, me: Option<&User>) -> ChatLine {
             content: m.content.clone(),
             timestamp: m.timestamp.clone(),
             is_ai: m.is_ai,
+            interrupted: m.interrupted,
             delivery: Delivery::Sent,
             starts_group: true,
             shows_delivery: true,
@@ -266,6 +274,7 @@ fn to_line(item: &Item<'_>, me: Option<&User>) -> ChatLine {
             content: n.text.clone(),
             timestamp: n.timestamp.clone(),
             is_ai: false,
+            interrupted: false,
             delivery: Delivery::Sent,
             starts_group: true,
             shows_delivery: true,
@@ -280,6 +289,7 @@ fn to_line(item: &Item<'_>, me: Option<&User>) -> ChatLine {
             content: s.text.clone(),
             timestamp: s.started_at.clone(),
             is_ai: true,
+            interrupted: false,
             delivery: Delivery::Sent,
             starts_group: true,
             shows_delivery: true,
@@ -294,6 +304,7 @@ fn to_line(item: &Item<'_>, me: Option<&User>) -> ChatLine {
             content: p.content.clone(),
             timestamp: p.timestamp.clone(),
             is_ai: false,
+            interrupted: false,
             delivery: p.delivery.clone(),
             starts_group: true,
             shows_delivery: true,
@@ -364,6 +375,35 @@ impl ChatState {
         let mut names: Vec<&Stream> = self.streams.values().filter(|s| s.conversation_id == conversation_id).collect();
         names.sort_by(|a, b| a.started_at.cmp(&b.started_at));
         names.into_iter().map(|s| s.persona_name.clone()).collect()
+    }
+
+    /// A transport came up (again): the streams held were seen on the previous one, and the
+    /// server may have stopped (or ended them) meanwhile. Each needs a frame on this
+    /// transport, or a fresh persona status saying the persona still responds.
+    pub fn transport_up(&mut self) {
+        for s in self.streams.values_mut() {
+            s.live = false;
+        }
+    }
+
+    /// The personas with their current status (from `GET /api/personas`): replaces what the
+    /// directory and the conversation list said, and drops the unconfirmed streams of
+    /// personas that are not responding.
+    pub fn set_personas(&mut self, list: Vec<Persona>) {
+        for p in self.conversations.iter_mut().filter_map(|c| c.persona.as_mut()) {
+            if let Some(fresh) = list.iter().find(|f| f.id == p.id) {
+                p.status = fresh.status;
+                p.last_seen = fresh.last_seen.clone();
+            }
+        }
+        let responding: Vec<String> = list.iter().filter(|p| p.status == PersonaState::Responding).map(|p| p.id.clone()).collect();
+        self.personas = list;
+        self.drop_dead_streams(|id| !responding.iter().any(|r| r == id));
+    }
+
+    /// Removes the streams not confirmed on the current transport whose persona matches.
+    fn drop_dead_streams(&mut self, persona: impl Fn(&str) -> bool) {
+        self.streams.retain(|_, s| s.live || !persona(&s.persona_id));
     }
 
     /// Replaces the conversation list (from the server), keeping what is newer locally.
@@ -469,6 +509,9 @@ impl ChatState {
                 }
             }
             ServerFrame::PersonaStatus { persona_id, status, last_seen, .. } => {
+                if status != PersonaState::Responding {
+                    self.drop_dead_streams(|id| id == persona_id);
+                }
                 let personas = self.personas.iter_mut().filter(|p| p.id == persona_id);
                 let in_list = self.conversations.iter_mut().filter_map(|c| c.persona.as_mut()).filter(|p| p.id == persona_id);
                 for p in personas.chain(in_list) {
@@ -495,10 +538,14 @@ impl ChatState {
             ServerFrame::StreamStart { conversation_id, message_id, persona_id } => {
                 let persona_name = self.persona(&persona_id).map(|p| p.name.clone()).unwrap_or_else(|| "Persona".into());
                 let started_at = stream_start_time(&self.logs, &conversation_id);
-                self.streams.entry(message_id).or_insert(Stream { conversation_id, persona_id, persona_name, text: String::new(), chars: 0, started_at });
+                self.streams
+                    .entry(message_id)
+                    .or_insert(Stream { conversation_id, persona_id, persona_name, text: String::new(), chars: 0, started_at, live: true })
+                    .live = true;
             }
             ServerFrame::StreamDelta { message_id, offset, text, .. } => {
                 if let Some(s) = self.streams.get_mut(&message_id) {
+                    s.live = true;
                     // Deltas arrive once and in order on one socket; after a reconnect a
                     // delta may repeat (skip what is held) or be missing (wait for the end,
                     // which carries the whole text).
@@ -583,6 +630,7 @@ mod tests {
             content: format!("hello {seq}"),
             timestamp: "2026-11-21T10:00:00.000Z".into(),
             is_ai: false,
+            interrupted: false,
         }
     }
 
@@ -713,6 +761,64 @@ mod tests {
         let lines = s.log("c").unwrap().window(None, "c", &s.streams, 0, 10).0;
         assert_eq!(lines.iter().map(|l| (l.seq, l.content.as_str())).collect::<Vec<_>>(), vec![(Some(1), "hello 1"), (Some(2), "Hé, world")]);
         assert!(s.streams.is_empty() && s.responding_in("c").is_empty());
+    }
+
+    fn ada(status: PersonaState) -> Persona {
+        Persona { id: "p1".into(), name: "Ada".into(), tagline: String::new(), status, last_seen: None }
+    }
+
+    /// Ada streams "Hel" in direct conversation "d"; the list and the directory say she is
+    /// responding.
+    fn mid_stream() -> ChatState {
+        let mut s = ChatState { personas: vec![ada(PersonaState::Online)], ..Default::default() };
+        s.set_conversations(vec![ConversationSummary { persona: Some(ada(PersonaState::Online)), ..summary("d", 0) }]);
+        s.apply(ServerFrame::PersonaStatus { persona_id: "p1".into(), status: PersonaState::Responding, last_seen: None, timestamp: "t".into() });
+        s.apply(ServerFrame::StreamStart { conversation_id: "d".into(), message_id: "r1".into(), persona_id: "p1".into() });
+        s.apply(ServerFrame::StreamDelta { conversation_id: "d".into(), message_id: "r1".into(), offset: 0, text: "Hel".into() });
+        assert_eq!(s.responding_in("d"), vec!["Ada".to_string()]);
+        s
+    }
+
+    fn streaming_lines(s: &ChatState, conversation_id: &str) -> usize {
+        s.log(conversation_id).map_or(0, |l| l.window(None, conversation_id, &s.streams, 0, 100).0.iter().filter(|l| l.kind == LineKind::Streaming).count())
+            + usize::from(s.log(conversation_id).is_none() && s.streams.values().any(|st| st.conversation_id == conversation_id))
+    }
+
+    #[test]
+    fn a_stream_the_restarted_server_no_longer_knows_ends_after_the_reconnect() {
+        // The server was killed mid-reply: after the reconnect nothing more of r1 comes, and
+        // the personas fetched fresh say Ada is online.
+        let mut s = mid_stream();
+        s.transport_up();
+        s.set_personas(vec![ada(PersonaState::Online)]);
+        assert!(s.streams.is_empty(), "the ghost stream is gone: {:?}", s.streams);
+        assert_eq!(streaming_lines(&s, "d"), 0);
+        assert!(s.responding_in("d").is_empty(), "no \"Ada is responding\" left");
+        assert_eq!(s.persona_status_of("d").unwrap().0, PersonaState::Online, "the badge comes from the fresh status");
+        assert_eq!(s.conversation("d").unwrap().persona.as_ref().unwrap().status, PersonaState::Online);
+    }
+
+    #[test]
+    fn a_stream_still_going_after_a_reconnect_stays() {
+        // Only the socket dropped: the persona still responds, the stream goes on.
+        let mut s = mid_stream();
+        s.transport_up();
+        s.set_personas(vec![ada(PersonaState::Responding)]);
+        assert_eq!(s.streams.len(), 1, "the server says she still responds");
+        // Its end then comes as usual; or her status turns, which ends an unconfirmed stream.
+        s.apply(ServerFrame::PersonaStatus { persona_id: "p1".into(), status: PersonaState::Online, last_seen: None, timestamp: "t".into() });
+        assert!(s.streams.is_empty(), "not responding any more and no frame of it since the reconnect");
+
+        // A frame of the stream on the new transport confirms it, whatever an older fetch says.
+        let mut s = mid_stream();
+        s.transport_up();
+        s.apply(ServerFrame::StreamDelta { conversation_id: "d".into(), message_id: "r1".into(), offset: 9, text: "later".into() });
+        s.set_personas(vec![ada(PersonaState::Busy)]);
+        assert_eq!(s.streams.len(), 1, "confirmed by a delta after the reconnect");
+        // Without a reconnect a status change does not cut a stream short (the end is on its way).
+        let mut s = mid_stream();
+        s.apply(ServerFrame::PersonaStatus { persona_id: "p1".into(), status: PersonaState::Online, last_seen: None, timestamp: "t".into() });
+        assert_eq!(s.streams.len(), 1);
     }
 
     #[test]

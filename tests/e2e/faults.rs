@@ -117,60 +117,47 @@ impl Stored {
     }
 }
 
-/// What a window holds: from the hook when the app has it, else from the DOM (active
-/// conversation only).
+/// What a window holds, from the app's `personaChatState()` hook (required: without it the
+/// suite cannot see what a tab holds, and fails).
 #[derive(Debug, Default)]
 struct TabView {
-    from_hook: bool,
     active: Option<String>,
     link: String,
     conversations: HashMap<String, Vec<Stored>>,
     pending: Vec<(String, String, String)>, // (conversation, content, status)
+    /// Replies streaming (no seq): fine while a persona writes, a ghost once all is quiet.
+    streams: Vec<(String, String)>, // (conversation, text)
+    /// Stored entries without a seq: never right.
+    unsequenced: Vec<String>,
 }
 
 async fn tab_view(client: &Client) -> TestResult<TabView> {
-    if let Some(state) = app_state(client).await {
-        let mut view = TabView { from_hook: true, ..Default::default() };
-        view.active = state.get("active").and_then(Value::as_str).map(str::to_owned);
-        view.link = state.get("link").and_then(Value::as_str).unwrap_or("").to_owned();
-        if let Some(map) = state.get("conversations").and_then(Value::as_object) {
-            for (id, list) in map {
-                let mut held = Vec::new();
-                for m in list.as_array().cloned().unwrap_or_default() {
-                    // Messages being streamed have no seq yet: not stored, not counted.
-                    let Some(seq) = m.get("seq").and_then(Value::as_i64) else { continue };
-                    held.push(Stored {
-                        seq,
-                        id: m.get("id").and_then(Value::as_str).unwrap_or("").to_owned(),
-                        content: m.get("content").and_then(Value::as_str).unwrap_or("").to_owned(),
-                        is_ai: false,
-                    });
-                }
-                view.conversations.insert(id.clone(), held);
+    let state = app_state(client).await?;
+    let mut view = TabView::default();
+    view.active = state.get("active").and_then(Value::as_str).map(str::to_owned);
+    view.link = state.get("link").and_then(Value::as_str).unwrap_or("").to_owned();
+    if let Some(map) = state.get("conversations").and_then(Value::as_object) {
+        for (id, list) in map {
+            let mut held = Vec::new();
+            for m in list.as_array().cloned().unwrap_or_default() {
+                let content = m.get("content").and_then(Value::as_str).unwrap_or("").to_owned();
+                let Some(seq) = m.get("seq").and_then(Value::as_i64) else {
+                    view.unsequenced.push(format!("{id}: {content:?}"));
+                    continue;
+                };
+                held.push(Stored { seq, id: m.get("id").and_then(Value::as_str).unwrap_or("").to_owned(), content, is_ai: false });
             }
-        }
-        for p in state.get("pending").and_then(Value::as_array).cloned().unwrap_or_default() {
-            let s = |k: &str| p.get(k).and_then(Value::as_str).unwrap_or("").to_owned();
-            view.pending.push((s("conversation_id"), s("content"), s("status")));
-        }
-        return Ok(view);
-    }
-    // No hook: the rendered rows of the open conversation.
-    let active = client
-        .execute("return sessionStorage.getItem('persona-chat.active') || localStorage.getItem('persona-chat.active');", vec![])
-        .await
-        .map_err(|e| e.to_string())?;
-    let active = active.as_str().map(str::to_owned);
-    let mut view = TabView { from_hook: false, active: active.clone(), link: link_state(client).await.unwrap_or_default(), ..Default::default() };
-    let mut held = Vec::new();
-    for (seq, delivery, content) in rendered_rows(client).await? {
-        match seq {
-            Some(seq) => held.push(Stored { seq, id: format!("dom-{seq}"), content, is_ai: false }),
-            None => view.pending.push((active.clone().unwrap_or_default(), content, delivery)),
+            view.conversations.insert(id.clone(), held);
         }
     }
-    if let Some(active) = active {
-        view.conversations.insert(active, held);
+    for p in state.get("pending").and_then(Value::as_array).cloned().unwrap_or_default() {
+        let s = |k: &str| p.get(k).and_then(Value::as_str).unwrap_or("").to_owned();
+        view.pending.push((s("conversation_id"), s("content"), s("status")));
+    }
+    let streams = state.get("streams").and_then(Value::as_array).ok_or("the hook lists no streams")?;
+    for st in streams {
+        let s = |k: &str| st.get(k).and_then(Value::as_str).unwrap_or("").to_owned();
+        view.streams.push((s("conversation_id"), s("text")));
     }
     Ok(view)
 }
@@ -219,66 +206,56 @@ async fn sign_in(client: &Client, app: &str, chat: &str, user: &str) -> TestResu
     Ok(())
 }
 
-/// Opens a conversation in a window: in-app navigation to /c/{id} when the app has that
-/// route, else by remembering it as the active conversation and loading /.
-async fn open_conversation(client: &Client, app: &str, id: &str) -> TestResult {
+/// Opens a conversation in a window by in-app navigation to /c/{id} (no reload: a reload
+/// would hide what the live state holds).
+async fn open_conversation(client: &Client, id: &str) -> TestResult {
     if tab_view(client).await?.active.as_deref() == Some(id) {
         return Ok(());
     }
     let script = "history.pushState(null, '', '/c/' + arguments[0]); window.dispatchEvent(new PopStateEvent('popstate', { state: null }));";
     client.execute(script, vec![json!(id)]).await.map_err(|e| e.to_string())?;
-    let switched = eventually(Duration::from_secs(3), "in-app navigation", || async {
+    eventually(STEP, &format!("in-app navigation to conversation {id}"), || async {
         let view = tab_view(client).await.ok()?;
-        (view.from_hook && view.active.as_deref() == Some(id)).then_some(())
+        let composer = client.find(Locator::Id("composer-input")).await.is_ok();
+        (composer && view.active.as_deref() == Some(id)).then_some(())
     })
-    .await;
-    if switched.is_err() {
-        let script = "sessionStorage.setItem('persona-chat.active', arguments[0]); localStorage.setItem('persona-chat.active', arguments[0]);";
-        client.execute(script, vec![json!(id)]).await.map_err(|e| e.to_string())?;
-        client.goto(&format!("{app}/")).await.map_err(|e| e.to_string())?;
-        eventually(STEP, &format!("conversation {id} to open"), || async {
-            let view = tab_view(client).await.ok()?;
-            let composer = client.find(Locator::Id("composer-input")).await.is_ok();
-            (composer && view.active.as_deref() == Some(id)).then_some(())
-        })
-        .await?;
-    }
-    Ok(())
+    .await
 }
 
-/// Scrolls the message list to the top until the window holds seq 1 of the conversation or
-/// nothing more comes (for apps that load older history on scroll).
+/// The lowest seq a window holds of a conversation (i64::MAX: none).
+async fn first_held(client: &Client, id: &str) -> Option<i64> {
+    let view = tab_view(client).await.ok()?;
+    Some(view.conversations.get(id).and_then(|l| l.first()).map(|m| m.seq).unwrap_or(i64::MAX))
+}
+
+/// Scrolls the message list to the top until the window holds seq 1 of the conversation:
+/// each scroll must bring older messages within a few seconds, or the history is stuck
+/// (an error, not a pass).
 async fn load_full_history(client: &Client, id: &str) -> TestResult {
-    let mut last_first = i64::MAX;
-    let mut stalled = 0;
-    for _ in 0..60 {
-        let view = tab_view(client).await?;
-        let first = view.conversations.get(id).and_then(|l| l.first()).map(|m| m.seq).unwrap_or(i64::MAX);
+    loop {
+        let first = first_held(client, id).await.ok_or("reading the window's state")?;
         if first <= 1 {
             return Ok(());
         }
-        if first >= last_first {
-            stalled += 1;
-            if stalled >= 6 {
-                return Ok(());
-            }
-        } else {
-            stalled = 0;
-        }
-        last_first = first;
         let script = "const list = document.querySelector('ol.messages');
             let el = list; while (el) { if (el.scrollHeight > el.clientHeight + 1) { el.scrollTop = 0; el.dispatchEvent(new Event('scroll')); } el = el.parentElement; }
             if (list && list.firstElementChild) list.firstElementChild.scrollIntoView({ block: 'start' });";
-        let _ = client.execute(script, vec![]).await;
-        tokio::time::sleep(Duration::from_millis(500)).await;
+        // Scrolled up again on every look (a scroll made while the list re-renders may be
+        // lost), until older messages come or the time is up.
+        eventually(Duration::from_secs(10), &format!("older messages than seq {first} of {id} after scrolling up"), || async {
+            client.execute(script, vec![]).await.ok()?;
+            let now = first_held(client, id).await?;
+            (now < first).then_some(())
+        })
+        .await?;
     }
-    Ok(())
 }
 
 /// Differences between what should be held and what is: (problems, held count).
 fn compare(expected: &[Stored], held: &[Stored], by_id: bool) -> Vec<String> {
     let mut problems = Vec::new();
-    let key = |m: &Stored| if by_id { m.id.clone() } else { format!("{}|{}", m.seq, m.content) };
+    // The id (when known), the seq and the content: a right id with the wrong text is wrong.
+    let key = |m: &Stored| if by_id { format!("{}|{}|{}", m.id, m.seq, m.content) } else { format!("{}|{}", m.seq, m.content) };
     let mut counts: HashMap<String, usize> = HashMap::new();
     for m in held {
         *counts.entry(key(m)).or_default() += 1;
@@ -487,13 +464,11 @@ async fn conversations(base: &str, token: &str) -> TestResult<Ids> {
 async fn pending_tags(client: &Client) -> TestResult<Vec<String>> {
     let view = tab_view(client).await?;
     let mut tags: Vec<String> = view.pending.iter().map(|(_, c, _)| tag(c)).collect();
-    if view.from_hook {
-        // The DOM should agree for the open conversation (rows without data-seq).
-        let rows = rendered_rows(client).await?;
-        for (seq, delivery, content) in rows {
-            if seq.is_none() && delivery == "pending" && !tags.contains(&tag(&content)) {
-                tags.push(tag(&content));
-            }
+    // The DOM should agree for the open conversation (rows without data-seq).
+    let rows = rendered_rows(client).await?;
+    for (seq, delivery, content) in rows {
+        if seq.is_none() && delivery == "pending" && !tags.contains(&tag(&content)) {
+            tags.push(tag(&content));
         }
     }
     Ok(tags)
@@ -572,8 +547,7 @@ async fn faults_body(run: Run<'_>) -> TestResult {
     sign_in(a, &app.base, &chat.base, "alice").await?;
     sign_in(b, &app.base, &cable.base, "bob").await?;
     eprintln!("[faults {}] signed in; Lobby {}, alice+Ada {}", t(), ids.lobby, ids.direct);
-    let hook = tab_view(a).await?.from_hook;
-    eprintln!("[faults] the app's personaChatState hook is {}", if hook { "present" } else { "ABSENT: checking the rendered rows only" });
+    tab_view(a).await?; // the hook is there (the suite fails without it)
 
     let written_a: Written = Default::default();
     let written_b: Written = Default::default();
@@ -599,7 +573,7 @@ async fn faults_body(run: Run<'_>) -> TestResult {
     let (ra, rb) = tokio::join!(write(a, 'A', 1, 30, "in the Lobby", &written_a), write(b, 'B', 1, 20, "in the Lobby", &written_b));
     ra?;
     rb?;
-    open_conversation(a, &app.base, &ids.direct).await?;
+    open_conversation(a, &ids.direct).await?;
     write(a, 'A', 31, 40, "to Ada", &written_a).await?;
     eprintln!("[faults {}] phase 1 written (A-001..040, B-001..020)", t());
 
@@ -630,6 +604,10 @@ async fn faults_body(run: Run<'_>) -> TestResult {
     wait_state(b, "bob", &["connected"], Duration::from_secs(40)).await?;
     eprintln!("[faults {}] both connected again", t());
     dom_check(a, b, "after restart 1").await?;
+    // After her reload alice is joined to Ada's conversation only: she opens the Lobby once, so
+    // the final Lobby check reads the live state (joined, fed by frames), not a fresh load.
+    open_conversation(a, &ids.lobby).await?;
+    open_conversation(a, &ids.direct).await?;
     let (ra, rb) = tokio::join!(write(a, 'A', 46, 55, "to Ada", &written_a), write(b, 'B', 26, 40, "in the Lobby", &written_b));
     ra?;
     rb?;
@@ -686,6 +664,7 @@ async fn faults_body(run: Run<'_>) -> TestResult {
     // 6. The Rust client finishes; everything settles.
     let (over_ws, over_http, retries) = rust_task.await.map_err(|e| e.to_string())??;
     eprintln!("[faults {}] all written; the Rust client sent {over_ws} over WebSocket, {over_http} over HTTP, retried {retries} times", t());
+    ensure!(over_ws > 0 && over_http > 0, "both paths must have carried messages: {over_ws} over WebSocket, {over_http} over HTTP");
     eventually(Duration::from_secs(60), "no message pending in either window", || async {
         let pa = pending_tags(a).await.ok()?;
         let pb = pending_tags(b).await.ok()?;
@@ -762,42 +741,42 @@ async fn faults_body(run: Run<'_>) -> TestResult {
     ];
     for (client, who, convs) in &windows {
         for (label, id) in convs {
-            open_conversation(client, &app.base, id).await?;
+            open_conversation(client, id).await?;
             load_full_history(client, id).await?;
             let want = &expected[*id];
             let outcome = eventually(Duration::from_secs(30), &format!("{who}'s window to hold {label} exactly"), || async {
                 let view = tab_view(client).await.ok()?;
                 let held = view.conversations.get(*id).cloned().unwrap_or_default();
-                let p = compare(want, &held, view.from_hook);
+                let p = compare(want, &held, true);
                 p.is_empty().then_some(held.len())
             })
             .await;
             let view = tab_view(client).await?;
             let held = view.conversations.get(*id).cloned().unwrap_or_default();
             let rendered = dom_sanity(client, who).await;
-            match (outcome, view.from_hook) {
-                (Ok(n), true) => counts.push(format!("{who}'s window, {label}: holds {n} of {} (rendered {})", want.len(), rendered.as_ref().map(|n| n.to_string()).unwrap_or_else(|e| e.clone()))),
-                (Ok(n), false) => counts.push(format!("{who}'s window, {label}: renders {n} of {} (no hook)", want.len())),
-                (Err(_), true) => {
-                    problems.push(format!("{who}'s window, {label} (holds {} of {}): {}", held.len(), want.len(), compare(want, &held, true).join("; ")));
-                }
-                (Err(_), false) => {
-                    // Without the hook only the rendered rows are known: they must be a
-                    // contiguous tail of the conversation, each once.
-                    let tail = &want[want.len().saturating_sub(held.len())..];
-                    let p = compare(tail, &held, false);
-                    if p.is_empty() {
-                        counts.push(format!("{who}'s window, {label}: renders the newest {} of {} (no hook)", held.len(), want.len()));
-                    } else {
-                        problems.push(format!("{who}'s window, {label} (renders {} of {}): {}", held.len(), want.len(), p.join("; ")));
-                    }
-                }
+            match outcome {
+                Ok(n) => counts.push(format!("{who}'s window, {label}: holds {n} of {} (rendered {})", want.len(), rendered.as_ref().map(|n| n.to_string()).unwrap_or_else(|e| e.clone()))),
+                Err(_) => problems.push(format!("{who}'s window, {label} (holds {} of {}): {}", held.len(), want.len(), compare(want, &held, true).join("; "))),
+            }
+            // Everything is quiet: no reply may still show as streaming, nothing stored lacks a seq.
+            if !view.streams.is_empty() {
+                problems.push(format!("{who}'s window still shows {} reply(s) streaming (ghosts): {:?}", view.streams.len(), view.streams));
+            }
+            if !view.unsequenced.is_empty() {
+                problems.push(format!("{who}'s window holds messages without a seq: {:?}", view.unsequenced));
             }
             if let Err(e) = rendered {
                 problems.push(e);
             }
             screenshot(client, &format!("faults-{who}-{}", label.replace('+', "-").to_lowercase())).await?;
         }
+    }
+
+    // bob is no member of alice's conversation with Ada: his window holds nothing of it.
+    let bob_view = tab_view(b).await?;
+    let foreign: Vec<&String> = bob_view.conversations.keys().filter(|id| **id != ids.lobby).collect();
+    if !foreign.is_empty() || bob_view.streams.iter().any(|(c, _)| *c != ids.lobby) {
+        problems.push(format!("bob's window holds conversations he is not in: {foreign:?} (streams {:?})", bob_view.streams));
     }
 
     // The database file, read after the server is gone.
@@ -814,6 +793,31 @@ async fn faults_body(run: Run<'_>) -> TestResult {
     let lobby_n = db.get(&ids.lobby).map(Vec::len).unwrap_or(0);
     let direct = db.get(&ids.direct).cloned().unwrap_or_default();
     let replies = direct.iter().filter(|m| m.is_ai).count();
+    // Ada answers each of alice's messages to her at most once (resends across kills and
+    // reloads trigger nothing), and every message since the last restart exactly once. (A
+    // SIGKILL loses the replies queued at that moment: the persona queue is not persisted.)
+    let humans = direct.len() - replies;
+    if replies > humans {
+        problems.push(format!("Ada replied {replies} times to {humans} messages: some message got two replies"));
+    }
+    if let Some(last_kill) = direct.iter().position(|m| tag(&m.content) == "A-076") {
+        // Replies come in trigger order: each answers the oldest message still owed one. The
+        // first replies after A-076 may answer messages just before it.
+        let (mut owed, mut earlier) = (0usize, 0usize);
+        for m in &direct[last_kill..] {
+            match (m.is_ai, owed) {
+                (false, _) => owed += 1,
+                (true, 0) => earlier += 1,
+                (true, _) => owed -= 1,
+            }
+        }
+        if owed > 0 {
+            problems.push(format!("since A-076 (no kill after it) {owed} of alice's messages got no reply from Ada"));
+        }
+        eprintln!("[faults]   replies after A-076 to messages before it: {earlier}");
+    } else {
+        problems.push("A-076 is not in alice+Ada".into());
+    }
     eprintln!("[faults] counts after {}:", t());
     eprintln!("[faults]   written: {} (alice's window {}, bob's window {}, Rust client {})", written.len(), written_a.lock().unwrap().len(), written_b.lock().unwrap().len(), rust_done.lock().unwrap().len());
     eprintln!("[faults]   written offline (bob): {}, pending across alice's reload: {}", offline.len(), before_reload.len());

@@ -427,17 +427,18 @@ fn parse_http_response(raw: &[u8]) -> Option<(u16, String)> {
     Some((status, String::from_utf8_lossy(&body).to_string()))
 }
 
-/// The app's test hook, `window.personaChatState()`, parsed; None when the page has no hook
-/// (yet) or the call fails.
-pub async fn app_state(client: &Client) -> Option<serde_json::Value> {
+/// The app's test hook, `window.personaChatState()`, parsed. An error when the page has no
+/// hook or the call fails (never taken for an empty state).
+pub async fn app_state(client: &Client) -> TestResult<serde_json::Value> {
     let value = client
         .execute("return (typeof window.personaChatState === 'function') ? window.personaChatState() : null;", vec![])
         .await
-        .ok()?;
+        .map_err(|e| format!("reading window.personaChatState(): {e}"))?;
     match value {
-        serde_json::Value::String(text) => serde_json::from_str(&text).ok(),
-        serde_json::Value::Object(_) => Some(value),
-        _ => None,
+        serde_json::Value::String(text) => serde_json::from_str(&text).map_err(|e| format!("personaChatState() is not JSON ({e}): {text}")),
+        serde_json::Value::Object(_) => Ok(value),
+        serde_json::Value::Null => Err("the app has no window.personaChatState() hook".into()),
+        other => Err(format!("personaChatState() returned {other}")),
     }
 }
 

@@ -6,6 +6,7 @@ mod harness;
 mod faults;
 mod screens;
 mod security;
+mod ghost;
 
 use std::time::Duration;
 

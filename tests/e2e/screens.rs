@@ -25,8 +25,15 @@ async fn js(client: &Client, script: &str) -> TestResult<serde_json::Value> {
     client.execute(script, vec![]).await.map_err(|e| format!("{script}: {e}"))
 }
 
-async fn exists(client: &Client, css: &str) -> bool {
-    client.find_all(Locator::Css(css)).await.map(|v| !v.is_empty()).unwrap_or(false)
+/// Whether an element matches; a WebDriver error is an error, never "not there".
+async fn exists(client: &Client, css: &str) -> TestResult<bool> {
+    client.find_all(Locator::Css(css)).await.map(|v| !v.is_empty()).map_err(|e| format!("looking for {css}: {e}"))
+}
+
+/// A number the page answers; anything else is an error (no fallback value).
+async fn number(client: &Client, script: &str) -> TestResult<f64> {
+    let v = js(client, script).await?;
+    v.as_f64().ok_or_else(|| format!("{script}: not a number: {v}"))
 }
 
 fn json_field(body: &str, pointer: &str) -> TestResult<String> {
@@ -62,39 +69,41 @@ async fn screens_body(server: &TestServer, driver: &Driver, a: &Client, b: &Clie
     })
     .await?;
     let first_held = js(a, "return JSON.parse(personaChatState()).conversations[arguments[0]]?.[0]?.content ?? null".replace("arguments[0]", &format!("'{lobby}'")).as_str()).await?;
-    ensure!(first_held.as_str() != Some("history line 01"), "the whole history was loaded at once ({first_held})");
+    let first_held = first_held.as_str().ok_or_else(|| format!("the hook holds nothing of the Lobby ({first_held})"))?;
+    ensure!(first_held.starts_with("history line ") && first_held != "history line 01", "the whole history was loaded at once (first held: {first_held})");
     let place = r#"const s = document.querySelector('.scroller');
         const row = [...document.querySelectorAll('.messages .message')].find(r => r.textContent.includes('history line 31'));
         return row ? row.getBoundingClientRect().top - s.getBoundingClientRect().top : null;"#;
-    js(a, "document.querySelector('.scroller').scrollTop = 0; return true").await?;
-    tokio::time::sleep(Duration::from_millis(300)).await;
-    let before = js(a, place).await?.as_f64();
-    eventually(LIMIT, "older history to load above", || async {
-        let shown = js(a, "return [...document.querySelectorAll('.messages .message .content')].some(c => c.textContent === 'history line 01')").await.ok()?.as_bool()?;
-        shown.then_some(())
+    let older = "return [...document.querySelectorAll('.messages .message .content')].some(c => c.textContent === 'history line 01')";
+    ensure!(js(a, older).await?.as_bool() == Some(false), "the older page was there before the scroll");
+    // Scrolled to the top and measured in one go (one script, one task): the older page, fetched
+    // on the scroll, cannot have arrived yet.
+    let before = number(a, &format!("document.querySelector('.scroller').scrollTop = 0; {place}")).await.map_err(|e| format!("line 31 before older history loaded: {e}"))?;
+    eventually(LIMIT, "older history to load above", || async { js(a, older).await.ok()?.as_bool()?.then_some(()) }).await?;
+    // The place is kept once the older lines are laid out (waiting for that, not a fixed time).
+    let kept = eventually(Duration::from_secs(3), "the reader's place to stay put", || async {
+        let after = number(a, place).await.ok()?;
+        ((before - after).abs() < 40.0).then_some(after)
     })
-    .await?;
-    tokio::time::sleep(Duration::from_millis(300)).await;
-    let after = js(a, place).await?.as_f64();
-    if let (Some(b), Some(af)) = (before, after) {
-        ensure!((b - af).abs() < 40.0, "the reader's place moved from {b} px to {af} px when older lines came in");
-    } else {
-        return Err(format!("line 31 not in view before ({before:?}) or after ({after:?}) older history loaded"));
+    .await;
+    if kept.is_err() {
+        let after = number(a, place).await?;
+        return Err(format!("the reader's place moved from {before} px to {after} px when older lines came in"));
     }
     screenshot(a, "screens-older-history-1280").await?;
-    let reading_at = js(a, "return document.querySelector('.scroller').scrollTop").await?.as_f64().unwrap_or(-1.0);
+    let reading_at = number(a, "return document.querySelector('.scroller').scrollTop").await?;
     let body = r#"{"content":"a new one while you read","client_id":"seed-new-0000-0000-000000000000"}"#;
     http_request("POST", &format!("{base}/api/conversations/{lobby}/messages"), Some(&bob_token), Some(body)).await?;
     let button = eventually(LIMIT, "a '1 new message' button in Alice's window", || async {
         text_of(a, ".new-messages").await.filter(|t| t.contains("1 new message"))
     })
     .await?;
-    let top = js(a, "return document.querySelector('.scroller').scrollTop").await?.as_f64().unwrap_or(-1.0);
+    let top = number(a, "return document.querySelector('.scroller').scrollTop").await?;
     ensure!((top - reading_at).abs() < 40.0, "the reader was moved from {reading_at} px to {top} px ({button})");
     screenshot(a, "screens-new-messages-1280").await?;
     click(a, ".new-messages").await?;
     eventually(LIMIT, "the button to take Alice to the newest message", || async {
-        let gone = !exists(a, ".new-messages").await;
+        let gone = !exists(a, ".new-messages").await.ok()?;
         let at_bottom = js(a, "const s = document.querySelector('.scroller'); return s.scrollHeight - s.scrollTop - s.clientHeight < 60").await.ok()?.as_bool()?;
         (gone && at_bottom).then_some(())
     })
@@ -123,14 +132,14 @@ async fn screens_body(server: &TestServer, driver: &Driver, a: &Client, b: &Clie
     let persona_url = a.current_url().await.map_err(|e| e.to_string())?;
     type_in(a, "#composer-input", "Tell me about the stars, please\u{E007}").await?;
     eventually(Duration::from_secs(20), "the reply to stream with the badge on responding", || async {
-        let streaming = exists(a, ".message.streaming .caret").await;
+        let streaming = exists(a, ".message.streaming .caret").await.ok()?;
         let badge = attr_of(a, ".chat-header .badge", "data-status").await;
         (streaming && badge.as_deref() == Some("responding")).then_some(())
     })
     .await?;
     screenshot(a, "screens-persona-streaming-1280").await?;
     eventually(Duration::from_secs(40), "the reply to end with the badge back online", || async {
-        let done = !exists(a, ".message.streaming").await && exists(a, ".message.ai[data-seq]").await;
+        let done = !exists(a, ".message.streaming").await.ok()? && exists(a, ".message.ai[data-seq]").await.ok()?;
         let badge = attr_of(a, ".chat-header .badge", "data-status").await;
         let row = attr_of(a, ".conversation-row.selected .badge", "data-status").await;
         (done && badge.as_deref() == Some("online") && row.as_deref() == Some("online")).then_some(())
@@ -150,7 +159,9 @@ async fn screens_body(server: &TestServer, driver: &Driver, a: &Client, b: &Clie
 
     // 4. A draft survives a reload, and the reload stays in the same conversation.
     type_in(a, "#composer-input", "a thought half written").await?;
-    tokio::time::sleep(Duration::from_millis(300)).await;
+    // Wait until the draft is saved (not a fixed time).
+    let saved = "for (const s of [localStorage, sessionStorage]) for (let i = 0; i < s.length; i++) { const k = s.key(i); if (k.startsWith('persona-chat.draft.') && s.getItem(k).includes('a thought half written')) return true; } return false";
+    eventually(LIMIT, "the draft to be saved", || async { (js(a, saved).await.ok()?.as_bool() == Some(true)).then_some(()) }).await?;
     a.goto(persona_url.as_str()).await.map_err(|e| e.to_string())?;
     eventually(LIMIT, "the draft and the conversation to be back after the reload", || async {
         let draft = js(a, "return document.querySelector('#composer-input')?.value ?? null").await.ok()?;
@@ -179,7 +190,7 @@ async fn screens_body(server: &TestServer, driver: &Driver, a: &Client, b: &Clie
     b.goto(&format!("{base}/c/{lobby}")).await.map_err(|e| e.to_string())?;
     let enable = b.wait().at_most(LIMIT).for_element(Locator::Css(".enable-notifications")).await.map_err(|e| format!("no Enable notifications button: {e}"))?;
     enable.click().await.map_err(|e| e.to_string())?;
-    eventually(LIMIT, "the button to go once notifications are allowed", || async { (!exists(b, ".enable-notifications").await).then_some(()) }).await?;
+    eventually(LIMIT, "the button to go once notifications are allowed", || async { (!exists(b, ".enable-notifications").await.ok()?).then_some(()) }).await?;
     eventually(LIMIT, "Bob to be connected again", || async { (attr_of(b, ".connection", "data-state").await.as_deref() == Some("connected")).then_some(()) }).await?;
     js(b, "window.__setHidden(true); return true").await?;
     a.goto(&format!("{base}/c/{lobby}")).await.map_err(|e| e.to_string())?;
@@ -204,11 +215,11 @@ async fn screens_body(server: &TestServer, driver: &Driver, a: &Client, b: &Clie
     .await?;
     screenshot(a, "screens-diagnostics-1280").await?;
     set_viewport(b, 390, 844).await?;
-    tokio::time::sleep(Duration::from_millis(400)).await;
+    eventually(LIMIT, "the narrow layout", || async { (js(b, "return window.innerWidth").await.ok()?.as_f64()? <= 390.0).then_some(()) }).await?;
     screenshot(b, "screens-chat-390").await?;
     b.goto(&format!("{base}/")).await.map_err(|e| e.to_string())?;
     eventually(LIMIT, "the list alone on a narrow screen", || async {
-        let list = exists(b, ".conversation-row").await;
+        let list = exists(b, ".conversation-row").await.ok()?;
         let chat_hidden = js(b, "const c = document.querySelector('.chat-pane'); return !c || c.offsetParent === null").await.ok()?.as_bool()?;
         (list && chat_hidden).then_some(())
     })

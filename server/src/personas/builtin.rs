@@ -23,11 +23,14 @@ pub const MAX_WORDS: usize = 80;
 /// The built-in responder. `think`: how long it waits (give or take) before its first words.
 pub struct Builtin {
     think: Duration,
+    /// Seeded by the runtime, so replies can be replayed.
+    rng: std::sync::Mutex<rand::rngs::StdRng>,
 }
 
 impl Builtin {
-    pub fn new(think: Duration) -> Builtin {
-        Builtin { think }
+    pub fn new(think: Duration, seed: u64) -> Builtin {
+        use rand::SeedableRng;
+        Builtin { think, rng: std::sync::Mutex::new(rand::rngs::StdRng::seed_from_u64(seed)) }
     }
 }
 
@@ -35,9 +38,9 @@ impl Responder for Builtin {
     fn respond(&self, request: ReplyRequest) -> Chunks {
         let (tx, rx) = mpsc::channel(32);
         let (text, think) = {
-            let mut rng = rand::thread_rng();
+            let mut rng = self.rng.lock().unwrap_or_else(|p| p.into_inner());
             let think = if self.think.is_zero() { self.think } else { self.think.mul_f64(rng.gen_range(0.6..1.4)) };
-            (compose(&request.persona.name, &request.history, &request.trigger, &mut rng), think)
+            (compose(&request.persona.name, &request.history, &request.trigger, &mut *rng), think)
         };
         tokio::spawn(async move {
             if !think.is_zero() {
@@ -868,6 +871,7 @@ mod tests {
             content: content.into(),
             timestamp: "2025-01-01T00:00:00.000Z".into(),
             is_ai: false,
+            interrupted: false,
         }
     }
 

@@ -203,6 +203,7 @@ mod tests {
             content: content.into(),
             timestamp: "t".into(),
             is_ai: sender_id == "p1",
+            interrupted: false,
         };
         let history = vec![m("1", "u1", "alice", "hi Ada"), m("2", "p1", "Ada", "Hello alice."), m("3", "u1", "alice", "what is 2+2?")];
         let request = ReplyRequest { persona, conversation_id: "c".into(), trigger: history[2].clone(), history };

@@ -17,7 +17,8 @@ use std::time::Duration;
 
 use persona_chat_protocol::http::Persona;
 use persona_chat_protocol::{ErrorCode, Message, PersonaState, ServerFrame, User, MAX_CONTENT_CHARS};
-use rand::Rng;
+use rand::rngs::StdRng;
+use rand::{Rng, SeedableRng};
 use tokio::sync::{mpsc, Notify};
 
 use super::builtin::Builtin;
@@ -113,6 +114,9 @@ pub struct Runtime {
     dispatch: OnceLock<mpsc::UnboundedSender<Trigger>>,
     /// conversation -> the persona of a direct conversation (None: a room).
     kinds: Mutex<HashMap<String, Option<String>>>,
+    /// How replies are cut into deltas and paced: seeded (`--persona-seed`), so a test's
+    /// run can be replayed.
+    rng: Mutex<StdRng>,
 }
 
 impl Runtime {
@@ -120,7 +124,10 @@ impl Runtime {
     /// `--offline-persona` are disabled (stored, so lists show them offline), the others are
     /// online as of now.
     pub fn new(config: &Config, store: &Store) -> Runtime {
-        let builtin: Arc<dyn Responder> = Arc::new(Builtin::new(Duration::from_millis(config.persona_think_ms)));
+        let seed = config.persona_seed.unwrap_or_else(rand::random::<u64>);
+        tracing::debug!("persona seed {seed}");
+        let mut rng = StdRng::seed_from_u64(seed);
+        let builtin: Arc<dyn Responder> = Arc::new(Builtin::new(Duration::from_millis(config.persona_think_ms), rng.gen()));
         let (responder, fallback) = match config.persona_llm_url.as_deref().map(str::trim).filter(|u| !u.is_empty()) {
             Some(url) => match OpenAi::new(url, &config.persona_llm_model, config.persona_llm_api_key.clone()) {
                 Ok(openai) => {
@@ -142,6 +149,7 @@ impl Runtime {
             writers: Arc::new(tokio::sync::Semaphore::new(config.persona_llm_concurrency.max(1))),
             dispatch: OnceLock::new(),
             kinds: Mutex::default(),
+            rng: Mutex::new(rng),
         };
         let offline: HashSet<String> =
             config.offline_personas.iter().map(|n| n.trim().to_lowercase()).filter(|n| !n.is_empty()).collect();
@@ -296,6 +304,10 @@ impl Runtime {
         }
     }
 
+    fn random<T>(&self, f: impl FnOnce(&mut StdRng) -> T) -> T {
+        f(&mut self.rng.lock().unwrap_or_else(|p| p.into_inner()))
+    }
+
     fn with_slot<T>(&self, persona_id: &str, f: impl FnOnce(&mut Slot) -> T) -> Option<T> {
         self.lock().slots.iter_mut().find(|s| s.info.id == persona_id).map(f)
     }
@@ -437,7 +449,7 @@ async fn reply(app: AppState, persona: PersonaInfo, job: Job) {
     let mut offset: u64 = 0;
     let end = 'stream: loop {
         // A few pieces per delta.
-        let want = rand::thread_rng().gen_range(1..=3usize);
+        let want = runtime.random(|rng| rng.gen_range(1..=3usize));
         while pending.len() < want && !finished {
             if pending.is_empty() {
                 tokio::select! {
@@ -494,7 +506,7 @@ async fn reply(app: AppState, persona: PersonaInfo, job: Job) {
         if finished && pending.is_empty() {
             break if failed { End::Interrupted } else { End::Complete };
         }
-        let pause = pace(runtime.pace);
+        let pause = runtime.random(|rng| pace(runtime.pace, rng));
         tokio::select! {
             biased;
             _ = stop.notified() => break End::Interrupted,
@@ -513,10 +525,14 @@ async fn reply(app: AppState, persona: PersonaInfo, job: Job) {
     let stored = app
         .db(move |store, shared| {
             // The message id doubles as the client_id: unique per sender.
-            let message = match store.insert_message_with_id(&id, &sender, &mid, &content, true, &mid)? {
+            let mut message = match store.insert_message_with_id(&id, &sender, &mid, &content, true, &mid)? {
                 Inserted::New(m) | Inserted::Duplicate(m) => m,
                 Inserted::ClientIdTaken => return Err(crate::store::StoreError::NotFound),
             };
+            if interrupted {
+                store.mark_interrupted(&message.id)?;
+                message.interrupted = true;
+            }
             crate::metrics::inc(&shared.metrics.messages_stored);
             let members = store.user_members(&id)?;
             crate::chat::publish_message(shared, &id, &message, &members);
@@ -536,9 +552,9 @@ async fn reply(app: AppState, persona: PersonaInfo, job: Job) {
 }
 
 /// The pause before the next delta: the configured pace, give or take a third.
-fn pace(base: Duration) -> Duration {
+fn pace(base: Duration, rng: &mut StdRng) -> Duration {
     if base.is_zero() {
         return base;
     }
-    base.mul_f64(rand::thread_rng().gen_range(0.67..1.33))
+    base.mul_f64(rng.gen_range(0.67..1.33))
 }
