@@ -7,6 +7,7 @@ pub mod backoff;
 pub mod machine;
 pub mod outbox;
 pub mod polling;
+pub mod shared_outbox;
 pub mod websocket;
 
 use std::cell::RefCell;
