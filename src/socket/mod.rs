@@ -8,6 +8,7 @@ pub mod machine;
 pub mod outbox;
 pub mod polling;
 pub mod shared_outbox;
+pub mod tabs;
 pub mod websocket;
 
 use std::cell::RefCell;

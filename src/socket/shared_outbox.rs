@@ -217,6 +217,34 @@ pub mod store {
         }
     }
 
+    /// Calls `changed` when another tab writes or removes one of the user's records; stops
+    /// listening when dropped.
+    pub struct Listener {
+        closure: wasm_bindgen::closure::Closure<dyn FnMut(web_sys::StorageEvent)>,
+    }
+
+    impl Drop for Listener {
+        fn drop(&mut self) {
+            use wasm_bindgen::JsCast;
+            if let Some(window) = web_sys::window() {
+                let _ = window.remove_event_listener_with_callback("storage", self.closure.as_ref().unchecked_ref());
+            }
+        }
+    }
+
+    pub fn listen(user_id: &str, changed: impl Fn() + 'static) -> Option<Listener> {
+        use wasm_bindgen::JsCast;
+        let prefix = record_prefix(user_id);
+        let closure = wasm_bindgen::closure::Closure::<dyn FnMut(web_sys::StorageEvent)>::new(move |e: web_sys::StorageEvent| {
+            // A null key: storage was cleared.
+            if e.key().is_none_or(|k| k.starts_with(&prefix)) {
+                changed();
+            }
+        });
+        web_sys::window()?.add_event_listener_with_callback("storage", closure.as_ref().unchecked_ref()).ok()?;
+        Some(Listener { closure })
+    }
+
     /// The outbox as one blob, as builds before this one kept it: taken over once.
     pub fn take_legacy(user_id: &str) -> Option<Outbox> {
         let storage = local()?;

@@ -14,7 +14,8 @@ use persona_chat_protocol::http::{ConversationKind, SessionResponse};
 use persona_chat_protocol::{ClientFrame, ErrorCode, ServerFrame};
 
 use crate::api;
-use crate::socket::outbox::{self, OutStatus, Outbox, OutboxConfig, Outgoing, Refusal};
+use crate::socket::outbox::{OutStatus, Outbox, OutboxConfig, Outgoing, Refusal};
+use crate::socket::shared_outbox::{self, Shared};
 use crate::socket::{now_ms, ConnEvent, Connection, LinkState, Transport};
 use reducer::{ChatState, Delivery, PendingMessage};
 use typing::{IncomingTyping, OutgoingTyping, TypingConfig, TypingSignal, TypingStep};
@@ -90,6 +91,10 @@ pub struct SocketContext {
     /// Every message not yet acknowledged, persisted in localStorage per user: the source of
     /// truth for sending (the chat state only shows it).
     outbox: StoredValue<Outbox>,
+    /// What this tab knows of the per-message records every tab of the user shares.
+    shared: StoredValue<Shared>,
+    /// Merges other tabs' outbox records when they change.
+    shared_listener: StoredValue<Option<shared_outbox::store::Listener>, LocalStorage>,
     /// Wakes the outbox for rate-limited messages due later.
     outbox_timer: StoredValue<Option<gloo_timers::callback::Timeout>, LocalStorage>,
     /// Who is typing where (usernames, in the order they started), others only.
@@ -123,6 +128,8 @@ impl SocketContext {
             connection: StoredValue::new_local(None),
             joined: StoredValue::new(BTreeSet::new()),
             outbox: StoredValue::new(Outbox::new(OutboxConfig::default())),
+            shared: StoredValue::new(Shared::new()),
+            shared_listener: StoredValue::new_local(None),
             outbox_timer: StoredValue::new_local(None),
             typists: RwSignal::new(HashMap::new()),
             incoming_typing: StoredValue::new(IncomingTyping::new(&TypingConfig::default())),
@@ -242,6 +249,7 @@ impl SocketContext {
             c.stop();
         }
         self.connection.set_value(None);
+        self.shared_listener.set_value(None);
         self.joined.set_value(BTreeSet::new());
         self.session.set(None);
         self.active.set(None);
@@ -491,34 +499,74 @@ impl SocketContext {
         true
     }
 
-    /// Changes the outbox and saves it.
+    /// Changes the outbox and saves it: the records of the messages it changed, one per
+    /// message (other tabs' records are never touched).
     fn with_outbox<T>(&self, f: impl FnOnce(&mut Outbox) -> T) -> T {
         let out = self.outbox.try_update_value(f).expect("the outbox lives as long as the context");
         let user = self.chat.with_untracked(|c| c.me.as_ref().map(|u| u.id.clone()));
         if let Some(user) = user {
-            crate::storage::save_outbox(&outbox::storage_key(&user), &self.outbox.with_value(Outbox::to_json));
+            let now = js_sys::Date::now();
+            let writes = self.outbox.with_value(|o| self.shared.try_update_value(|s| s.sync(o, now))).unwrap_or_default();
+            shared_outbox::store::apply(&user, &writes);
         }
         out
+    }
+
+    /// Brings in what other tabs wrote, closed ones too: their messages (sent from here when
+    /// this tab holds the connection), and acks, refusals and retries of ours.
+    fn merge_shared_outbox(&self) {
+        let Some(user) = self.chat.with_untracked(|c| c.me.as_ref().map(|u| u.id.clone())) else { return };
+        let Some(records) = shared_outbox::store::load(&user) else { return };
+        let Some(merged) = self.outbox.try_update_value(|o| self.shared.try_update_value(|s| s.merge(o, records))).flatten() else { return };
+        if merged.is_empty() {
+            return;
+        }
+        shared_outbox::store::apply(&user, &merged.writes);
+        self.chat.update(|c| {
+            for item in &merged.added {
+                c.add_pending(&item.conversation_id, pending_of(item));
+            }
+            for (client_id, reason) in &merged.failed {
+                let line = c.logs.iter().find_map(|(id, log)| log.pending().iter().find(|p| &p.client_id == client_id).map(|p| (id.clone(), p.clone())));
+                if let Some((conversation_id, mut line)) = line {
+                    c.discard_pending(client_id);
+                    line.delivery = Delivery::Failed(reason.clone());
+                    c.add_pending(&conversation_id, line);
+                }
+            }
+            for client_id in &merged.requeued {
+                c.retry_pending(client_id);
+            }
+            // Discarded elsewhere: a failed line goes (an acknowledged one is replaced by the
+            // stored message when its frame arrives).
+            for client_id in &merged.removed {
+                let failed = c.logs.values().any(|log| log.pending().iter().any(|p| &p.client_id == client_id && matches!(p.delivery, Delivery::Failed(_))));
+                if failed {
+                    c.discard_pending(client_id);
+                }
+            }
+        });
+        if !merged.added.is_empty() || !merged.requeued.is_empty() {
+            self.flush_outbox();
+        }
     }
 
     /// After a reload: what was not acknowledged shows again as pending (or failed) and goes
     /// out once a transport is up.
     fn restore_outbox(&self, user_id: &str) {
-        let stored = crate::storage::load_outbox(&outbox::storage_key(user_id))
-            .and_then(|text| Outbox::from_json(&text, OutboxConfig::default()).ok())
-            .unwrap_or_else(|| Outbox::new(OutboxConfig::default()));
-        let shown: Vec<(String, PendingMessage)> = stored
-            .items()
-            .iter()
-            .map(|i| {
-                let delivery = match &i.status {
-                    OutStatus::Failed { reason, .. } => Delivery::Failed(reason.clone()),
-                    _ => Delivery::Pending,
-                };
-                (i.conversation_id.clone(), PendingMessage { client_id: i.client_id.clone(), content: i.content.clone(), timestamp: i.written_at.clone(), delivery })
-            })
-            .collect();
+        // Every tab's records (the writing tab may be closed), and an outbox kept as one blob
+        // by an older build, taken over as records.
+        let mut stored = shared_outbox::store::take_legacy(user_id).unwrap_or_else(|| Outbox::new(OutboxConfig::default()));
+        let mut shared = Shared::new();
+        shared_outbox::store::apply(user_id, &shared.sync(&stored, js_sys::Date::now()));
+        let records = shared_outbox::store::load(user_id).unwrap_or_default();
+        let merged = shared.merge(&mut stored, records);
+        shared_outbox::store::apply(user_id, &merged.writes);
+        let shown: Vec<(String, PendingMessage)> = stored.items().iter().map(|i| (i.conversation_id.clone(), pending_of(i))).collect();
         self.outbox.set_value(stored);
+        self.shared.set_value(shared);
+        let ctx = *self;
+        self.shared_listener.set_value(shared_outbox::store::listen(user_id, move || ctx.merge_shared_outbox()));
         self.chat.update(|c| {
             for (conversation_id, pending) in shown {
                 c.add_pending(&conversation_id, pending);
@@ -783,6 +831,16 @@ impl SocketContext {
         // What was in flight on the lost transport may not have arrived: send it again (the
         // server stores each client_id once).
         self.with_outbox(Outbox::requeue_in_flight);
+        self.merge_shared_outbox();
         self.flush_outbox();
     }
+}
+
+/// How an outbox message shows in its conversation.
+fn pending_of(i: &Outgoing) -> PendingMessage {
+    let delivery = match &i.status {
+        OutStatus::Failed { reason, .. } => Delivery::Failed(reason.clone()),
+        _ => Delivery::Pending,
+    };
+    PendingMessage { client_id: i.client_id.clone(), content: i.content.clone(), timestamp: i.written_at.clone(), delivery }
 }
