@@ -7,6 +7,7 @@ pub mod backoff;
 pub mod machine;
 pub mod outbox;
 pub mod polling;
+pub mod relay;
 pub mod shared_outbox;
 pub mod tabs;
 pub mod websocket;
@@ -32,6 +33,8 @@ pub enum ConnEvent {
     Ready(Transport),
     /// The poll cursor was too old: reload the lists and fill each conversation.
     Resync,
+    /// Which tab leads the user's shared connection changed (see `relay.rs`).
+    Tabs(relay::TabsInfo),
 }
 
 struct Inner {

@@ -16,7 +16,8 @@ use persona_chat_protocol::{ClientFrame, ErrorCode, ServerFrame};
 use crate::api;
 use crate::socket::outbox::{OutStatus, Outbox, OutboxConfig, Outgoing, Refusal};
 use crate::socket::shared_outbox::{self, Shared};
-use crate::socket::{now_ms, ConnEvent, Connection, LinkState, Transport};
+use crate::socket::relay::{SharedConnection, TabsInfo};
+use crate::socket::{now_ms, ConnEvent, LinkState, Transport};
 use reducer::{ChatState, Delivery, PendingMessage};
 use typing::{IncomingTyping, OutgoingTyping, TypingConfig, TypingSignal, TypingStep};
 
@@ -86,7 +87,10 @@ pub struct SocketContext {
     /// A problem to show in words (failed loads and the like).
     pub notice: RwSignal<Option<String>>,
     base: StoredValue<String>,
-    connection: StoredValue<Option<Connection>, LocalStorage>,
+    /// The user's connection, shared by all their tabs (owned by the leading one).
+    connection: StoredValue<Option<SharedConnection>, LocalStorage>,
+    /// This tab's part in sharing it (diagnostics).
+    pub tabs: RwSignal<TabsInfo>,
     joined: StoredValue<BTreeSet<String>>,
     /// Every message not yet acknowledged, persisted in localStorage per user: the source of
     /// truth for sending (the chat state only shows it).
@@ -126,6 +130,7 @@ impl SocketContext {
             notice: RwSignal::new(None),
             base: StoredValue::new(base),
             connection: StoredValue::new_local(None),
+            tabs: RwSignal::new(TabsInfo::default()),
             joined: StoredValue::new(BTreeSet::new()),
             outbox: StoredValue::new(Outbox::new(OutboxConfig::default())),
             shared: StoredValue::new(Shared::new()),
@@ -227,6 +232,7 @@ impl SocketContext {
     pub fn open_session(&self, session: SessionResponse) {
         self.close_session();
         let token = session.token.clone();
+        let user_id = session.user.id.clone();
         self.restore_outbox(&session.user.id);
         self.chat.update(|c| c.me = Some(session.user.clone()));
         self.session.set(Some(session));
@@ -237,7 +243,7 @@ impl SocketContext {
         if let Some(active) = crate::storage::load_active() {
             self.active.set(Some(active));
         }
-        let connection = Connection::start(self.base(), token, on_event);
+        let connection = SharedConnection::start(self.base(), token, user_id, on_event);
         self.connection.set_value(Some(connection));
         spawn_local(async move { ctx.load_conversations().await });
         spawn_local(async move { ctx.load_personas().await });
@@ -250,6 +256,7 @@ impl SocketContext {
         }
         self.connection.set_value(None);
         self.shared_listener.set_value(None);
+        self.tabs.set(TabsInfo::default());
         self.joined.set_value(BTreeSet::new());
         self.session.set(None);
         self.active.set(None);
@@ -464,7 +471,9 @@ impl SocketContext {
                 })
                 .collect()
         });
-        serde_json::json!({ "user_id": user_id, "active": active, "link": link, "conversations": conversations, "pending": pending }).to_string()
+        let tabs = self.tabs.get_untracked();
+        let tab = serde_json::json!({ "id": tabs.tab, "role": tabs.role.map(|r| r.as_str()), "leader": tabs.leader });
+        serde_json::json!({ "user_id": user_id, "active": active, "link": link, "conversations": conversations, "pending": pending, "tab": tab }).to_string()
     }
 
     /// Joins a conversation on the socket (again after every reconnect), asking for what came
@@ -576,7 +585,8 @@ impl SocketContext {
 
     /// Sends what the outbox holds for sending, in order, if a transport is up.
     fn flush_outbox(&self) {
-        if self.transport().is_none() {
+        // Sent by the tab that holds the connection (every tab's messages are records it merges).
+        if self.transport().is_none() || !self.connection.with_value(|c| c.as_ref().is_some_and(SharedConnection::sends_outbox)) {
             return;
         }
         let now = now_ms();
@@ -673,7 +683,7 @@ impl SocketContext {
     }
 
     fn transport(&self) -> Option<Transport> {
-        self.connection.with_value(|c| c.as_ref().and_then(Connection::transport))
+        self.connection.with_value(|c| c.as_ref().and_then(SharedConnection::transport))
     }
 
     /// Sends a frame on whichever transport is up: the socket, or the HTTP routes while
@@ -770,15 +780,20 @@ impl SocketContext {
     }
 
     pub fn retry_now(&self) {
-        self.connection.with_value(|c| c.as_ref().map(Connection::retry_now));
+        self.connection.with_value(|c| c.as_ref().map(SharedConnection::retry_now));
     }
 
     pub fn disconnect(&self) {
-        self.connection.with_value(|c| c.as_ref().map(Connection::disconnect));
+        self.connection.with_value(|c| c.as_ref().map(SharedConnection::disconnect));
     }
 
     pub fn force_polling(&self) {
-        self.connection.with_value(|c| c.as_ref().map(Connection::force_polling));
+        self.connection.with_value(|c| c.as_ref().map(SharedConnection::force_polling));
+    }
+
+    /// Diagnostics: this tab takes the lead of the shared connection.
+    pub fn lead_here(&self) {
+        self.connection.with_value(|c| c.as_ref().map(SharedConnection::lead_here));
     }
 
     fn on_connection_event(&self, event: ConnEvent) {
@@ -807,6 +822,7 @@ impl SocketContext {
                 let ctx = *self;
                 spawn_local(async move { ctx.reload_conversations().await });
             }
+            ConnEvent::Tabs(info) => self.tabs.set(info),
         }
     }
 
