@@ -21,13 +21,16 @@ use super::machine::{LinkState, Transport};
 #[derive(Debug, Clone, PartialEq)]
 pub struct Config {
     pub heartbeat_ms: f64,
-    /// No heartbeat for this long: the leader is gone or frozen.
+    /// No heartbeat for this long: the leader is frozen.
     pub leader_timeout_ms: f64,
 }
 
 impl Default for Config {
     fn default() -> Self {
-        Config { heartbeat_ms: 350.0, leader_timeout_ms: 1_000.0 }
+        // A hidden tab's timers fire at most once a second in Chromium: a leader in the
+        // background beats that slowly, so silence means frozen only after 2.5 s. A closed or
+        // reloaded leader is replaced at once, when the browser releases its lock.
+        Config { heartbeat_ms: 350.0, leader_timeout_ms: 2_500.0 }
     }
 }
 
@@ -157,11 +160,9 @@ impl Election {
                 }
                 out.push(Action::ScheduleWake { at_ms: self.next_check(now) });
             }
-            (Some(Role::Follower), Event::LeadHere) => {
-                if self.stealing_since.is_none() {
-                    self.stealing_since = Some(now);
-                    out.push(Action::RequestLock { steal: true });
-                }
+            (Some(Role::Follower), Event::LeadHere) if self.stealing_since.is_none() => {
+                self.stealing_since = Some(now);
+                out.push(Action::RequestLock { steal: true });
             }
             _ => {}
         }
@@ -302,7 +303,7 @@ mod tests {
     #[test]
     fn a_tab_follows_queues_for_the_lock_and_leads_when_granted() {
         let (mut e, a) = started(0.0);
-        assert_eq!(a, vec![Action::Role(Role::Follower), Action::RequestLock { steal: false }, Action::ScheduleWake { at_ms: 1_000.0 }]);
+        assert_eq!(a, vec![Action::Role(Role::Follower), Action::RequestLock { steal: false }, Action::ScheduleWake { at_ms: 2_500.0 }]);
         let a = e.handle(3.0, Event::LockGranted { steal: false });
         assert_eq!(a, vec![Action::Role(Role::Leader), Action::OpenConnection, Action::SendHeartbeat, Action::ScheduleWake { at_ms: 353.0 }]);
         assert_eq!(e.handle(353.0, Event::Tick), vec![Action::SendHeartbeat, Action::ScheduleWake { at_ms: 703.0 }]);
@@ -316,7 +317,8 @@ mod tests {
         let (mut e, _) = started(0.0);
         let mut t = 0.0;
         while t < 60_000.0 {
-            t += 350.0;
+            // Throttled in the background: once a second.
+            t += 1_000.0;
             e.handle(t, Event::Heartbeat { tab: "L".into() });
             let a = e.handle(t + 1.0, Event::Tick);
             assert!(!a.contains(&Action::RequestLock { steal: true }), "at {t}");
@@ -325,20 +327,20 @@ mod tests {
     }
 
     #[test]
-    fn a_silent_leader_is_replaced_within_about_a_second() {
+    fn a_frozen_leader_is_replaced_after_the_timeout() {
         let (mut e, _) = started(0.0);
         e.handle(100.0, Event::Heartbeat { tab: "L".into() });
         // Woken at the deadline: it steals once, not again while the steal is pending.
-        assert!(e.handle(900.0, Event::Tick).iter().all(|a| matches!(a, Action::ScheduleWake { .. })));
-        let a = e.handle(1_100.0, Event::Tick);
+        assert_eq!(e.handle(900.0, Event::Tick), vec![Action::ScheduleWake { at_ms: 2_600.0 }]);
+        let a = e.handle(2_600.0, Event::Tick);
         assert!(a.contains(&Action::RequestLock { steal: true }), "{a:?}");
         assert_eq!(e.leader(), None);
-        assert!(!e.handle(1_500.0, Event::Tick).contains(&Action::RequestLock { steal: true }));
-        let a = e.handle(1_120.0, Event::LockGranted { steal: true });
+        assert!(!e.handle(3_000.0, Event::Tick).contains(&Action::RequestLock { steal: true }));
+        let a = e.handle(3_020.0, Event::LockGranted { steal: true });
         assert!(a.contains(&Action::OpenConnection));
         assert_eq!(e.role(), Some(Role::Leader));
         // Its old queued request is still queued: no second one later.
-        let a = e.handle(2_000.0, Event::LockLost);
+        let a = e.handle(4_000.0, Event::LockLost);
         assert_eq!(a[0], Action::CloseConnection);
         assert!(!a.contains(&Action::RequestLock { steal: false }), "still queued: {a:?}");
     }
@@ -348,11 +350,11 @@ mod tests {
         let (mut e, _) = started(0.0);
         e.handle(1.0, Event::LockGranted { steal: false });
         let a = e.handle(50.0, Event::LockLost);
-        assert_eq!(a, vec![Action::CloseConnection, Action::Role(Role::Follower), Action::RequestLock { steal: false }, Action::ScheduleWake { at_ms: 1_050.0 }]);
+        assert_eq!(a, vec![Action::CloseConnection, Action::Role(Role::Follower), Action::RequestLock { steal: false }, Action::ScheduleWake { at_ms: 2_550.0 }]);
         assert_eq!(e.role(), Some(Role::Follower));
         // It now follows the new leader and does not steal back.
         e.handle(300.0, Event::Heartbeat { tab: "N".into() });
-        assert!(!e.handle(1_050.0, Event::Tick).contains(&Action::RequestLock { steal: true }));
+        assert!(!e.handle(2_550.0, Event::Tick).contains(&Action::RequestLock { steal: true }));
     }
 
     #[test]
@@ -513,8 +515,8 @@ mod tests {
                     Action::OpenConnection => tabs[i].open = true,
                     Action::CloseConnection => tabs[i].open = false,
                     Action::SendHeartbeat => {
-                        for j in 0..tabs.len() {
-                            if j != i && tabs[j].alive {
+                        for (j, tab) in tabs.iter().enumerate() {
+                            if j != i && tab.alive {
                                 events.push((j, Event::Heartbeat { tab: format!("{i}") }));
                             }
                         }
