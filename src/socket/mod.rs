@@ -35,6 +35,8 @@ pub enum ConnEvent {
     Resync,
     /// Which tab leads the user's shared connection changed (see `relay.rs`).
     Tabs(relay::TabsInfo),
+    /// The server refused the socket (too many for this account): polling instead.
+    TooManyConnections,
 }
 
 struct Inner {
@@ -167,6 +169,7 @@ fn perform(inner: &Rc<RefCell<Inner>>, action: Action) {
             inner.borrow_mut().wake = Some(timer);
         }
         Action::TransportReady(transport) => on_event(ConnEvent::Ready(transport)),
+        Action::TooManyConnections => on_event(ConnEvent::TooManyConnections),
         Action::State(state) => on_event(ConnEvent::State(state)),
     }
 }

@@ -294,7 +294,7 @@ fn on_own_event(inner: &Rc<RefCell<Inner>>, event: ConnEvent) {
             ConnEvent::Frame(frame) => Some(Relay::Frame { tab, frame: frame.clone() }),
             ConnEvent::Ready(t) => Some(Relay::Ready { tab, polling: *t == Transport::Polling }),
             ConnEvent::Resync => Some(Relay::Resync { tab }),
-            ConnEvent::Tabs(_) => None,
+            ConnEvent::Tabs(_) | ConnEvent::TooManyConnections => None,
         };
         if let (Some(message), Role::Leader) = (message, i.election.role().unwrap_or(Role::Solo)) {
             post(&i, &message);

@@ -471,9 +471,10 @@ impl SocketContext {
                 })
                 .collect()
         });
+        let online: Vec<String> = self.chat.with_untracked(|c| c.online.iter().map(|u| u.username.clone()).collect());
         let tabs = self.tabs.get_untracked();
         let tab = serde_json::json!({ "id": tabs.tab, "role": tabs.role.map(|r| r.as_str()), "leader": tabs.leader });
-        serde_json::json!({ "user_id": user_id, "active": active, "link": link, "conversations": conversations, "pending": pending, "tab": tab }).to_string()
+        serde_json::json!({ "user_id": user_id, "active": active, "link": link, "conversations": conversations, "pending": pending, "tab": tab, "online": online }).to_string()
     }
 
     /// Joins a conversation on the socket (again after every reconnect), asking for what came
@@ -823,6 +824,9 @@ impl SocketContext {
                 spawn_local(async move { ctx.reload_conversations().await });
             }
             ConnEvent::Tabs(info) => self.tabs.set(info),
+            ConnEvent::TooManyConnections => {
+                self.notice.set(Some("Too many open connections for this account: carrying on over polling.".to_owned()));
+            }
         }
     }
 

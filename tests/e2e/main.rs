@@ -5,6 +5,7 @@
 mod harness;
 mod faults;
 mod screens;
+mod tabs;
 
 use std::time::Duration;
 
