@@ -12,7 +12,7 @@ use std::rc::{Rc, Weak};
 
 use gloo_timers::callback::Timeout;
 use js_sys::{Function, Object, Promise, Reflect};
-use persona_chat_protocol::ClientFrame;
+use persona_chat_protocol::{ClientFrame, ServerFrame};
 use wasm_bindgen::closure::Closure;
 use wasm_bindgen::{JsCast, JsValue};
 
@@ -36,6 +36,8 @@ struct Inner {
     token: String,
     user_id: String,
     on_event: Rc<dyn Fn(ConnEvent)>,
+    /// A leader's answer to `Sync`: frames that rebuild what the server said at the start.
+    snapshot: Rc<dyn Fn() -> Vec<ServerFrame>>,
     /// This tab's own connection (leading or solo).
     own: Option<Connection>,
     own_state: LinkState,
@@ -68,7 +70,7 @@ fn locks() -> Option<JsValue> {
 }
 
 impl SharedConnection {
-    pub fn start(base: String, token: String, user_id: String, on_event: Rc<dyn Fn(ConnEvent)>) -> SharedConnection {
+    pub fn start(base: String, token: String, user_id: String, on_event: Rc<dyn Fn(ConnEvent)>, snapshot: Rc<dyn Fn() -> Vec<ServerFrame>>) -> SharedConnection {
         let tab = crate::ids::new_client_id()[..8].to_owned();
         let channel = locks().and_then(|_| web_sys::BroadcastChannel::new(&tabs::channel_name(&base, &user_id)).ok());
         let inner = Rc::new(RefCell::new(Inner {
@@ -78,6 +80,7 @@ impl SharedConnection {
             token,
             user_id,
             on_event,
+            snapshot,
             own: None,
             own_state: LinkState::Disconnected,
             channel,
@@ -319,6 +322,7 @@ fn on_relay(inner: &Rc<RefCell<Inner>>, message: Relay) {
             };
             if changed_leader {
                 inner.borrow_mut().ready_reported = false;
+                post(&inner.borrow(), &Relay::Sync);
                 let tabs = info(&inner.borrow());
                 on_event(ConnEvent::Tabs(tabs));
             }
@@ -348,6 +352,15 @@ fn on_relay(inner: &Rc<RefCell<Inner>>, message: Relay) {
             let own = inner.borrow().own.clone();
             if let Some(own) = own {
                 own.send(&frame);
+            }
+        }
+        (Some(Role::Leader), Relay::Sync) => {
+            let (tab, snapshot) = {
+                let i = inner.borrow();
+                (i.tab.clone(), i.snapshot.clone())
+            };
+            for frame in snapshot() {
+                post(&inner.borrow(), &Relay::Frame { tab: tab.clone(), frame });
             }
         }
         (Some(Role::Leader), Relay::Control { op }) => SharedConnection { inner: inner.clone() }.control(op),

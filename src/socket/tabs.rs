@@ -248,6 +248,9 @@ pub enum Relay {
     Send { frame: ClientFrame },
     /// Follower → leader: the diagnostics buttons.
     Control { op: Control },
+    /// Follower → leader: a tab that started after the connection did asks for what the
+    /// server said only at its start (who is online); answered with `Frame`s to all.
+    Sync,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
@@ -537,6 +540,7 @@ mod tests {
             Relay::Control { op: Control::ForcePolling },
             Relay::Ready { tab: "a".into(), polling: true },
             Relay::Resync { tab: "a".into() },
+            Relay::Sync,
         ];
         for m in msgs {
             assert_eq!(Relay::parse(&m.to_json()), Some(m));

@@ -243,7 +243,12 @@ impl SocketContext {
         if let Some(active) = crate::storage::load_active() {
             self.active.set(Some(active));
         }
-        let connection = SharedConnection::start(self.base(), token, user_id, on_event);
+        // What a tab opened after the connection needs from the leading one: who is online.
+        let snapshot: Rc<dyn Fn() -> Vec<ServerFrame>> = Rc::new(move || {
+            let users = ctx.chat.with_untracked(|c| c.online.clone());
+            vec![ServerFrame::OnlineUsers { users, timestamp: String::new() }]
+        });
+        let connection = SharedConnection::start(self.base(), token, user_id, on_event, snapshot);
         self.connection.set_value(Some(connection));
         spawn_local(async move { ctx.load_conversations().await });
         spawn_local(async move { ctx.load_personas().await });

@@ -127,6 +127,11 @@ async fn four_tabs_body(server: &TestServer, a: &Client, b: &Client) -> TestResu
     .await?;
     let _ = a.goto(&format!("{base}/diagnostics")).await;
     eventually(LIMIT, "the diagnostics page to name the leading tab", || async { text_of(a, "[data-diag=leader]").await.filter(|t| t.len() >= 8) }).await?;
+    // A tab loaded after the connection started learns from the leader who is online.
+    eventually(LIMIT, "the reloaded follower to list Bob online", || async {
+        app_state(a).await?["online"].as_array()?.iter().any(|u| u.as_str() == Some("bob")).then_some(())
+    })
+    .await?;
     screenshot(a, "tabs-diagnostics-follower").await?;
     a.goto(&format!("{base}/")).await.map_err(|e| e.to_string())?;
 
@@ -248,4 +253,69 @@ async fn messages_written_in_two_tabs_offline_arrive_once_after_the_writer_tab_c
     let b = driver.window().await.expect("window B");
     let outcome = tokio::time::timeout(Duration::from_secs(200), outbox_body(&app, &mut chat, &a, &b)).await;
     conclude(outcome, vec![(a, "tabs-outbox-alice"), (b, "tabs-outbox-bob")]).await;
+}
+
+/// In the page: writes `n` messages through the composer, one every `gap` ms, and reloads the
+/// page right after message number `reload_after` went in.
+const SEND_THEN_RELOAD: &str = r#"
+  const [n, gap, reloadAfter, prefix] = arguments;
+  const setter = Object.getOwnPropertyDescriptor(HTMLTextAreaElement.prototype, 'value').set;
+  let i = 0;
+  const one = () => {
+    if (i >= n) return;
+    const ta = document.querySelector('#composer-input');
+    setter.call(ta, prefix + i);
+    ta.dispatchEvent(new Event('input', { bubbles: true }));
+    ta.dispatchEvent(new KeyboardEvent('keydown', { key: 'Enter', code: 'Enter', keyCode: 13, which: 13, bubbles: true, cancelable: true }));
+    if (i === reloadAfter) { location.reload(); return; }
+    i++;
+    setTimeout(one, gap);
+  };
+  one();
+  return true;"#;
+
+async fn reload_leader_body(server: &TestServer, a: &Client, b: &Client) -> TestResult {
+    let base = server.base.as_str();
+    create_account(base, "alice").await;
+    create_account(base, "bob").await;
+    sign_in(a, base, "alice", PASSWORD).await?;
+    sign_in(b, base, "bob", PASSWORD).await?;
+    let first = a.window().await.map_err(|e| e.to_string())?;
+    let second = open_tab(a, &format!("{base}/")).await?;
+    let tabs = [first.clone(), second.clone()];
+    let r = roles(a, &tabs).await?;
+    let leader = r.iter().position(|r| r == "leader").ok_or(format!("no leader among {r:?}"))?;
+    switch(a, &tabs[leader]).await?;
+    // Eight messages, 15 ms apart; the page reloads right after the sixth is written (some
+    // are then still in flight).
+    a.execute(SEND_THEN_RELOAD, vec![serde_json::json!(8), serde_json::json!(15), serde_json::json!(5), serde_json::json!("reload burst ")])
+        .await
+        .map_err(|e| e.to_string())?;
+    let want: Vec<String> = (0..6).map(|i| format!("reload burst {i}")).collect();
+    eventually(Duration::from_secs(30), "Bob to receive the six written before the reload, once each, in order", || async {
+        (message_texts(b).await == want).then_some(())
+    })
+    .await?;
+    for (n, tab) in tabs.iter().enumerate() {
+        switch(a, tab).await?;
+        eventually(LIMIT, &format!("tab {n} to show the six once, none pending"), || async {
+            let pending = a.find_all(Locator::Css(".messages .message[data-delivery=pending]")).await.ok()?.len();
+            let state = app_state(a).await?;
+            (message_texts(a).await == want && pending == 0 && state["pending"].as_array()?.is_empty()).then_some(())
+        })
+        .await?;
+    }
+    eventually(LIMIT, "one socket for Alice's two tabs again", || async { (sockets_open(base).await == Some(2)).then_some(()) }).await?;
+    Ok(())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn reloading_the_leader_while_it_sends_loses_and_doubles_nothing() {
+    let data = tempfile::tempdir().expect("temp dir");
+    let server = TestServer::start(data.path()).expect("server starts");
+    let driver = Driver::start().expect("chromedriver starts");
+    let a = driver.window().await.expect("window A");
+    let b = driver.window().await.expect("window B");
+    let outcome = tokio::time::timeout(Duration::from_secs(200), reload_leader_body(&server, &a, &b)).await;
+    conclude(outcome, vec![(a, "tabs-reload-alice"), (b, "tabs-reload-bob")]).await;
 }
