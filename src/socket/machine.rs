@@ -1585,7 +1585,7 @@ mod tests {
         assert!(a.contains(&Action::TransportReady(Transport::Polling)), "{a:?}");
         assert_eq!(m.state(), &LinkState::Polling);
         // The probe later is refused again: no second message, still polling.
-        let mut t = 30.0;
+        let mut t;
         loop {
             t = m.next_wake().unwrap();
             let a = m.handle(t, Event::Tick);

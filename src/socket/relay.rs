@@ -70,7 +70,13 @@ fn locks() -> Option<JsValue> {
 }
 
 impl SharedConnection {
-    pub fn start(base: String, token: String, user_id: String, on_event: Rc<dyn Fn(ConnEvent)>, snapshot: Rc<dyn Fn() -> Vec<ServerFrame>>) -> SharedConnection {
+    pub fn start(
+        base: String,
+        token: String,
+        user_id: String,
+        on_event: Rc<dyn Fn(ConnEvent)>,
+        snapshot: Rc<dyn Fn() -> Vec<ServerFrame>>,
+    ) -> SharedConnection {
         let tab = crate::ids::new_client_id()[..8].to_owned();
         let channel = locks().and_then(|_| web_sys::BroadcastChannel::new(&tabs::channel_name(&base, &user_id)).ok());
         let inner = Rc::new(RefCell::new(Inner {
@@ -269,7 +275,7 @@ fn perform(inner: &Rc<RefCell<Inner>>, action: Action) {
         }
         Action::ScheduleWake { at_ms } => {
             let weak = Rc::downgrade(inner);
-            let delay = (at_ms - now_ms()).max(0.0).min(2_147_483_647.0) as u32;
+            let delay = (at_ms - now_ms()).clamp(0.0, 2_147_483_647.0) as u32;
             let timer = Timeout::new(delay, move || {
                 if let Some(inner) = weak.upgrade() {
                     feed(&inner, Event::Tick);

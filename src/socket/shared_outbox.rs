@@ -142,12 +142,8 @@ impl Shared {
         let in_storage: HashSet<String> = stored.iter().map(|r| r.item.client_id.clone()).collect();
         // Held here and known to storage before, gone from it now: another tab had it
         // acknowledged or discarded it.
-        let vanished: Vec<String> = outbox
-            .items()
-            .iter()
-            .map(|i| i.client_id.clone())
-            .filter(|id| self.known.contains_key(id) && !in_storage.contains(id))
-            .collect();
+        let vanished: Vec<String> =
+            outbox.items().iter().map(|i| i.client_id.clone()).filter(|id| self.known.contains_key(id) && !in_storage.contains(id)).collect();
         for id in vanished {
             outbox.ack(&id);
             self.known.remove(&id);
@@ -411,9 +407,10 @@ mod tests {
     /// acknowledged exactly once by the server; nothing stays behind.
     #[test]
     fn randomized_tabs_never_lose_or_reorder_a_message() {
-        let seed = std::env::var("OUTBOX_SEED").ok().and_then(|s| s.parse().ok()).unwrap_or_else(|| {
-            std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.as_nanos() as u64).unwrap_or(1)
-        });
+        let seed = std::env::var("OUTBOX_SEED")
+            .ok()
+            .and_then(|s| s.parse().ok())
+            .unwrap_or_else(|| std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.as_nanos() as u64).unwrap_or(1));
         println!("randomized_tabs_never_lose_or_reorder_a_message seed {seed} (OUTBOX_SEED={seed} to repeat)");
         let mut rng = seed;
         let mut next = move |n: u64| {

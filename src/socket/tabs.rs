@@ -55,13 +55,19 @@ impl Role {
 #[derive(Debug, Clone, PartialEq)]
 pub enum Event {
     /// Begin: whether the browser has Web Locks and BroadcastChannel.
-    Start { supported: bool },
+    Start {
+        supported: bool,
+    },
     /// A lock request was granted (`steal`: the one that stole it).
-    LockGranted { steal: bool },
+    LockGranted {
+        steal: bool,
+    },
     /// The lock we held was stolen by another tab.
     LockLost,
     /// A heartbeat from the leading tab `tab`.
-    Heartbeat { tab: String },
+    Heartbeat {
+        tab: String,
+    },
     /// The user asks this tab to lead (diagnostics).
     LeadHere,
     Tick,
@@ -70,7 +76,9 @@ pub enum Event {
 #[derive(Debug, Clone, PartialEq)]
 pub enum Action {
     /// `navigator.locks.request(name, { steal }, ...)`, held until `ReleaseLock`.
-    RequestLock { steal: bool },
+    RequestLock {
+        steal: bool,
+    },
     /// Let go of the lock held (stepping down by choice; not needed after a steal).
     ReleaseLock,
     /// Open this tab's own connection (leader or solo).
@@ -79,7 +87,9 @@ pub enum Action {
     CloseConnection,
     /// Post a heartbeat (with the connection's state) on the channel.
     SendHeartbeat,
-    ScheduleWake { at_ms: f64 },
+    ScheduleWake {
+        at_ms: f64,
+    },
     Role(Role),
 }
 
@@ -353,7 +363,10 @@ mod tests {
         let (mut e, _) = started(0.0);
         e.handle(1.0, Event::LockGranted { steal: false });
         let a = e.handle(50.0, Event::LockLost);
-        assert_eq!(a, vec![Action::CloseConnection, Action::Role(Role::Follower), Action::RequestLock { steal: false }, Action::ScheduleWake { at_ms: 2_550.0 }]);
+        assert_eq!(
+            a,
+            vec![Action::CloseConnection, Action::Role(Role::Follower), Action::RequestLock { steal: false }, Action::ScheduleWake { at_ms: 2_550.0 }]
+        );
         assert_eq!(e.role(), Some(Role::Follower));
         // It now follows the new leader and does not steal back.
         e.handle(300.0, Event::Heartbeat { tab: "N".into() });
@@ -376,9 +389,10 @@ mod tests {
     /// leaderless time never lasts much more than the timeout.
     #[test]
     fn randomized_tabs_have_one_connection_and_fail_over_quickly() {
-        let seed = std::env::var("TABS_SEED").ok().and_then(|s| s.parse().ok()).unwrap_or_else(|| {
-            std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.as_nanos() as u64).unwrap_or(7)
-        });
+        let seed = std::env::var("TABS_SEED")
+            .ok()
+            .and_then(|s| s.parse().ok())
+            .unwrap_or_else(|| std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.as_nanos() as u64).unwrap_or(7));
         println!("randomized_tabs_have_one_connection_and_fail_over_quickly seed {seed} (TABS_SEED={seed} to repeat)");
         let mut rng = seed | 1;
         let mut next = move |n: u64| {
@@ -490,14 +504,27 @@ mod tests {
                 if live_leader || !any_active {
                     leaderless_since = None;
                 } else {
+                    // One timeout after the last beat, and once more when the tab that stole
+                    // the lock froze before it could lead.
                     let since = *leaderless_since.get_or_insert(t);
-                    assert!(t - since <= config.leader_timeout_ms + 2.0 * config.heartbeat_ms + 50.0, "seed {seed} round {round} t {t}: no live leader since {since}");
+                    assert!(
+                        t - since <= 2.0 * (config.leader_timeout_ms + config.heartbeat_ms) + 50.0,
+                        "seed {seed} round {round} t {t}: no live leader since {since}"
+                    );
                 }
             }
         }
 
         #[allow(clippy::too_many_arguments)]
-        fn apply(tabs: &mut [Tab], i: usize, actions: Vec<Action>, t: f64, holder: &mut Option<usize>, queue: &mut Vec<usize>, events: &mut Vec<(usize, Event)>) {
+        fn apply(
+            tabs: &mut [Tab],
+            i: usize,
+            actions: Vec<Action>,
+            t: f64,
+            holder: &mut Option<usize>,
+            queue: &mut Vec<usize>,
+            events: &mut Vec<(usize, Event)>,
+        ) {
             for a in actions {
                 match a {
                     Action::RequestLock { steal: false } => queue.push(i),

@@ -7,8 +7,8 @@ use fantoccini::wd::WindowHandle;
 use fantoccini::{Client, Locator};
 
 use super::harness::*;
-use crate::ensure;
 use super::{message_texts, send, sign_in, LIMIT};
+use crate::ensure;
 
 const PASSWORD: &str = "a long password";
 
@@ -97,10 +97,8 @@ async fn four_tabs_body(server: &TestServer, a: &Client, b: &Client) -> TestResu
     input.send_keys("Hello all four").await.map_err(|e| e.to_string())?;
     for (n, tab) in tabs.iter().enumerate() {
         switch(a, tab).await?;
-        eventually(LIMIT, &format!("tab {n} to show Bob typing"), || async {
-            text_of(a, ".typing-text").await.filter(|t| t.contains("bob")).map(|_| ())
-        })
-        .await?;
+        eventually(LIMIT, &format!("tab {n} to show Bob typing"), || async { text_of(a, ".typing-text").await.filter(|t| t.contains("bob")).map(|_| ()) })
+            .await?;
     }
     input.send_keys("\u{E007}").await.map_err(|e| e.to_string())?;
     every_tab_shows(a, &tabs, &["Hello all four"], "Bob's message once").await?;
@@ -192,10 +190,8 @@ async fn outbox_body(app: &TestServer, chat: &mut TestServer, a: &Client, b: &Cl
     chat.process.kill();
     for tab in [&first, &second] {
         switch(a, tab).await?;
-        eventually(LIMIT, "the tab to see the connection lost", || async {
-            (link_state(a).await.as_deref().is_some_and(|s| s != "connected")).then_some(())
-        })
-        .await?;
+        eventually(LIMIT, "the tab to see the connection lost", || async { (link_state(a).await.as_deref().is_some_and(|s| s != "connected")).then_some(()) })
+            .await?;
     }
     switch(a, &first).await?;
     send(a, "first tab one").await?;
