@@ -99,6 +99,8 @@ pub struct SocketContext {
     shared: StoredValue<Shared>,
     /// Merges other tabs' outbox records when they change.
     shared_listener: StoredValue<Option<shared_outbox::store::Listener>, LocalStorage>,
+    /// An in-order HTTP flush is running (polling).
+    http_flushing: StoredValue<bool>,
     /// Wakes the outbox for rate-limited messages due later.
     outbox_timer: StoredValue<Option<gloo_timers::callback::Timeout>, LocalStorage>,
     /// Who is typing where (usernames, in the order they started), others only.
@@ -135,6 +137,7 @@ impl SocketContext {
             outbox: StoredValue::new(Outbox::new(OutboxConfig::default())),
             shared: StoredValue::new(Shared::new()),
             shared_listener: StoredValue::new_local(None),
+            http_flushing: StoredValue::new(false),
             outbox_timer: StoredValue::new_local(None),
             typists: RwSignal::new(HashMap::new()),
             incoming_typing: StoredValue::new(IncomingTyping::new(&TypingConfig::default())),
@@ -596,9 +599,13 @@ impl SocketContext {
             return;
         }
         let now = now_ms();
-        for item in self.with_outbox(|o| o.take_sendable(now)) {
-            if !self.send_frame(&item.to_frame()) {
-                self.with_outbox(|o| o.not_sent(&item.client_id));
+        if self.transport() == Some(Transport::Polling) {
+            self.flush_over_http(now);
+        } else {
+            for item in self.with_outbox(|o| o.take_sendable(now)) {
+                if !self.send_frame(&item.to_frame()) {
+                    self.with_outbox(|o| o.not_sent(&item.client_id));
+                }
             }
         }
         // Rate-limited messages are due later: wake then.
@@ -607,6 +614,56 @@ impl SocketContext {
             gloo_timers::callback::Timeout::new((at - now).max(0.0) as u32, move || ctx.flush_outbox())
         });
         self.outbox_timer.set_value(timer);
+    }
+
+    /// While polling: one HTTP send at a time, in order (requests in parallel may be stored
+    /// in any order); after a send that did not get through, the rest wait for the next flush.
+    fn flush_over_http(&self, now: f64) {
+        if self.http_flushing.get_value() {
+            return; // the running flush looks again when it is done
+        }
+        let items = self.with_outbox(|o| o.take_sendable(now));
+        if items.is_empty() {
+            return;
+        }
+        self.http_flushing.set_value(true);
+        let ctx = *self;
+        spawn_local(async move {
+            let mut through = true;
+            for item in items {
+                if !through {
+                    ctx.with_outbox(|o| o.not_sent(&item.client_id));
+                    continue;
+                }
+                let frame = item.to_frame();
+                ctx.stats.update(|s| s.sent += 1);
+                ctx.log_frame(LoggedFrame::Out(frame.clone()));
+                through = ctx.post_over_http(item.conversation_id, item.content, item.client_id).await;
+            }
+            ctx.http_flushing.set_value(false);
+            if through {
+                ctx.flush_outbox();
+            }
+        });
+    }
+
+    /// Sends one message over HTTP; false if it did not get through (queued again).
+    async fn post_over_http(&self, conversation_id: String, content: String, client_id: String) -> bool {
+        let Some(token) = self.token() else { return false };
+        match api::post_message(&self.base(), &token, &conversation_id, &content, &client_id).await {
+            Ok(ack) => self.on_frame(ServerFrame::MessageAck(ack)),
+            // Refused (not a network failure): the message failed, with the reason (or waits,
+            // when rate limited).
+            Err(e) if (400..500).contains(&e.status) => {
+                let code = if e.status == 429 { ErrorCode::RateLimited } else { e.code.unwrap_or(ErrorCode::Unknown) };
+                self.on_frame(ServerFrame::Error { code, message: e.message, reference: Some(client_id), timestamp: String::new() })
+            }
+            Err(_) => {
+                self.with_outbox(|o| o.not_sent(&client_id));
+                return false;
+            }
+        }
+        true
     }
 
     /// Every server frame, from either transport: the outbox learns of acks and refusals,
