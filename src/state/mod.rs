@@ -24,6 +24,9 @@ use typing::{IncomingTyping, OutgoingTyping, TypingConfig, TypingSignal, TypingS
 /// How many messages a conversation shows when opened; older ones come with scrolling.
 pub const HISTORY_PAGE: u32 = 50;
 
+/// What the app says when the server refuses a socket for the per-user limit (1008).
+pub const TOO_MANY: &str = "Too many open connections for this account: carrying on over polling.";
+
 /// How many frames the diagnostics page keeps.
 pub const FRAME_LOG: usize = 50;
 
@@ -101,6 +104,8 @@ pub struct SocketContext {
     shared_listener: StoredValue<Option<shared_outbox::store::Listener>, LocalStorage>,
     /// An in-order HTTP flush is running (polling).
     http_flushing: StoredValue<bool>,
+    /// The server refused our socket for the per-user limit (until a socket is up again).
+    too_many: StoredValue<bool>,
     /// Wakes the outbox for rate-limited messages due later.
     outbox_timer: StoredValue<Option<gloo_timers::callback::Timeout>, LocalStorage>,
     /// Who is typing where (usernames, in the order they started), others only.
@@ -138,6 +143,7 @@ impl SocketContext {
             shared: StoredValue::new(Shared::new()),
             shared_listener: StoredValue::new_local(None),
             http_flushing: StoredValue::new(false),
+            too_many: StoredValue::new(false),
             outbox_timer: StoredValue::new_local(None),
             typists: RwSignal::new(HashMap::new()),
             incoming_typing: StoredValue::new(IncomingTyping::new(&TypingConfig::default())),
@@ -872,8 +878,17 @@ impl SocketContext {
                 self.status.set(state);
             }
             ConnEvent::Frame(frame) => self.on_frame(frame),
-            ConnEvent::Ready(_) => {
+            ConnEvent::Ready(transport) => {
                 self.stats.update(|s| s.readies += 1);
+                // Refused for the socket limit: said again once polling is up (the first
+                // load of the list may have cleared the notice meanwhile).
+                let refused = self.too_many.get_value();
+                if refused && transport == Transport::Polling {
+                    self.notice.set(Some(TOO_MANY.to_owned()));
+                } else if refused {
+                    self.too_many.set_value(false);
+                    self.notice.update(|n| drop(n.take_if(|text| text == TOO_MANY)));
+                }
                 // The first load may have failed (started while the server was away).
                 if self.chat.with_untracked(|c| c.conversations.is_empty()) {
                     let ctx = *self;
@@ -887,7 +902,8 @@ impl SocketContext {
             }
             ConnEvent::Tabs(info) => self.tabs.set(info),
             ConnEvent::TooManyConnections => {
-                self.notice.set(Some("Too many open connections for this account: carrying on over polling.".to_owned()));
+                self.too_many.set_value(true);
+                self.notice.set(Some(TOO_MANY.to_owned()));
             }
         }
     }

@@ -315,3 +315,36 @@ async fn reloading_the_leader_while_it_sends_loses_and_doubles_nothing() {
     let outcome = tokio::time::timeout(Duration::from_secs(200), reload_leader_body(&server, &a, &b)).await;
     conclude(outcome, vec![(a, "tabs-reload-alice"), (b, "tabs-reload-bob")]).await;
 }
+
+async fn too_many_body(server: &TestServer, a: &Client, b: &Client) -> TestResult {
+    let base = server.base.as_str();
+    create_account(base, "alice").await;
+    // Two browser profiles (no shared lock or channel): two sockets wanted, one allowed.
+    sign_in(a, base, "alice", PASSWORD).await?;
+    b.goto(&format!("{base}/login")).await.map_err(|e| e.to_string())?;
+    let field = b.wait().at_most(LIMIT).for_element(Locator::Id("username")).await.map_err(|e| e.to_string())?;
+    field.send_keys("alice").await.map_err(|e| e.to_string())?;
+    b.find(Locator::Id("password")).await.map_err(|e| e.to_string())?.send_keys(PASSWORD).await.map_err(|e| e.to_string())?;
+    b.find(Locator::Css(".login-card button[type=submit]")).await.map_err(|e| e.to_string())?.click().await.map_err(|e| e.to_string())?;
+    eventually(Duration::from_secs(30), "the refused profile to say why and carry on over polling", || async {
+        let notice = text_of(b, ".notice").await.unwrap_or_default();
+        (notice.contains("Too many open connections for this account") && link_state(b).await.as_deref() == Some("polling")).then_some(())
+    })
+    .await?;
+    send(b, "sent over polling").await?;
+    eventually(LIMIT, "the message to reach the first profile", || async { message_texts(a).await.iter().any(|t| t == "sent over polling").then_some(()) })
+        .await?;
+    ensure!(sockets_open(base).await == Some(1), "sockets open: {:?}", sockets_open(base).await);
+    Ok(())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_socket_refused_for_the_per_user_limit_is_explained_and_polling_carries_on() {
+    let data = tempfile::tempdir().expect("temp dir");
+    let server = TestServer::start_with_args(data.path(), free_port(), &["--max-sockets-per-user", "1"]).expect("server starts");
+    let driver = Driver::start().expect("chromedriver starts");
+    let a = driver.window().await.expect("window A");
+    let b = driver.window().await.expect("window B");
+    let outcome = tokio::time::timeout(Duration::from_secs(120), too_many_body(&server, &a, &b)).await;
+    conclude(outcome, vec![(a, "too-many-a"), (b, "too-many-b")]).await;
+}
