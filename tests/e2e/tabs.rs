@@ -348,3 +348,48 @@ async fn a_socket_refused_for_the_per_user_limit_is_explained_and_polling_carrie
     let outcome = tokio::time::timeout(Duration::from_secs(120), too_many_body(&server, &a, &b)).await;
     conclude(outcome, vec![(a, "too-many-a"), (b, "too-many-b")]).await;
 }
+
+async fn lead_here_body(server: &TestServer, a: &Client) -> TestResult {
+    let base = server.base.as_str();
+    create_account(base, "alice").await;
+    sign_in(a, base, "alice", PASSWORD).await?;
+    let first = a.window().await.map_err(|e| e.to_string())?;
+    let second = open_tab(a, &format!("{base}/")).await?;
+    a.goto(&format!("{base}/diagnostics")).await.map_err(|e| e.to_string())?;
+    let tabs = [first.clone(), second.clone()];
+    eventually(LIMIT, "the first tab to lead and the second to follow", || async { (roles(a, &tabs).await.ok()? == ["leader", "follower"]).then_some(()) })
+        .await?;
+    switch(a, &second).await?;
+    a.find(Locator::Css("[data-diag=lead-here]")).await.map_err(|e| e.to_string())?.click().await.map_err(|e| e.to_string())?;
+    eventually(LIMIT, "the second tab to lead, the first to follow, on one socket", || async {
+        let r = roles(a, &tabs).await.ok()?;
+        (r == ["follower", "leader"] && sockets_open(base).await == Some(1)).then_some(())
+    })
+    .await?;
+    switch(a, &second).await?;
+    eventually(LIMIT, "the diagnostics page to say this tab leads", || async {
+        text_of(a, "[data-diag=leader]").await.filter(|t| t.contains("this tab")).map(|_| ())
+    })
+    .await?;
+    screenshot(a, "tabs-diagnostics-leader").await?;
+    // The first tab, now following, still sends.
+    switch(a, &first).await?;
+    send(a, "after the lead moved").await?;
+    eventually(LIMIT, "the follower's message to be sent through the new leader", || async {
+        let sent = attr_of(a, ".messages .message.own", "data-delivery").await.as_deref() == Some("sent");
+        (sent && message_texts(a).await == ["after the lead moved".to_owned()]).then_some(())
+    })
+    .await?;
+
+    Ok(())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn lead_from_this_tab_moves_the_connection() {
+    let data = tempfile::tempdir().expect("temp dir");
+    let server = TestServer::start(data.path()).expect("server starts");
+    let driver = Driver::start().expect("chromedriver starts");
+    let a = driver.window().await.expect("window A");
+    let outcome = tokio::time::timeout(Duration::from_secs(120), lead_here_body(&server, &a)).await;
+    conclude(outcome, vec![(a, "tabs-lead-here")]).await;
+}
