@@ -70,6 +70,10 @@ pub fn begin(ctx: SocketContext, session: SessionResponse) {
 pub fn sign_out(ctx: SocketContext, everywhere: bool) {
     let token = ctx.token();
     let base = ctx.base();
+    // What was never sent goes with the session: nobody else signing in here sends it.
+    if let Some(user_id) = ctx.session.with_untracked(|s| s.as_ref().map(|s| s.user.id.clone())) {
+        crate::socket::shared_outbox::store::clear_all(&user_id);
+    }
     end_here(ctx);
     if let Some(token) = token {
         spawn_local(async move {

@@ -114,17 +114,6 @@ pub fn forget_server() {
     }
 }
 
-/// The user's unacknowledged messages (the outbox as JSON), kept across reloads.
-pub fn save_outbox(key: &str, json: &str) {
-    if let Some(storage) = local() {
-        let _ = storage.set_item(key, json);
-    }
-}
-
-pub fn load_outbox(key: &str) -> Option<String> {
-    read(local(), key)
-}
-
 fn draft_key(user_id: &str, conversation_id: &str) -> String {
     format!("persona-chat.draft.{user_id}.{conversation_id}")
 }

@@ -77,6 +77,16 @@ pub fn DiagnosticsPage() -> impl IntoView {
                         <dt>"Frames received"</dt><dd data-diag="received">{move || ctx.stats.with(|s| s.received)}</dd>
                         <dt>"Reconnects"</dt><dd data-diag="reconnects">{move || ctx.stats.with(Stats::reconnects)}</dd>
                         <dt>"Server"</dt><dd>{ctx.base()}</dd>
+                        <dt>"This tab"</dt><dd data-diag="tab">{move || ctx.tabs.with(|t| match t.role {
+                            Some(role) => format!("{} ({})", t.tab, role.as_str()),
+                            None => t.tab.clone(),
+                        })}</dd>
+                        <dt>"Leading tab"</dt><dd data-diag="leader">{move || ctx.tabs.with(|t| match (&t.leader, t.role) {
+                            (_, Some(crate::socket::tabs::Role::Solo)) => "this tab (its own connection: no Web Locks or BroadcastChannel here)".to_owned(),
+                            (Some(l), _) if *l == t.tab => format!("{l} (this tab)"),
+                            (Some(l), _) => l.clone(),
+                            (None, _) => "—".to_owned(),
+                        })}</dd>
                     </dl>
                     <div class="actions">
                         <button on:click=move |_| ctx.disconnect()>"Force disconnect"</button>
@@ -86,6 +96,8 @@ pub fn DiagnosticsPage() -> impl IntoView {
                             {move || if simulated_offline.get() { "Back online" } else { "Simulate offline" }}
                         </button>
                         <button on:click=move |_| ctx.force_polling()>"Switch to polling"</button>
+                        <button data-diag="lead-here" disabled=move || ctx.tabs.with(|t| t.role != Some(crate::socket::tabs::Role::Follower))
+                            on:click=move |_| ctx.lead_here()>"Lead from this tab"</button>
                     </div>
                 </section>
                 <section class="card">

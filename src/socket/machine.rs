@@ -63,6 +63,9 @@ impl Default for Config {
     }
 }
 
+/// The close code the server uses to refuse a socket over the per-user limit.
+pub const POLICY_VIOLATION: u16 = 1008;
+
 /// What happened. Socket events concern the one socket the glue holds.
 #[derive(Debug, Clone, PartialEq)]
 pub enum Event {
@@ -170,6 +173,9 @@ pub enum Action {
     TransportReady(Transport),
     /// The visible state changed.
     State(LinkState),
+    /// The server refused the socket with 1008 (the per-user socket limit): say so; the
+    /// machine carries on over polling.
+    TooManyConnections,
 }
 
 /// A tiny seeded PRNG (SplitMix64): enough for jitter, deterministic in tests.
@@ -386,7 +392,7 @@ impl Machine {
             Event::Hello { heartbeat_ms } => self.on_hello(now, heartbeat_ms, out),
             Event::Pong { ts } => self.on_frame(now, Some(ts)),
             Event::Frame => self.on_frame(now, None),
-            Event::SocketClosed { .. } => self.on_closed(now, out),
+            Event::SocketClosed { code } => self.on_closed(now, code, out),
             Event::Tick => {}
             Event::BrowserOnline => {
                 let was = self.online;
@@ -482,9 +488,17 @@ impl Machine {
         }
     }
 
-    fn on_closed(&mut self, now: f64, out: &mut Vec<Action>) {
+    fn on_closed(&mut self, now: f64, code: u16, out: &mut Vec<Action>) {
         let interval = self.config.probe_interval_ms as f64;
         match &mut self.phase {
+            // Refused for the socket limit (before hello): retrying soon would be refused
+            // again; poll, and probe now and then (another tab or device may let go).
+            Phase::Opening(_) if code == POLICY_VIOLATION && self.online => {
+                self.failures += 1;
+                self.retries += 1;
+                out.push(Action::TooManyConnections);
+                self.enter_polling(now, false, out);
+            }
             Phase::Opening(_) => self.attempt_failed(now, false, out),
             Phase::Connected(_) => self.lose(now, None, false, out),
             Phase::Polling(f) if f.probe.is_some() => {
@@ -1032,7 +1046,7 @@ mod tests {
                 m.handle(t, Event::SocketOpened);
                 m.handle(t, Event::Frame); // online_users before hello, say
             }
-            m.handle(t, Event::SocketClosed { code: 1008 });
+            m.handle(t, Event::SocketClosed { code: 1006 });
             assert_eq!(m.failures(), i);
             assert!(matches!(m.state(), LinkState::Reconnecting { attempt, .. } if *attempt == i), "{:?}", m.state());
             t = m.next_wake().unwrap();
@@ -1558,5 +1572,38 @@ mod tests {
         assert_eq!(Event::from_frame(&pong), Event::Pong { ts: 12.5 });
         let other = ServerFrame::ConversationLeft { conversation_id: "c".into() };
         assert_eq!(Event::from_frame(&other), Event::Frame);
+    }
+
+    #[test]
+    fn refused_for_the_socket_limit_it_says_so_and_carries_on_over_polling() {
+        let mut m = machine(3);
+        m.handle(0.0, Event::Start);
+        m.handle(5.0, Event::SocketOpened);
+        let a = m.handle(6.0, Event::SocketClosed { code: POLICY_VIOLATION });
+        assert_eq!(a[..3], [Action::TooManyConnections, Action::StartPolling, Action::Poll { timeout_ms: 0 }], "{a:?}");
+        let a = m.handle(30.0, Event::PollSucceeded);
+        assert!(a.contains(&Action::TransportReady(Transport::Polling)), "{a:?}");
+        assert_eq!(m.state(), &LinkState::Polling);
+        // The probe later is refused again: no second message, still polling.
+        let mut t;
+        loop {
+            t = m.next_wake().unwrap();
+            let a = m.handle(t, Event::Tick);
+            if a.iter().any(|x| matches!(x, Action::OpenSocket { probe: true })) {
+                break;
+            }
+            assert!(t < 600_000.0, "never probed");
+            if a.iter().any(|x| matches!(x, Action::Poll { .. })) {
+                m.handle(t, Event::PollSucceeded);
+            }
+        }
+        let a = m.handle(t + 1.0, Event::SocketClosed { code: POLICY_VIOLATION });
+        assert!(!a.contains(&Action::TooManyConnections), "{a:?}");
+        assert_eq!(m.transport(), Some(Transport::Polling));
+        // Other close codes while connecting still retry with backoff, not polling at once.
+        let mut m = machine(4);
+        m.handle(0.0, Event::Start);
+        let a = m.handle(5.0, Event::SocketClosed { code: 1006 });
+        assert!(!a.contains(&Action::StartPolling) && !a.contains(&Action::TooManyConnections));
     }
 }

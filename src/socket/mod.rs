@@ -9,6 +9,9 @@ pub mod outbox;
 pub mod polling;
 #[cfg(test)]
 mod random_events;
+pub mod relay;
+pub mod shared_outbox;
+pub mod tabs;
 pub mod websocket;
 
 use std::cell::RefCell;
@@ -32,6 +35,10 @@ pub enum ConnEvent {
     Ready(Transport),
     /// The poll cursor was too old: reload the lists and fill each conversation.
     Resync,
+    /// Which tab leads the user's shared connection changed (see `relay.rs`).
+    Tabs(relay::TabsInfo),
+    /// The server refused the socket (too many for this account): polling instead.
+    TooManyConnections,
 }
 
 struct Inner {
@@ -169,6 +176,7 @@ fn perform(inner: &Rc<RefCell<Inner>>, action: Action) {
             inner.borrow_mut().wake = Some(timer);
         }
         Action::TransportReady(transport) => on_event(ConnEvent::Ready(transport)),
+        Action::TooManyConnections => on_event(ConnEvent::TooManyConnections),
         Action::State(state) => on_event(ConnEvent::State(state)),
     }
 }

@@ -310,6 +310,29 @@ impl Outbox {
         self.items.is_empty()
     }
 
+    /// Another tab's message (see `shared_outbox`): taken as it is, at the end, even beyond
+    /// the capacity (it was accepted there). False if already held.
+    pub fn adopt(&mut self, item: Outgoing) -> bool {
+        if self.get(&item.client_id).is_some() {
+            return false;
+        }
+        self.items.push(item);
+        true
+    }
+
+    /// Another tab's word on a message held here: refused there (`Failed`) or retried there
+    /// (`Queued`, moved to the end). False if unknown.
+    pub fn set_status(&mut self, client_id: &str, status: OutStatus) -> bool {
+        let Some(i) = self.items.iter().position(|i| i.client_id == client_id) else { return false };
+        let requeued = !self.items[i].is_pending() && status == OutStatus::Queued;
+        self.items[i].status = status;
+        if requeued {
+            let item = self.items.remove(i);
+            self.items.push(item);
+        }
+        true
+    }
+
     /// For browser storage.
     pub fn to_json(&self) -> String {
         serde_json::to_string(&Stored { v: 1, items: self.items.clone() }).unwrap_or_else(|_| "{\"v\":1,\"items\":[]}".into())

@@ -61,7 +61,7 @@ impl World {
                     self.flush();
                 }
                 Action::State(s) => self.state = s,
-                Action::SendPing { .. } => {}
+                Action::SendPing { .. } | Action::TooManyConnections => {}
             }
         }
         if was_offline && !self.online {

@@ -16,13 +16,18 @@ use persona_chat_protocol::http::{ConversationKind, SessionResponse};
 use persona_chat_protocol::{ClientFrame, ErrorCode, ServerFrame};
 
 use crate::api;
-use crate::socket::outbox::{self, OutStatus, Outbox, OutboxConfig, Outgoing, Refusal};
-use crate::socket::{now_ms, ConnEvent, Connection, LinkState, Transport};
+use crate::socket::outbox::{OutStatus, Outbox, OutboxConfig, Outgoing, Refusal};
+use crate::socket::shared_outbox::{self, Shared};
+use crate::socket::relay::{SharedConnection, TabsInfo};
+use crate::socket::{now_ms, ConnEvent, LinkState, Transport};
 use reducer::{ChatState, Delivery, PendingMessage};
 use typing::{IncomingTyping, OutgoingTyping, TypingConfig, TypingSignal, TypingStep};
 
 /// How many messages a conversation shows when opened; older ones come with scrolling.
 pub const HISTORY_PAGE: u32 = 50;
+
+/// What the app says when the server refuses a socket for the per-user limit (1008).
+pub const TOO_MANY: &str = "Too many open connections for this account: carrying on over polling.";
 
 /// How many frames the diagnostics page keeps.
 pub const FRAME_LOG: usize = 50;
@@ -87,11 +92,22 @@ pub struct SocketContext {
     /// A problem to show in words (failed loads and the like).
     pub notice: RwSignal<Option<String>>,
     base: StoredValue<String>,
-    connection: StoredValue<Option<Connection>, LocalStorage>,
+    /// The user's connection, shared by all their tabs (owned by the leading one).
+    connection: StoredValue<Option<SharedConnection>, LocalStorage>,
+    /// This tab's part in sharing it (diagnostics).
+    pub tabs: RwSignal<TabsInfo>,
     joined: StoredValue<BTreeSet<String>>,
     /// Every message not yet acknowledged, persisted in localStorage per user: the source of
     /// truth for sending (the chat state only shows it).
     outbox: StoredValue<Outbox>,
+    /// What this tab knows of the per-message records every tab of the user shares.
+    shared: StoredValue<Shared>,
+    /// Merges other tabs' outbox records when they change.
+    shared_listener: StoredValue<Option<shared_outbox::store::Listener>, LocalStorage>,
+    /// An in-order HTTP flush is running (polling).
+    http_flushing: StoredValue<bool>,
+    /// The server refused our socket for the per-user limit (until a socket is up again).
+    too_many: StoredValue<bool>,
     /// Wakes the outbox for rate-limited messages due later.
     outbox_timer: StoredValue<Option<gloo_timers::callback::Timeout>, LocalStorage>,
     /// Who is typing where (usernames, in the order they started), others only.
@@ -123,8 +139,13 @@ impl SocketContext {
             notice: RwSignal::new(None),
             base: StoredValue::new(base),
             connection: StoredValue::new_local(None),
+            tabs: RwSignal::new(TabsInfo::default()),
             joined: StoredValue::new(BTreeSet::new()),
             outbox: StoredValue::new(Outbox::new(OutboxConfig::default())),
+            shared: StoredValue::new(Shared::new()),
+            shared_listener: StoredValue::new_local(None),
+            http_flushing: StoredValue::new(false),
+            too_many: StoredValue::new(false),
             outbox_timer: StoredValue::new_local(None),
             typists: RwSignal::new(HashMap::new()),
             incoming_typing: StoredValue::new(IncomingTyping::new(&TypingConfig::default())),
@@ -222,6 +243,7 @@ impl SocketContext {
     pub fn open_session(&self, session: SessionResponse) {
         self.close_session();
         let token = session.token.clone();
+        let user_id = session.user.id.clone();
         self.restore_outbox(&session.user.id);
         self.chat.update(|c| c.me = Some(session.user.clone()));
         self.session.set(Some(session));
@@ -232,7 +254,12 @@ impl SocketContext {
         if let Some(active) = crate::storage::load_active() {
             self.active.set(Some(active));
         }
-        let connection = Connection::start(self.base(), token, on_event);
+        // What a tab opened after the connection needs from the leading one: who is online.
+        let snapshot: Rc<dyn Fn() -> Vec<ServerFrame>> = Rc::new(move || {
+            let users = ctx.chat.with_untracked(|c| c.online.clone());
+            vec![ServerFrame::OnlineUsers { users, timestamp: String::new() }]
+        });
+        let connection = SharedConnection::start(self.base(), token, user_id, on_event, snapshot);
         self.connection.set_value(Some(connection));
         spawn_local(async move { ctx.load_conversations().await });
         spawn_local(async move { ctx.load_personas().await });
@@ -252,6 +279,8 @@ impl SocketContext {
             c.stop();
         }
         self.connection.set_value(None);
+        self.shared_listener.set_value(None);
+        self.tabs.set(TabsInfo::default());
         self.joined.set_value(BTreeSet::new());
         self.session.set(None);
         self.active.set(None);
@@ -469,7 +498,10 @@ impl SocketContext {
                 })
                 .collect()
         });
-        serde_json::json!({ "user_id": user_id, "active": active, "link": link, "conversations": conversations, "streams": streams, "pending": pending }).to_string()
+        let online: Vec<String> = self.chat.with_untracked(|c| c.online.iter().map(|u| u.username.clone()).collect());
+        let tabs = self.tabs.get_untracked();
+        let tab = serde_json::json!({ "id": tabs.tab, "role": tabs.role.map(|r| r.as_str()), "leader": tabs.leader });
+        serde_json::json!({ "user_id": user_id, "active": active, "link": link, "conversations": conversations, "streams": streams, "pending": pending, "tab": tab, "online": online }).to_string()
     }
 
     /// Joins a conversation on the socket (again after every reconnect), asking for what came
@@ -504,34 +536,74 @@ impl SocketContext {
         true
     }
 
-    /// Changes the outbox and saves it.
+    /// Changes the outbox and saves it: the records of the messages it changed, one per
+    /// message (other tabs' records are never touched).
     fn with_outbox<T>(&self, f: impl FnOnce(&mut Outbox) -> T) -> T {
         let out = self.outbox.try_update_value(f).expect("the outbox lives as long as the context");
         let user = self.chat.with_untracked(|c| c.me.as_ref().map(|u| u.id.clone()));
         if let Some(user) = user {
-            crate::storage::save_outbox(&outbox::storage_key(&user), &self.outbox.with_value(Outbox::to_json));
+            let now = js_sys::Date::now();
+            let writes = self.outbox.with_value(|o| self.shared.try_update_value(|s| s.sync(o, now))).unwrap_or_default();
+            shared_outbox::store::apply(&user, &writes);
         }
         out
+    }
+
+    /// Brings in what other tabs wrote, closed ones too: their messages (sent from here when
+    /// this tab holds the connection), and acks, refusals and retries of ours.
+    fn merge_shared_outbox(&self) {
+        let Some(user) = self.chat.with_untracked(|c| c.me.as_ref().map(|u| u.id.clone())) else { return };
+        let Some(records) = shared_outbox::store::load(&user) else { return };
+        let Some(merged) = self.outbox.try_update_value(|o| self.shared.try_update_value(|s| s.merge(o, records))).flatten() else { return };
+        if merged.is_empty() {
+            return;
+        }
+        shared_outbox::store::apply(&user, &merged.writes);
+        self.chat.update(|c| {
+            for item in &merged.added {
+                c.add_pending(&item.conversation_id, pending_of(item));
+            }
+            for (client_id, reason) in &merged.failed {
+                let line = c.logs.iter().find_map(|(id, log)| log.pending().iter().find(|p| &p.client_id == client_id).map(|p| (id.clone(), p.clone())));
+                if let Some((conversation_id, mut line)) = line {
+                    c.discard_pending(client_id);
+                    line.delivery = Delivery::Failed(reason.clone());
+                    c.add_pending(&conversation_id, line);
+                }
+            }
+            for client_id in &merged.requeued {
+                c.retry_pending(client_id);
+            }
+            // Discarded elsewhere: a failed line goes (an acknowledged one is replaced by the
+            // stored message when its frame arrives).
+            for client_id in &merged.removed {
+                let failed = c.logs.values().any(|log| log.pending().iter().any(|p| &p.client_id == client_id && matches!(p.delivery, Delivery::Failed(_))));
+                if failed {
+                    c.discard_pending(client_id);
+                }
+            }
+        });
+        if !merged.added.is_empty() || !merged.requeued.is_empty() {
+            self.flush_outbox();
+        }
     }
 
     /// After a reload: what was not acknowledged shows again as pending (or failed) and goes
     /// out once a transport is up.
     fn restore_outbox(&self, user_id: &str) {
-        let stored = crate::storage::load_outbox(&outbox::storage_key(user_id))
-            .and_then(|text| Outbox::from_json(&text, OutboxConfig::default()).ok())
-            .unwrap_or_else(|| Outbox::new(OutboxConfig::default()));
-        let shown: Vec<(String, PendingMessage)> = stored
-            .items()
-            .iter()
-            .map(|i| {
-                let delivery = match &i.status {
-                    OutStatus::Failed { reason, .. } => Delivery::Failed(reason.clone()),
-                    _ => Delivery::Pending,
-                };
-                (i.conversation_id.clone(), PendingMessage { client_id: i.client_id.clone(), content: i.content.clone(), timestamp: i.written_at.clone(), delivery })
-            })
-            .collect();
+        // Every tab's records (the writing tab may be closed), and an outbox kept as one blob
+        // by an older build, taken over as records.
+        let mut stored = shared_outbox::store::take_legacy(user_id).unwrap_or_else(|| Outbox::new(OutboxConfig::default()));
+        let mut shared = Shared::new();
+        shared_outbox::store::apply(user_id, &shared.sync(&stored, js_sys::Date::now()));
+        let records = shared_outbox::store::load(user_id).unwrap_or_default();
+        let merged = shared.merge(&mut stored, records);
+        shared_outbox::store::apply(user_id, &merged.writes);
+        let shown: Vec<(String, PendingMessage)> = stored.items().iter().map(|i| (i.conversation_id.clone(), pending_of(i))).collect();
         self.outbox.set_value(stored);
+        self.shared.set_value(shared);
+        let ctx = *self;
+        self.shared_listener.set_value(shared_outbox::store::listen(user_id, move || ctx.merge_shared_outbox()));
         self.chat.update(|c| {
             for (conversation_id, pending) in shown {
                 c.add_pending(&conversation_id, pending);
@@ -541,13 +613,18 @@ impl SocketContext {
 
     /// Sends what the outbox holds for sending, in order, if a transport is up.
     fn flush_outbox(&self) {
-        if self.transport().is_none() {
+        // Sent by the tab that holds the connection (every tab's messages are records it merges).
+        if self.transport().is_none() || !self.connection.with_value(|c| c.as_ref().is_some_and(SharedConnection::sends_outbox)) {
             return;
         }
         let now = now_ms();
-        for item in self.with_outbox(|o| o.take_sendable(now)) {
-            if !self.send_frame(&item.to_frame()) {
-                self.with_outbox(|o| o.not_sent(&item.client_id));
+        if self.transport() == Some(Transport::Polling) {
+            self.flush_over_http(now);
+        } else {
+            for item in self.with_outbox(|o| o.take_sendable(now)) {
+                if !self.send_frame(&item.to_frame()) {
+                    self.with_outbox(|o| o.not_sent(&item.client_id));
+                }
             }
         }
         // Rate-limited messages are due later: wake then.
@@ -556,6 +633,56 @@ impl SocketContext {
             gloo_timers::callback::Timeout::new((at - now).max(0.0) as u32, move || ctx.flush_outbox())
         });
         self.outbox_timer.set_value(timer);
+    }
+
+    /// While polling: one HTTP send at a time, in order (requests in parallel may be stored
+    /// in any order); after a send that did not get through, the rest wait for the next flush.
+    fn flush_over_http(&self, now: f64) {
+        if self.http_flushing.get_value() {
+            return; // the running flush looks again when it is done
+        }
+        let items = self.with_outbox(|o| o.take_sendable(now));
+        if items.is_empty() {
+            return;
+        }
+        self.http_flushing.set_value(true);
+        let ctx = *self;
+        spawn_local(async move {
+            let mut through = true;
+            for item in items {
+                if !through {
+                    ctx.with_outbox(|o| o.not_sent(&item.client_id));
+                    continue;
+                }
+                let frame = item.to_frame();
+                ctx.stats.update(|s| s.sent += 1);
+                ctx.log_frame(LoggedFrame::Out(frame.clone()));
+                through = ctx.post_over_http(item.conversation_id, item.content, item.client_id).await;
+            }
+            ctx.http_flushing.set_value(false);
+            // Onwards, or (after a send that did not get through) the timer for its retry.
+            ctx.flush_outbox();
+        });
+    }
+
+    /// Sends one message over HTTP; false if it did not get through (due again after a
+    /// doubling wait: polling may well go on, and the outbox's timer sends it).
+    async fn post_over_http(&self, conversation_id: String, content: String, client_id: String) -> bool {
+        let Some(token) = self.token() else { return false };
+        match api::post_message(&self.base(), &token, &conversation_id, &content, &client_id).await {
+            Ok(ack) => self.on_frame(ServerFrame::MessageAck(ack)),
+            // Refused (not a network failure): the message failed, with the reason (or waits,
+            // when rate limited).
+            Err(e) if (400..500).contains(&e.status) => {
+                let code = if e.status == 429 { ErrorCode::RateLimited } else { e.code.unwrap_or(ErrorCode::Unknown) };
+                self.on_frame(ServerFrame::Error { code, message: e.message, reference: Some(client_id), timestamp: String::new() })
+            }
+            Err(_) => {
+                self.with_outbox(|o| o.send_failed(&client_id, now_ms()));
+                return false;
+            }
+        }
+        true
     }
 
     /// Every server frame, from either transport: the outbox learns of acks and refusals,
@@ -645,7 +772,7 @@ impl SocketContext {
     }
 
     fn transport(&self) -> Option<Transport> {
-        self.connection.with_value(|c| c.as_ref().and_then(Connection::transport))
+        self.connection.with_value(|c| c.as_ref().and_then(SharedConnection::transport))
     }
 
     /// Sends a frame on whichever transport is up: the socket, or the HTTP routes while
@@ -682,21 +809,8 @@ impl SocketContext {
         spawn_local(async move {
             match frame {
                 ClientFrame::SendMessage { conversation_id, content, client_id: Some(client_id), .. } => {
-                    match api::post_message(&base, &token, &conversation_id, &content, &client_id).await {
-                        Ok(ack) => ctx.on_frame(ServerFrame::MessageAck(ack)),
-                        // Refused (not a network failure): the message failed, with the reason
-                        // (or waits, when rate limited).
-                        Err(e) if (400..500).contains(&e.status) => {
-                            let code = if e.status == 429 { ErrorCode::RateLimited } else { e.code.unwrap_or(ErrorCode::Unknown) };
-                            ctx.on_frame(ServerFrame::Error { code, message: e.message, reference: Some(client_id), timestamp: String::new() })
-                        }
-                        // Not through (a 5xx, a dropped connection) while polling may well go
-                        // on: due again after a wait, and the outbox's timer sends it.
-                        Err(_) => {
-                            if ctx.with_outbox(|o| o.send_failed(&client_id, now_ms())).is_some() {
-                                ctx.flush_outbox();
-                            }
-                        }
+                    if !ctx.post_over_http(conversation_id, content, client_id).await {
+                        ctx.flush_outbox(); // sets the timer for its retry
                     }
                 }
                 ClientFrame::TypingStart { conversation_id } => drop(api::set_typing(&base, &token, &conversation_id, true).await),
@@ -745,15 +859,20 @@ impl SocketContext {
     }
 
     pub fn retry_now(&self) {
-        self.connection.with_value(|c| c.as_ref().map(Connection::retry_now));
+        self.connection.with_value(|c| c.as_ref().map(SharedConnection::retry_now));
     }
 
     pub fn disconnect(&self) {
-        self.connection.with_value(|c| c.as_ref().map(Connection::disconnect));
+        self.connection.with_value(|c| c.as_ref().map(SharedConnection::disconnect));
     }
 
     pub fn force_polling(&self) {
-        self.connection.with_value(|c| c.as_ref().map(Connection::force_polling));
+        self.connection.with_value(|c| c.as_ref().map(SharedConnection::force_polling));
+    }
+
+    /// Diagnostics: this tab takes the lead of the shared connection.
+    pub fn lead_here(&self) {
+        self.connection.with_value(|c| c.as_ref().map(SharedConnection::lead_here));
     }
 
     fn on_connection_event(&self, event: ConnEvent) {
@@ -769,7 +888,7 @@ impl SocketContext {
                 self.status.set(state);
             }
             ConnEvent::Frame(frame) => self.on_frame(frame),
-            ConnEvent::Ready(_) => {
+            ConnEvent::Ready(transport) => {
                 self.stats.update(|s| s.readies += 1);
                 // Streams seen before may have died with the server: they stay only if the
                 // server confirms them (a frame, or the persona's fresh status). The first
@@ -778,6 +897,15 @@ impl SocketContext {
                     self.chat.update(ChatState::transport_up);
                     let ctx = *self;
                     spawn_local(async move { ctx.load_personas().await });
+                }
+                // Refused for the socket limit: said again once polling is up (the first
+                // load of the list may have cleared the notice meanwhile).
+                let refused = self.too_many.get_value();
+                if refused && transport == Transport::Polling {
+                    self.notice.set(Some(TOO_MANY.to_owned()));
+                } else if refused {
+                    self.too_many.set_value(false);
+                    self.notice.update(|n| drop(n.take_if(|text| text == TOO_MANY)));
                 }
                 // The first load may have failed (started while the server was away).
                 if self.chat.with_untracked(|c| c.conversations.is_empty()) {
@@ -789,6 +917,11 @@ impl SocketContext {
             ConnEvent::Resync => {
                 let ctx = *self;
                 spawn_local(async move { ctx.reload_conversations().await });
+            }
+            ConnEvent::Tabs(info) => self.tabs.set(info),
+            ConnEvent::TooManyConnections => {
+                self.too_many.set_value(true);
+                self.notice.set(Some(TOO_MANY.to_owned()));
             }
         }
     }
@@ -814,6 +947,16 @@ impl SocketContext {
         // What was in flight on the lost transport may not have arrived: send it again (the
         // server stores each client_id once).
         self.with_outbox(Outbox::requeue_in_flight);
+        self.merge_shared_outbox();
         self.flush_outbox();
     }
+}
+
+/// How an outbox message shows in its conversation.
+fn pending_of(i: &Outgoing) -> PendingMessage {
+    let delivery = match &i.status {
+        OutStatus::Failed { reason, .. } => Delivery::Failed(reason.clone()),
+        _ => Delivery::Pending,
+    };
+    PendingMessage { client_id: i.client_id.clone(), content: i.content.clone(), timestamp: i.written_at.clone(), delivery }
 }

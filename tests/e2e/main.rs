@@ -7,6 +7,7 @@ mod faults;
 mod screens;
 mod security;
 mod ghost;
+mod tabs;
 
 use std::time::Duration;
 

@@ -397,6 +397,61 @@ async fn crosstab(driver: &Driver, o: &Opts, rows: &mut Vec<Row>) -> TestResult 
     result
 }
 
+/// Cross-tab latency between two tabs of the same user (one profile): sent in the leading
+/// tab, rendered in a following tab that gets the frame relayed over the BroadcastChannel.
+async fn crosstab_same_user(driver: &Driver, o: &Opts, rows: &mut Vec<Row>) -> TestResult {
+    let data = tempfile::tempdir().map_err(e)?;
+    let server = start_server(data.path(), &[])?;
+    let a = window(driver).await?;
+    let result = async {
+        sign_in(&a, &server.base, "sender").await?;
+        let leader = a.window().await.map_err(e)?;
+        let follower = a.new_window(true).await.map_err(e)?.handle;
+        a.switch_to_window(follower.clone()).await.map_err(e)?;
+        a.goto(&format!("{}/", server.base)).await.map_err(e)?;
+        eventually(STEP, "the second tab to be connected, following", || async {
+            let state = app_state(&a).await?;
+            (state["link"].as_str()? == "connected" && state["tab"]["role"].as_str()? == "follower" && state["active"].is_string()).then_some(())
+        })
+        .await?;
+        a.execute(SEEN_PROBE, vec![]).await.map_err(e)?;
+        a.switch_to_window(leader.clone()).await.map_err(e)?;
+        a.execute(SEND_LOOP, vec![json!(o.messages), json!(o.gap_ms)]).await.map_err(e)?;
+        let limit = Duration::from_millis(o.messages as u64 * o.gap_ms * 3 + 60_000);
+        eventually(limit, "the leading tab to send everything", || async {
+            (a.execute("return window.__sendDone;", vec![]).await.ok()? == json!(true)).then_some(())
+        })
+        .await?;
+        let sent = a.execute("return window.__sent;", vec![]).await.map_err(e)?;
+        a.switch_to_window(follower.clone()).await.map_err(e)?;
+        let n = o.messages;
+        let arrived = eventually(Duration::from_secs(20), "the following tab to render every message", || async {
+            let c = a.execute("return Object.keys(window.__seen).length;", vec![]).await.ok()?.as_u64()? as usize;
+            (c >= n).then_some(c)
+        })
+        .await;
+        let seen = a.execute("return window.__seen;", vec![]).await.map_err(e)?;
+        let mut lat = Vec::new();
+        for (k, t0) in sent.as_object().cloned().unwrap_or_default() {
+            if let (Some(t0), Some(t1)) = (t0.as_f64(), seen.get(&k).and_then(Value::as_f64)) {
+                lat.push(t1 - t0);
+            }
+        }
+        lat.sort_by(|x, y| x.total_cmp(y));
+        let (p50, p99, max) = (percentile(&lat, 50.0), percentile(&lat, 99.0), lat.last().copied().unwrap_or(f64::NAN));
+        if arrived.is_err() {
+            row(rows, "cross-tab, same user: rendered in the following tab", format!("only {} of {n}", lat.len()), &format!("{n}"), Some(false));
+        }
+        row(rows, &format!("cross-tab latency, same user, relayed by the leader, p50 ({} messages)", lat.len()), format!("{p50:.1} ms"), "<= 5 ms", Some(p50 <= 5.0));
+        row(rows, "cross-tab latency, same user, relayed, p99", format!("{p99:.1} ms"), "<= 25 ms", Some(p99 <= 25.0));
+        row(rows, "cross-tab latency, same user, relayed, max", format!("{max:.1} ms"), "", None);
+        Ok(())
+    }
+    .await;
+    let _ = a.close().await;
+    result
+}
+
 // ---- 4. long history ----
 
 /// Waits (in the page) for the newest message's row, then for the frame after it to be
@@ -719,6 +774,7 @@ async fn main() {
         }
         section!("start", start(&driver, &o, &mut rows));
         section!("crosstab", crosstab(&driver, &o, &mut rows));
+        section!("crosstab", crosstab_same_user(&driver, &o, &mut rows));
         section!("history", history(&driver, &o, &mut rows));
         section!("stream", stream(&driver, &o, &mut rows));
         section!("recovery", recovery(&driver, &o, &mut rows));
