@@ -2,8 +2,8 @@
 
 use gloo_net::http::{Request, RequestBuilder, Response};
 use persona_chat_protocol::http::{
-    ApiError, ConversationSummary, CreateConversationRequest, Member, MessagesResponse, Persona, PostMessageRequest, ReadRequest,
-    RefreshRequest, SessionRequest, SessionResponse, TypingRequest,
+    ApiError, ConversationSummary, CreateConversationRequest, Member, MessagesResponse, Persona, PostMessageRequest,
+    ReadRequest, RefreshRequest, SessionRequest, SessionResponse, TypingRequest,
 };
 use persona_chat_protocol::{Ack, User};
 use serde::de::DeserializeOwned;
@@ -69,10 +69,11 @@ async fn read<T: DeserializeOwned>(request: Request) -> Result<T, ApiFailure> {
         return Err(failure(response).await);
     }
     let status = response.status();
-    response
-        .json::<T>()
-        .await
-        .map_err(|e| ApiFailure { status, message: format!("unexpected answer from the server: {e}"), code: None })
+    response.json::<T>().await.map_err(|e| ApiFailure {
+        status,
+        message: format!("unexpected answer from the server: {e}"),
+        code: None,
+    })
 }
 
 /// Sends a request answered with 204 No Content.
@@ -113,7 +114,12 @@ pub async fn sign_up(base: &str, username: &str, password: &str) -> Result<Sessi
 pub async fn refresh_session(base: &str, session: &SessionResponse) -> Result<SessionResponse, ApiFailure> {
     let url = format!("{base}/api/session/refresh");
     if session.refresh_token.is_empty() {
-        return read(authed(Request::post(&url), &session.token).build().map_err(|e| ApiFailure { status: 0, message: e.to_string(), code: None })?).await;
+        return read(authed(Request::post(&url), &session.token).build().map_err(|e| ApiFailure {
+            status: 0,
+            message: e.to_string(),
+            code: None,
+        })?)
+        .await;
     }
     read(with_json(Request::post(&url), &RefreshRequest { refresh_token: session.refresh_token.clone() })?).await
 }
@@ -122,7 +128,12 @@ pub async fn refresh_session(base: &str, session: &SessionResponse) -> Result<Se
 /// refused from then on, and its sockets close.
 pub async fn sign_out(base: &str, token: &str, everywhere: bool) -> Result<(), ApiFailure> {
     let path = if everywhere { "sessions" } else { "session" };
-    no_content(authed(Request::delete(&format!("{base}/api/{path}")), token).build().map_err(|e| ApiFailure { status: 0, message: e.to_string(), code: None })?).await
+    no_content(authed(Request::delete(&format!("{base}/api/{path}")), token).build().map_err(|e| ApiFailure {
+        status: 0,
+        message: e.to_string(),
+        code: None,
+    })?)
+    .await
 }
 
 pub async fn conversations(base: &str, token: &str) -> Result<Vec<ConversationSummary>, ApiFailure> {
@@ -135,7 +146,14 @@ pub async fn personas(base: &str, token: &str) -> Result<Vec<Persona>, ApiFailur
 
 /// One page of a conversation's messages, ascending: those after `after_seq` and before
 /// `before_seq` (each when given), at most `limit`; without `after_seq`, the newest.
-async fn messages(base: &str, token: &str, conversation_id: &str, after_seq: Option<i64>, before_seq: Option<i64>, limit: u32) -> Result<MessagesResponse, ApiFailure> {
+async fn messages(
+    base: &str,
+    token: &str,
+    conversation_id: &str,
+    after_seq: Option<i64>,
+    before_seq: Option<i64>,
+    limit: u32,
+) -> Result<MessagesResponse, ApiFailure> {
     let mut url = format!("{base}/api/conversations/{conversation_id}/messages?limit={limit}");
     if let Some(after) = after_seq {
         url.push_str(&format!("&after_seq={after}"));
@@ -147,36 +165,73 @@ async fn messages(base: &str, token: &str, conversation_id: &str, after_seq: Opt
 }
 
 /// The newest `limit` messages of a conversation, ascending.
-pub async fn latest_messages(base: &str, token: &str, conversation_id: &str, limit: u32) -> Result<MessagesResponse, ApiFailure> {
+pub async fn latest_messages(
+    base: &str,
+    token: &str,
+    conversation_id: &str,
+    limit: u32,
+) -> Result<MessagesResponse, ApiFailure> {
     messages(base, token, conversation_id, None, None, limit).await
 }
 
 /// Messages of a conversation after `after_seq`, ascending (one page).
-pub async fn messages_after(base: &str, token: &str, conversation_id: &str, after_seq: i64) -> Result<MessagesResponse, ApiFailure> {
+pub async fn messages_after(
+    base: &str,
+    token: &str,
+    conversation_id: &str,
+    after_seq: i64,
+) -> Result<MessagesResponse, ApiFailure> {
     messages(base, token, conversation_id, Some(after_seq), None, 500).await
 }
 
 /// Up to `limit` messages older than `before_seq`, ascending.
-pub async fn messages_before(base: &str, token: &str, conversation_id: &str, before_seq: i64, limit: u32) -> Result<MessagesResponse, ApiFailure> {
+pub async fn messages_before(
+    base: &str,
+    token: &str,
+    conversation_id: &str,
+    before_seq: i64,
+    limit: u32,
+) -> Result<MessagesResponse, ApiFailure> {
     messages(base, token, conversation_id, None, Some(before_seq), limit).await
 }
 
 /// Messages with `after_seq < seq < before_seq`, ascending (at most `limit`).
-pub async fn messages_between(base: &str, token: &str, conversation_id: &str, after_seq: i64, before_seq: i64, limit: u32) -> Result<MessagesResponse, ApiFailure> {
+pub async fn messages_between(
+    base: &str,
+    token: &str,
+    conversation_id: &str,
+    after_seq: i64,
+    before_seq: i64,
+    limit: u32,
+) -> Result<MessagesResponse, ApiFailure> {
     messages(base, token, conversation_id, Some(after_seq), Some(before_seq), limit).await
 }
 
 /// The HTTP twin of `send_message` (the polling transport's way to send): idempotent by
 /// client_id, answered with the ack.
-pub async fn post_message(base: &str, token: &str, conversation_id: &str, content: &str, client_id: &str) -> Result<Ack, ApiFailure> {
+pub async fn post_message(
+    base: &str,
+    token: &str,
+    conversation_id: &str,
+    content: &str,
+    client_id: &str,
+) -> Result<Ack, ApiFailure> {
     let body = PostMessageRequest { content: content.to_owned(), client_id: client_id.to_owned() };
-    read(with_json(authed(Request::post(&format!("{base}/api/conversations/{conversation_id}/messages")), token), &body)?).await
+    read(with_json(
+        authed(Request::post(&format!("{base}/api/conversations/{conversation_id}/messages")), token),
+        &body,
+    )?)
+    .await
 }
 
 /// The HTTP twin of typing_start / typing_stop.
 pub async fn set_typing(base: &str, token: &str, conversation_id: &str, is_typing: bool) -> Result<(), ApiFailure> {
     let body = TypingRequest { is_typing };
-    no_content(with_json(authed(Request::post(&format!("{base}/api/conversations/{conversation_id}/typing")), token), &body)?).await
+    no_content(with_json(
+        authed(Request::post(&format!("{base}/api/conversations/{conversation_id}/typing")), token),
+        &body,
+    )?)
+    .await
 }
 
 pub async fn members(base: &str, token: &str, conversation_id: &str) -> Result<Vec<Member>, ApiFailure> {
@@ -184,13 +239,26 @@ pub async fn members(base: &str, token: &str, conversation_id: &str) -> Result<V
 }
 
 /// Opens (or finds) the direct conversation with a persona, or creates a room.
-pub async fn create_conversation(base: &str, token: &str, body: &CreateConversationRequest) -> Result<ConversationSummary, ApiFailure> {
+pub async fn create_conversation(
+    base: &str,
+    token: &str,
+    body: &CreateConversationRequest,
+) -> Result<ConversationSummary, ApiFailure> {
     read(with_json(authed(Request::post(&format!("{base}/api/conversations")), token), body)?).await
 }
 
-pub async fn add_members(base: &str, token: &str, conversation_id: &str, user_ids: Vec<String>) -> Result<ConversationSummary, ApiFailure> {
+pub async fn add_members(
+    base: &str,
+    token: &str,
+    conversation_id: &str,
+    user_ids: Vec<String>,
+) -> Result<ConversationSummary, ApiFailure> {
     let body = serde_json::json!({ "user_ids": user_ids });
-    read(with_json(authed(Request::post(&format!("{base}/api/conversations/{conversation_id}/members")), token), &body)?).await
+    read(with_json(
+        authed(Request::post(&format!("{base}/api/conversations/{conversation_id}/members")), token),
+        &body,
+    )?)
+    .await
 }
 
 pub async fn search_users(base: &str, token: &str, prefix: &str) -> Result<Vec<User>, ApiFailure> {
@@ -199,11 +267,19 @@ pub async fn search_users(base: &str, token: &str, prefix: &str) -> Result<Vec<U
 }
 
 pub async fn mark_read(base: &str, token: &str, conversation_id: &str, seq: i64) -> Result<(), ApiFailure> {
-    no_content(with_json(authed(Request::post(&format!("{base}/api/conversations/{conversation_id}/read")), token), &ReadRequest { seq })?).await
+    no_content(with_json(
+        authed(Request::post(&format!("{base}/api/conversations/{conversation_id}/read")), token),
+        &ReadRequest { seq },
+    )?)
+    .await
 }
 
 /// The HTTP twin of stop_response.
 pub async fn stop_response(base: &str, token: &str, conversation_id: &str, message_id: &str) -> Result<(), ApiFailure> {
     let body = serde_json::json!({ "message_id": message_id });
-    no_content(with_json(authed(Request::post(&format!("{base}/api/conversations/{conversation_id}/stop")), token), &body)?).await
+    no_content(with_json(
+        authed(Request::post(&format!("{base}/api/conversations/{conversation_id}/stop")), token),
+        &body,
+    )?)
+    .await
 }

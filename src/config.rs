@@ -145,7 +145,10 @@ mod tests {
 
     #[test]
     fn normalizing_keeps_one_spelling() {
-        assert_eq!(normalize_server("HTTPS://Chat.Example:443/app/?x=1").as_deref(), Some("https://chat.example:443/app"));
+        assert_eq!(
+            normalize_server("HTTPS://Chat.Example:443/app/?x=1").as_deref(),
+            Some("https://chat.example:443/app")
+        );
         assert_eq!(normalize_server("http://a b"), None);
         assert_eq!(normalize_server("http://a%40b"), None);
         assert_eq!(normalize_server("http://"), None);

@@ -93,8 +93,9 @@ fn end_here(ctx: SocketContext) {
 }
 
 fn schedule_refresh(ctx: SocketContext, expires_at: i64) {
-    let timer = refresh_delay_s(js_sys::Date::now() / 1000.0, expires_at)
-        .map(|delay| gloo_timers::callback::Timeout::new((delay * 1000.0).min(2_147_483_647.0) as u32, move || refresh(ctx, None)));
+    let timer = refresh_delay_s(js_sys::Date::now() / 1000.0, expires_at).map(|delay| {
+        gloo_timers::callback::Timeout::new((delay * 1000.0).min(2_147_483_647.0) as u32, move || refresh(ctx, None))
+    });
     REFRESH_TIMER.with(|t| *t.borrow_mut() = timer);
 }
 
@@ -147,7 +148,8 @@ fn listen_to_other_tabs(ctx: SocketContext, notice: SessionNotice) {
         if ev.key().as_deref() != Some(crate::storage::session_key(&ctx.base()).as_str()) || ev.new_value().is_some() {
             return;
         }
-        let removed_user = ev.old_value().and_then(|t| serde_json::from_str::<SessionResponse>(&t).ok()).map(|s| s.user.id);
+        let removed_user =
+            ev.old_value().and_then(|t| serde_json::from_str::<SessionResponse>(&t).ok()).map(|s| s.user.id);
         let my_user = ctx.session.with_untracked(|s| s.as_ref().map(|s| s.user.id.clone()));
         if my_user.is_some() && removed_user == my_user {
             notice.ended.set(Some("You signed out in another tab.".to_owned()));

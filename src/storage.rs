@@ -63,7 +63,8 @@ pub fn update_session(base: &str, session: &SessionResponse) {
 /// Forgets this tab's session with `base`, and the shared copy when it is the same user's.
 pub fn clear_session(base: &str) {
     let key = session_key(base);
-    let user_of = |text: Option<String>| text.and_then(|t| serde_json::from_str::<SessionResponse>(&t).ok()).map(|s| s.user.id);
+    let user_of =
+        |text: Option<String>| text.and_then(|t| serde_json::from_str::<SessionResponse>(&t).ok()).map(|s| s.user.id);
     let mine = user_of(read(per_tab(), &key));
     if let Some(storage) = per_tab() {
         let _ = storage.remove_item(&key);

@@ -57,7 +57,12 @@ async fn connection_status_names_each_state_in_words_with_its_action() {
     let cases = [
         (LinkState::Connecting, "connecting", "Connecting", Some("Retry now")),
         (LinkState::Connected { since_ms: 0.0, latency_ms: Some(23.0) }, "connected", "Connected · 23 ms", None),
-        (LinkState::Reconnecting { attempt: 3, retry_at_ms: now_ms() + 3_500.0 }, "disconnected", "Reconnecting in 4 s (attempt 3)", Some("Retry now")),
+        (
+            LinkState::Reconnecting { attempt: 3, retry_at_ms: now_ms() + 3_500.0 },
+            "disconnected",
+            "Reconnecting in 4 s (attempt 3)",
+            Some("Retry now"),
+        ),
         (LinkState::Polling, "polling", "Live via polling", None),
         (LinkState::Offline, "offline", "Offline", None),
         (LinkState::Disconnected, "disconnected", "Disconnected", Some("Reconnect")),
@@ -80,7 +85,8 @@ async fn connection_status_names_each_state_in_words_with_its_action() {
 async fn a_badge_shows_each_status_in_color_and_words() {
     let el = container();
     let status = RwSignal::new(Some(PersonaState::Online));
-    let _mounted = leptos::mount::mount_to(el.clone(), move || view! { <Avatar name="Ada Lovelace".to_owned() status=status /> });
+    let _mounted =
+        leptos::mount::mount_to(el.clone(), move || view! { <Avatar name="Ada Lovelace".to_owned() status=status /> });
     assert_eq!(text(&el, ".initials"), "AL");
     let mut colors = Vec::new();
     for (s, name, words) in [
@@ -94,7 +100,13 @@ async fn a_badge_shows_each_status_in_color_and_words() {
         let badge = el.query_selector(".badge").unwrap().expect("a badge");
         assert_eq!(badge.get_attribute("data-status").as_deref(), Some(name));
         assert_eq!(text(&el, ".badge .visually-hidden"), words, "the status in words for screen readers");
-        let color = web_sys::window().unwrap().get_computed_style(&badge).unwrap().unwrap().get_property_value("background-color").unwrap();
+        let color = web_sys::window()
+            .unwrap()
+            .get_computed_style(&badge)
+            .unwrap()
+            .unwrap()
+            .get_property_value("background-color")
+            .unwrap();
         assert!(!color.is_empty() && color != "rgba(0, 0, 0, 0)", "{name} has a color: {color}");
         colors.push(color);
     }
@@ -157,22 +169,43 @@ async fn messages_render_as_text_in_seq_order_with_each_delivery_state() {
         view! { <MessageList conversation_id=conversation /> }
     });
     ctx.chat.update(|c| {
-        c.apply(ServerFrame::NewMessage { conversation_id: "c1".into(), message: message(2, "bob", "second"), timestamp: "t".into() });
-        c.apply(ServerFrame::NewMessage { conversation_id: "c1".into(), message: message(1, "bob", "<img src=x onerror=alert(1)>"), timestamp: "t".into() });
+        c.apply(ServerFrame::NewMessage {
+            conversation_id: "c1".into(),
+            message: message(2, "bob", "second"),
+            timestamp: "t".into(),
+        });
+        c.apply(ServerFrame::NewMessage {
+            conversation_id: "c1".into(),
+            message: message(1, "bob", "<img src=x onerror=alert(1)>"),
+            timestamp: "t".into(),
+        });
     });
     // No transport: the message stays pending in the outbox.
     assert!(ctx.send_message("c1".into(), "mine".into()));
     leptos::task::tick().await;
     let items = el.query_selector_all(".message").unwrap();
     assert_eq!(items.length(), 3);
-    let content = |i: u32| items.item(i).unwrap().unchecked_into::<web_sys::Element>().query_selector(".content").unwrap().unwrap().text_content().unwrap();
+    let content = |i: u32| {
+        items
+            .item(i)
+            .unwrap()
+            .unchecked_into::<web_sys::Element>()
+            .query_selector(".content")
+            .unwrap()
+            .unwrap()
+            .text_content()
+            .unwrap()
+    };
     assert_eq!(content(0), "<img src=x onerror=alert(1)>", "shown literally, in seq order");
     assert_eq!(content(1), "second");
     assert!(el.query_selector(".message img").unwrap().is_none(), "no element made from user content");
     let own = el.query_selector(".message.own").unwrap().expect("own message on its side");
     assert_eq!(own.get_attribute("data-delivery").as_deref(), Some("pending"));
     assert!(own.text_content().unwrap().contains("Sending…"));
-    assert!(el.query_selector(".message:not(.own) + .message.continued").unwrap().is_some(), "bob's two messages form one group");
+    assert!(
+        el.query_selector(".message:not(.own) + .message.continued").unwrap().is_some(),
+        "bob's two messages form one group"
+    );
 
     // Refused: failed with the reason and a Retry button that makes it pending again.
     let client_id = ctx.outbox_items()[0].client_id.clone();
@@ -197,20 +230,41 @@ async fn messages_render_as_text_in_seq_order_with_each_delivery_state() {
 
     // Stored with its seq: the echo becomes the message, once.
     ctx.chat.update(|c| {
-        let stored = Message { client_id: Some(client_id.clone()), sender_id: "me".into(), sender_name: "alice".into(), ..message(3, "me", "mine") };
+        let stored = Message {
+            client_id: Some(client_id.clone()),
+            sender_id: "me".into(),
+            sender_name: "alice".into(),
+            ..message(3, "me", "mine")
+        };
         c.apply(ServerFrame::NewMessage { conversation_id: "c1".into(), message: stored, timestamp: "t".into() });
     });
     leptos::task::tick().await;
     let own = el.query_selector_all(".message.own").unwrap();
     assert_eq!(own.length(), 1);
     let own: web_sys::Element = own.item(0).unwrap().unchecked_into();
-    assert_eq!((own.get_attribute("data-delivery").as_deref(), own.get_attribute("data-seq").as_deref()), (Some("sent"), Some("3")));
+    assert_eq!(
+        (own.get_attribute("data-delivery").as_deref(), own.get_attribute("data-seq").as_deref()),
+        (Some("sent"), Some("3"))
+    );
 
     // A persona's reply streams with a caret and a Stop button; a join shows inline.
     ctx.chat.update(|c| {
-        c.apply(ServerFrame::UserJoined { conversation_id: "c1".into(), user_id: "u9".into(), username: "carol".into() });
-        c.apply(ServerFrame::StreamStart { conversation_id: "c1".into(), message_id: "r1".into(), persona_id: "p1".into() });
-        c.apply(ServerFrame::StreamDelta { conversation_id: "c1".into(), message_id: "r1".into(), offset: 0, text: "Thinking".into() });
+        c.apply(ServerFrame::UserJoined {
+            conversation_id: "c1".into(),
+            user_id: "u9".into(),
+            username: "carol".into(),
+        });
+        c.apply(ServerFrame::StreamStart {
+            conversation_id: "c1".into(),
+            message_id: "r1".into(),
+            persona_id: "p1".into(),
+        });
+        c.apply(ServerFrame::StreamDelta {
+            conversation_id: "c1".into(),
+            message_id: "r1".into(),
+            offset: 0,
+            text: "Thinking".into(),
+        });
     });
     leptos::task::tick().await;
     assert_eq!(text(&el, ".notice-line"), "carol joined");
@@ -239,7 +293,10 @@ async fn a_hundred_reconnects_leave_no_socket_handler_or_closure_behind() {
     }
     assert_eq!(live_handles(), before, "every handle was dropped");
     for raw in &raws {
-        assert!(raw.onopen().is_none() && raw.onmessage().is_none() && raw.onclose().is_none() && raw.onerror().is_none(), "handlers unset");
+        assert!(
+            raw.onopen().is_none() && raw.onmessage().is_none() && raw.onclose().is_none() && raw.onerror().is_none(),
+            "handlers unset"
+        );
         assert!(raw.ready_state() >= web_sys::WebSocket::CLOSING, "closed");
     }
     // Every closure held a clone of the handler: all freed, only ours is left.

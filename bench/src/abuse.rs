@@ -25,7 +25,10 @@ const PHASE: Duration = Duration::from_secs(4);
 
 fn peak_rss_kib(pid: u32) -> Option<u64> {
     let status = std::fs::read_to_string(format!("/proc/{pid}/status")).ok()?;
-    status.lines().find_map(|l| l.strip_prefix("VmHWM:")).and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
+    status
+        .lines()
+        .find_map(|l| l.strip_prefix("VmHWM:"))
+        .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
 }
 
 fn percentile(sorted: &[f64], p: f64) -> f64 {
@@ -60,7 +63,12 @@ pub async fn run(server_bin: &std::path::Path, flags: &ServerFlags) -> Result<()
     let storm_started = Instant::now();
     while !storm.iter().all(|t| t.is_finished()) && storm_started.elapsed() < Duration::from_secs(60) {
         let t0 = Instant::now();
-        let r = http.get(format!("{base}/api/conversations")).bearer_auth(&alice.token).send().await.map_err(|e| e.to_string())?;
+        let r = http
+            .get(format!("{base}/api/conversations"))
+            .bearer_auth(&alice.token)
+            .send()
+            .await
+            .map_err(|e| e.to_string())?;
         if !r.status().is_success() {
             return Err(format!("another user's request failed during the storm: {}", r.status()));
         }
@@ -129,7 +137,9 @@ pub async fn run(server_bin: &std::path::Path, flags: &ServerFlags) -> Result<()
         loud.typing_seen,
         if p99 <= P99_TARGET_MS && loud.kicked == 0 { "✓" } else { "✗" }
     );
-    println!("| the flood | {frames} typing frames sent; the flooder's sockets closed {closes} times (1008) | closed |");
+    println!(
+        "| the flood | {frames} typing frames sent; the flooder's sockets closed {closes} times (1008) | closed |"
+    );
     Ok(())
 }
 
@@ -152,7 +162,12 @@ async fn measure(senders: Vec<Ws>, lobby: &str) -> Result<(Measured, Vec<Ws>), S
             while Instant::now() < end {
                 n += 1;
                 let cid = format!("bench-{i}-{n}-{}", crate::now_ns());
-                let frame = ClientFrame::SendMessage { conversation_id: lobby.clone(), content: "hello".into(), client_id: Some(cid.clone()), persona_id: None };
+                let frame = ClientFrame::SendMessage {
+                    conversation_id: lobby.clone(),
+                    content: "hello".into(),
+                    client_id: Some(cid.clone()),
+                    persona_id: None,
+                };
                 let t0 = Instant::now();
                 if ws.send(WsMessage::text(frame.to_json())).await.is_err() {
                     return (latencies, true, typing_seen, ws);
@@ -190,7 +205,12 @@ async fn measure(senders: Vec<Ws>, lobby: &str) -> Result<(Measured, Vec<Ws>), S
 }
 
 /// Sends typing_start frames as fast as a socket takes them, reconnecting when closed.
-async fn flood_typing(addr: std::net::SocketAddr, token: String, lobby: String, on: Arc<std::sync::atomic::AtomicBool>) -> (u64, u64) {
+async fn flood_typing(
+    addr: std::net::SocketAddr,
+    token: String,
+    lobby: String,
+    on: Arc<std::sync::atomic::AtomicBool>,
+) -> (u64, u64) {
     let frame = ClientFrame::TypingStart { conversation_id: lobby.clone() }.to_json();
     let (mut frames, mut closes) = (0u64, 0u64);
     while on.load(std::sync::atomic::Ordering::Relaxed) {

@@ -10,7 +10,9 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use futures_util::{SinkExt, StreamExt};
-use persona_chat_protocol::http::{ConversationSummary, CreateConversationRequest, PostMessageRequest, SessionRequest, SessionResponse};
+use persona_chat_protocol::http::{
+    ConversationSummary, CreateConversationRequest, PostMessageRequest, SessionRequest, SessionResponse,
+};
 use persona_chat_protocol::{Ack, ClientFrame, ServerFrame};
 use tokio::net::TcpStream;
 use tokio::task::JoinHandle;
@@ -115,11 +117,20 @@ pub async fn sign_in(http: &reqwest::Client, base: &str, username: &str) -> Resu
     let body = SessionRequest { username: username.into(), password: "bench-password-1".into() };
     // Sign up (POST /api/users); a taken name (409) or an older server without the route
     // (404/405) signs in instead.
-    let r = http.post(format!("{base}/api/users")).json(&body).send().await.map_err(|e| format!("sign-up {username}: {e}"))?;
+    let r = http
+        .post(format!("{base}/api/users"))
+        .json(&body)
+        .send()
+        .await
+        .map_err(|e| format!("sign-up {username}: {e}"))?;
     let r = if r.status().is_success() {
         r
     } else if matches!(r.status().as_u16(), 404 | 405 | 409) {
-        http.post(format!("{base}/api/session")).json(&body).send().await.map_err(|e| format!("sign-in {username}: {e}"))?
+        http.post(format!("{base}/api/session"))
+            .json(&body)
+            .send()
+            .await
+            .map_err(|e| format!("sign-in {username}: {e}"))?
     } else {
         return Err(format!("sign-up {username}: {} {}", r.status(), r.text().await.unwrap_or_default()));
     };
@@ -135,12 +146,27 @@ pub async fn lobby_id(http: &reqwest::Client, base: &str, token: &str) -> Result
         return Err(format!("GET /api/conversations: {}", r.status()));
     }
     let list: Vec<ConversationSummary> = r.json().await.map_err(|e| e.to_string())?;
-    list.into_iter().find(|c| c.title == "Lobby").map(|c| c.id).ok_or_else(|| "no Lobby in GET /api/conversations".into())
+    list.into_iter()
+        .find(|c| c.title == "Lobby")
+        .map(|c| c.id)
+        .ok_or_else(|| "no Lobby in GET /api/conversations".into())
 }
 
-pub async fn create_room(http: &reqwest::Client, base: &str, token: &str, title: &str, member_ids: Vec<String>) -> Result<String, String> {
+pub async fn create_room(
+    http: &reqwest::Client,
+    base: &str,
+    token: &str,
+    title: &str,
+    member_ids: Vec<String>,
+) -> Result<String, String> {
     let body = CreateConversationRequest { title: Some(title.into()), member_ids, ..Default::default() };
-    let r = http.post(format!("{base}/api/conversations")).bearer_auth(token).json(&body).send().await.map_err(|e| e.to_string())?;
+    let r = http
+        .post(format!("{base}/api/conversations"))
+        .bearer_auth(token)
+        .json(&body)
+        .send()
+        .await
+        .map_err(|e| e.to_string())?;
     if !r.status().is_success() {
         return Err(format!("POST /api/conversations: {} {}", r.status(), r.text().await.unwrap_or_default()));
     }
@@ -343,7 +369,15 @@ impl SendReport {
 /// thousands of receiver tasks.
 pub type Gate = Arc<dyn Fn(u64) -> bool + Send + Sync>;
 
-pub async fn send(base: String, token: String, conversation_id: String, phase: usize, tag: String, mode: Mode, gate: Option<Gate>) -> SendReport {
+pub async fn send(
+    base: String,
+    token: String,
+    conversation_id: String,
+    phase: usize,
+    tag: String,
+    mode: Mode,
+    gate: Option<Gate>,
+) -> SendReport {
     let (tx, rx) = tokio::sync::oneshot::channel();
     std::thread::Builder::new()
         .name("bench-sender".into())

@@ -140,7 +140,9 @@ async fn run(args: Args) -> i32 {
         }
     };
     if args.abuse {
-        return match tokio::time::timeout(Duration::from_secs(args.timeout_secs), abuse::run(&args.server_bin, &flags)).await {
+        return match tokio::time::timeout(Duration::from_secs(args.timeout_secs), abuse::run(&args.server_bin, &flags))
+            .await
+        {
             Ok(Ok(())) => 0,
             Ok(Err(e)) => {
                 eprintln!("persona-chat-bench --abuse: {e}");
@@ -235,12 +237,18 @@ async fn run_count(args: &Args, flags: &ServerFlags, own_nofile: u64, n: usize, 
     let t = Instant::now();
     let sessions = futures_util::future::join_all(names.iter().map(|u| client::sign_in(&http, &base, u))).await;
     let sessions: Vec<_> = sessions.into_iter().collect::<Result<_, _>>()?;
-    progress(&format!("N={n}: {} users signed in in {:.1} s (pid {})", sessions.len(), t.elapsed().as_secs_f64(), server.pid()));
+    progress(&format!(
+        "N={n}: {} users signed in in {:.1} s (pid {})",
+        sessions.len(),
+        t.elapsed().as_secs_f64(),
+        server.pid()
+    ));
     let sender = &sessions[0];
     let side_user = &sessions[1];
     let receiver_tokens: Vec<String> = sessions[2..].iter().map(|s| s.token.clone()).collect();
     let lobby = client::lobby_id(&http, &base, &sender.token).await?;
-    let side_room = client::create_room(&http, &base, &sender.token, "bench side room", vec![side_user.user.id.clone()]).await?;
+    let side_room =
+        client::create_room(&http, &base, &sender.token, "bench side room", vec![side_user.user.id.clone()]).await?;
 
     let settle = Duration::from_millis(args.settle_ms);
     tokio::time::sleep(settle).await;
@@ -249,12 +257,32 @@ async fn run_count(args: &Args, flags: &ServerFlags, own_nofile: u64, n: usize, 
     // N idle sockets in the Lobby, in two halves (RSS read after each).
     let half = n / 2;
     let t = Instant::now();
-    let mut errors = client::connect_many(server.addr, &receiver_tokens, &lobby, half, args.connect_concurrency, &stats, GROUP_LOBBY, &mut receivers).await;
+    let mut errors = client::connect_many(
+        server.addr,
+        &receiver_tokens,
+        &lobby,
+        half,
+        args.connect_concurrency,
+        &stats,
+        GROUP_LOBBY,
+        &mut receivers,
+    )
+    .await;
     tokio::time::sleep(settle).await;
     let rss_half = server.rss_kib();
     let opened_half = stats.groups[GROUP_LOBBY].alive.load(Relaxed);
     errors.extend(
-        client::connect_many(server.addr, &receiver_tokens, &lobby, n - half, args.connect_concurrency, &stats, GROUP_LOBBY, &mut receivers).await,
+        client::connect_many(
+            server.addr,
+            &receiver_tokens,
+            &lobby,
+            n - half,
+            args.connect_concurrency,
+            &stats,
+            GROUP_LOBBY,
+            &mut receivers,
+        )
+        .await,
     );
     let connect_secs = t.elapsed().as_secs_f64();
     tokio::time::sleep(settle).await;
@@ -306,7 +334,13 @@ async fn run_count(args: &Args, flags: &ServerFlags, own_nofile: u64, n: usize, 
     let send_secs = wall0.elapsed().as_secs_f64();
     let lobby_alive = || stats.groups[GROUP_LOBBY].alive.load(Relaxed) as u64;
     let acked = report.acked;
-    let drained = client::wait_deliveries(phase, || acked * lobby_alive(), Duration::from_secs(3), Duration::from_secs_f64(args.drain_secs.max(1.0) * 3.0)).await;
+    let drained = client::wait_deliveries(
+        phase,
+        || acked * lobby_alive(),
+        Duration::from_secs(3),
+        Duration::from_secs_f64(args.drain_secs.max(1.0) * 3.0),
+    )
+    .await;
     let cpu = CpuSnapshot::take(&server).since(&cpu0);
     let delivered = phase.delivered.load(Relaxed);
     let span = (phase.last_ns.load(Relaxed).saturating_sub(report.first_send_ns)) as f64 / 1e9;
@@ -334,7 +368,13 @@ async fn run_count(args: &Args, flags: &ServerFlags, own_nofile: u64, n: usize, 
     let capacity = fan.per_sec;
     row.fanout = Some(fan);
 
-    let latency = |label: &str, receivers: usize, target_rate: f64, report: &SendReport, drained: Drained, phase: &client::Phase, (kicked, closed_otherwise): (usize, usize)| {
+    let latency = |label: &str,
+                   receivers: usize,
+                   target_rate: f64,
+                   report: &SendReport,
+                   drained: Drained,
+                   phase: &client::Phase,
+                   (kicked, closed_otherwise): (usize, usize)| {
         LatencyResult {
             label: label.to_string(),
             receivers,
@@ -363,12 +403,25 @@ async fn run_count(args: &Args, flags: &ServerFlags, own_nofile: u64, n: usize, 
     } else {
         1
     };
-    let side_errors = client::connect_many(server.addr, std::slice::from_ref(&side_user.token), &side_room, k, args.connect_concurrency, &stats, GROUP_SIDE, &mut receivers).await;
+    let side_errors = client::connect_many(
+        server.addr,
+        std::slice::from_ref(&side_user.token),
+        &side_room,
+        k,
+        args.connect_concurrency,
+        &stats,
+        GROUP_SIDE,
+        &mut receivers,
+    )
+    .await;
     let k_alive = stats.groups[GROUP_SIDE].alive.load(Relaxed);
     if !side_errors.is_empty() {
         row.notes.push(format!("{} of {k} side-room sockets failed to open", side_errors.len()));
     }
-    progress(&format!("N={n}: latency at {} msg/s to a side room of {k_alive} sockets ({} s)", args.rate, args.duration_secs));
+    progress(&format!(
+        "N={n}: latency at {} msg/s to a side room of {k_alive} sockets ({} s)",
+        args.rate, args.duration_secs
+    ));
     let phase = &stats.phases[client::PHASE_SIDE];
     let cpu0 = CpuSnapshot::take(&server);
     let report = client::send(
@@ -386,7 +439,11 @@ async fn run_count(args: &Args, flags: &ServerFlags, own_nofile: u64, n: usize, 
     let drained = client::wait_deliveries(phase, || acked * side_alive(), Duration::from_secs(2), drain).await;
     let side_ends = (stats.groups[GROUP_SIDE].kicked.load(Relaxed), stats.groups[GROUP_SIDE].closed_otherwise());
     let mut r = latency(
-        &format!("{:.0} msg/s, side room of K sockets (K = {:.0} % of measured capacity / rate; N idle)", args.rate, args.load_fraction * 100.0),
+        &format!(
+            "{:.0} msg/s, side room of K sockets (K = {:.0} % of measured capacity / rate; N idle)",
+            args.rate,
+            args.load_fraction * 100.0
+        ),
         k_alive,
         args.rate,
         &report,
@@ -440,7 +497,10 @@ async fn run_count(args: &Args, flags: &ServerFlags, own_nofile: u64, n: usize, 
         progress(&format!("N={n}: {}", r.summary()));
         row.reduced = Some(r);
     } else {
-        row.notes.push(format!("no reduced-rate run: {:.0} % of the measured capacity is under 0.2 msg/s to all N", args.load_fraction * 100.0));
+        row.notes.push(format!(
+            "no reduced-rate run: {:.0} % of the measured capacity is under 0.2 msg/s to all N",
+            args.load_fraction * 100.0
+        ));
     }
 
     // ---- latency with all N receivers at the full rate (last: an overload kicks sockets) ----

@@ -250,7 +250,10 @@ pub fn print(args: &Args, cores: usize, nofile: u64, rows: &[Row], total_secs: f
             println!("N = {} skipped: {why}", thousands(r.n as f64));
         }
     }
-    println!("p50/p99/max @{:.0}/s: every Lobby socket receives; FAIL* = the server could not carry that load (see below).", args.rate);
+    println!(
+        "p50/p99/max @{:.0}/s: every Lobby socket receives; FAIL* = the server could not carry that load (see below).",
+        args.rate
+    );
     println!();
 
     println!("Latency, every scenario (measured at every receiver, every delivery; send instant = just before the HTTP POST):");
@@ -274,7 +277,18 @@ pub fn print(args: &Args, cores: usize, nofile: u64, rows: &[Row], total_secs: f
     println!(
         "{}",
         table(
-            &["N", "scenario", "receivers", "msg/s target / sent", "delivered / expected", "kicked", "p50", "p99", "max", "p99<50ms"],
+            &[
+                "N",
+                "scenario",
+                "receivers",
+                "msg/s target / sent",
+                "delivered / expected",
+                "kicked",
+                "p50",
+                "p99",
+                "max",
+                "p99<50ms"
+            ],
             &lat_rows
         )
     );
@@ -291,7 +305,8 @@ pub fn print(args: &Args, cores: usize, nofile: u64, rows: &[Row], total_secs: f
                 thousands(a as f64),
                 thousands(b as f64),
                 thousands(r.connected as f64),
-                r.rss_marginal_kib.map_or(String::new(), |m| format!("; marginal cost from N/2 to N: {m:.1} KiB/socket"))
+                r.rss_marginal_kib
+                    .map_or(String::new(), |m| format!("; marginal cost from N/2 to N: {m:.1} KiB/socket"))
             );
         }
         if let Some(f) = &r.fanout {

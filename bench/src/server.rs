@@ -35,7 +35,10 @@ impl ServerFlags {
             .map_err(|e| format!("cannot run {} --help: {e}", bin.display()))?;
         let help = String::from_utf8_lossy(&out.stdout);
         if !help.contains("--max-sockets-per-user") {
-            return Err(format!("{} --help does not list --max-sockets-per-user: is it the persona-chat server?", bin.display()));
+            return Err(format!(
+                "{} --help does not list --max-sockets-per-user: is it the persona-chat server?",
+                bin.display()
+            ));
         }
         Ok(ServerFlags {
             rate_limit: help.contains("--rate-limit-per-sec") && help.contains("--rate-limit-burst"),
@@ -63,7 +66,8 @@ impl ServerGuard {
             l.local_addr().map_err(|e| e.to_string())?.port()
         };
         let addr: SocketAddr = ([127, 0, 0, 1], port).into();
-        let nanos = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.as_nanos()).unwrap_or(0);
+        let nanos =
+            std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.as_nanos()).unwrap_or(0);
         let dir = std::env::temp_dir().join(format!("persona-chat-bench-{}-{tag}-{nanos}", std::process::id()));
         std::fs::create_dir_all(&dir).map_err(|e| format!("cannot create {}: {e}", dir.display()))?;
         let log = dir.join("server.log");

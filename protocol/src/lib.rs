@@ -220,7 +220,9 @@ pub enum ServerFrame {
         last_seq: i64,
         timestamp: String,
     },
-    ConversationLeft { conversation_id: String },
+    ConversationLeft {
+        conversation_id: String,
+    },
     /// Gator.
     NewMessage {
         conversation_id: String,
@@ -290,7 +292,10 @@ pub enum ServerFrame {
         interrupted: bool,
         message: Message,
     },
-    Pong { ts: f64, server_time: String },
+    Pong {
+        ts: f64,
+        server_time: String,
+    },
     /// Gator.
     Error {
         code: ErrorCode,
@@ -388,14 +393,9 @@ impl ClientFrame {
     pub fn parse(text: &str) -> Result<ClientFrame, FrameError> {
         let value = parse_object(text)?;
         let kind = value.get("type").and_then(|t| t.as_str()).map(str::to_owned);
-        let reference = value
-            .get("client_id")
-            .and_then(|c| c.as_str())
-            .map(str::to_owned)
-            .or_else(|| kind.clone());
-        let kind = kind.ok_or_else(|| {
-            FrameError::new(ErrorCode::InvalidField, "a frame needs a string field \"type\"")
-        })?;
+        let reference = value.get("client_id").and_then(|c| c.as_str()).map(str::to_owned).or_else(|| kind.clone());
+        let kind =
+            kind.ok_or_else(|| FrameError::new(ErrorCode::InvalidField, "a frame needs a string field \"type\""))?;
         if !CLIENT_FRAME_TYPES.contains(&kind.as_str()) {
             return Err(FrameError::new(
                 ErrorCode::UnknownType,

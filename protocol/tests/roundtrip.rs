@@ -9,14 +9,12 @@ use std::collections::BTreeSet;
 use std::fmt::Debug;
 
 use persona_chat_protocol::http::{
-    ApiError, ConversationKind, ConversationSummary, CreateConversationRequest, Event,
-    EventsResponse, MessagesResponse, Persona, PostMessageRequest, RefreshRequest, SessionRequest,
-    SessionResponse, TypingRequest,
+    ApiError, ConversationKind, ConversationSummary, CreateConversationRequest, Event, EventsResponse,
+    MessagesResponse, Persona, PostMessageRequest, RefreshRequest, SessionRequest, SessionResponse, TypingRequest,
 };
 use persona_chat_protocol::{
-    validate_content, Ack, ClientFrame, ErrorCode, LastMessage, Message, OnlineUser,
-    PersonaState, ServerFrame, User, CLIENT_FRAME_TYPES, MAX_CONTENT_CHARS, PROTOCOL_VERSION,
-    SERVER_FRAME_TYPES,
+    validate_content, Ack, ClientFrame, ErrorCode, LastMessage, Message, OnlineUser, PersonaState, ServerFrame, User,
+    CLIENT_FRAME_TYPES, MAX_CONTENT_CHARS, PROTOCOL_VERSION, SERVER_FRAME_TYPES,
 };
 use serde::de::DeserializeOwned;
 use serde::Serialize;
@@ -49,8 +47,8 @@ fn roundtrip<T>(json: &str, expected: &T)
 where
     T: Serialize + DeserializeOwned + PartialEq + Debug,
 {
-    let parsed: T = serde_json::from_str(json)
-        .unwrap_or_else(|e| panic!("hand-written JSON does not parse: {e}\n{json}"));
+    let parsed: T =
+        serde_json::from_str(json).unwrap_or_else(|e| panic!("hand-written JSON does not parse: {e}\n{json}"));
     assert_eq!(&parsed, expected, "parsed value differs for\n{json}");
 
     let hand: Value = serde_json::from_str(json).expect("hand-written JSON is valid");
@@ -569,13 +567,7 @@ fn server_samples() -> Vec<(&'static str, ServerFrame)> {
 }
 
 fn ack() -> Ack {
-    Ack {
-        client_id: s(CLIENT),
-        conversation_id: s(CONV),
-        message_id: s(MSG),
-        seq: 42,
-        timestamp: s(T0),
-    }
+    Ack { client_id: s(CLIENT), conversation_id: s(CONV), message_id: s(MSG), seq: 42, timestamp: s(T0) }
 }
 
 // Exhaustive matches: adding a variant without a sample makes these fail to compile.
@@ -752,12 +744,7 @@ fn server_persona_status() {
         );
         server_roundtrip((
             &json,
-            ServerFrame::PersonaStatus {
-                persona_id: s(PERSONA),
-                status: state,
-                last_seen: None,
-                timestamp: s(T0),
-            },
+            ServerFrame::PersonaStatus { persona_id: s(PERSONA), status: state, last_seen: None, timestamp: s(T0) },
         ));
         assert_eq!(state.as_str(), name);
         assert_eq!(serde_json::to_value(state).unwrap(), Value::from(name));
@@ -886,15 +873,9 @@ fn gator_server_frames_have_exactly_the_contract_fields() {
     let cases: Vec<(ServerFrame, &[&str])> = vec![
         (sv_conversation_joined().1, &["type", "conversation_id", "last_seq", "timestamp"]),
         (sv_new_message_user().1, &["type", "conversation_id", "message", "timestamp"]),
-        (
-            sv_typing_indicator().1,
-            &["type", "conversation_id", "user_id", "username", "is_typing", "timestamp"],
-        ),
+        (sv_typing_indicator().1, &["type", "conversation_id", "user_id", "username", "is_typing", "timestamp"]),
         (sv_presence_online().1, &["type", "user_id", "username", "online", "timestamp"]),
-        (
-            sv_presence_offline().1,
-            &["type", "user_id", "username", "online", "last_seen", "timestamp"],
-        ),
+        (sv_presence_offline().1, &["type", "user_id", "username", "online", "last_seen", "timestamp"]),
         (sv_online_users().1, &["type", "users", "timestamp"]),
         (sv_error_gator().1, &["type", "code", "message", "timestamp"]),
         (sv_error_with_ref().1, &["type", "code", "message", "ref", "timestamp"]),
@@ -937,8 +918,10 @@ fn unknown_fields_are_ignored() {
     .unwrap();
     assert_eq!(f, c_send_gator().1);
 
-    let f = ClientFrame::parse(r#"{"type": "typing_stop", "conversation_id": "6f1c2a9e-4b3d-4f8a-9e21-7c5d0b8a3f14", "v": 2}"#)
-        .unwrap();
+    let f = ClientFrame::parse(
+        r#"{"type": "typing_stop", "conversation_id": "6f1c2a9e-4b3d-4f8a-9e21-7c5d0b8a3f14", "v": 2}"#,
+    )
+    .unwrap();
     assert_eq!(f, c_typing_stop().1);
 
     let f = ServerFrame::parse(
@@ -1053,10 +1036,7 @@ fn wrong_or_missing_fields_are_invalid_field() {
         (r#"{"type": "get_online_status", "user_ids": [1, 2]}"#, "get_online_status"),
         (r#"{"type": "ping", "ts": "now"}"#, "ping"),
         (r#"{"type": "ping"}"#, "ping"),
-        (
-            r#"{"type": "stop_response", "conversation_id": "6f1c2a9e-4b3d-4f8a-9e21-7c5d0b8a3f14"}"#,
-            "stop_response",
-        ),
+        (r#"{"type": "stop_response", "conversation_id": "6f1c2a9e-4b3d-4f8a-9e21-7c5d0b8a3f14"}"#, "stop_response"),
     ] {
         let e = parse_err(text);
         assert_eq!(e.code, ErrorCode::InvalidField, "{text}: {e}");
@@ -1097,7 +1077,9 @@ fn bad_send_message_refers_to_its_client_id() {
 #[test]
 fn server_parse_skips_unknown_types() {
     assert_eq!(
-        ServerFrame::parse(r#"{"type": "reaction_added", "conversation_id": "6f1c2a9e-4b3d-4f8a-9e21-7c5d0b8a3f14", "emoji": "👍"}"#),
+        ServerFrame::parse(
+            r#"{"type": "reaction_added", "conversation_id": "6f1c2a9e-4b3d-4f8a-9e21-7c5d0b8a3f14", "emoji": "👍"}"#
+        ),
         Ok(None)
     );
     assert_eq!(ServerFrame::parse(r#"{"type": "ping", "ts": 1}"#), Ok(None));
@@ -1165,7 +1147,9 @@ fn error_codes_roundtrip_as_snake_case() {
         assert_eq!(code.as_str(), name);
         // Inside an error frame and an HTTP error body as well.
         server_roundtrip((
-            &format!(r#"{{"type": "error", "code": "{name}", "message": "m", "timestamp": "2026-11-21T10:00:00.000Z"}}"#),
+            &format!(
+                r#"{{"type": "error", "code": "{name}", "message": "m", "timestamp": "2026-11-21T10:00:00.000Z"}}"#
+            ),
             ServerFrame::Error { code, message: s("m"), reference: None, timestamp: s(T0) },
         ));
         roundtrip(&format!(r#"{{"code": "{name}", "message": "m"}}"#), &ApiError { code, message: s("m") });
@@ -1259,9 +1243,13 @@ fn http_session() {
         },
     );
     // From an older server, without expires_at or a refresh token: 0, unknown, and none.
-    let old: SessionResponse = serde_json::from_str(r#"{"token": "t", "user": {"id": "u", "username": "alice"}}"#).unwrap();
+    let old: SessionResponse =
+        serde_json::from_str(r#"{"token": "t", "user": {"id": "u", "username": "alice"}}"#).unwrap();
     assert_eq!((old.expires_at, old.refresh_token.as_str()), (0, ""));
-    roundtrip(r#"{"refresh_token": "eyJzaWQiOiJzMSJ9.cmVmcmVzaA"}"#, &RefreshRequest { refresh_token: s("eyJzaWQiOiJzMSJ9.cmVmcmVzaA") });
+    roundtrip(
+        r#"{"refresh_token": "eyJzaWQiOiJzMSJ9.cmVmcmVzaA"}"#,
+        &RefreshRequest { refresh_token: s("eyJzaWQiOiJzMSJ9.cmVmcmVzaA") },
+    );
 }
 
 #[test]
@@ -1270,18 +1258,12 @@ fn http_persona() {
     roundtrip(
         r#"{"id": "e91d4c7b-2a6f-4b19-8d53-0f7a3c6e2b41", "name": "Ada", "tagline": "",
             "status": "offline", "last_seen": "2026-11-21T09:42:17.031Z"}"#,
-        &Persona {
-            tagline: s(""),
-            status: PersonaState::Offline,
-            last_seen: Some(s(T2)),
-            ..ada()
-        },
+        &Persona { tagline: s(""), status: PersonaState::Offline, last_seen: Some(s(T2)), ..ada() },
     );
     // tagline may be absent.
-    let p: Persona = serde_json::from_str(
-        r#"{"id": "e91d4c7b-2a6f-4b19-8d53-0f7a3c6e2b41", "name": "Ada", "status": "busy"}"#,
-    )
-    .unwrap();
+    let p: Persona =
+        serde_json::from_str(r#"{"id": "e91d4c7b-2a6f-4b19-8d53-0f7a3c6e2b41", "name": "Ada", "status": "busy"}"#)
+            .unwrap();
     assert_eq!(p, Persona { tagline: s(""), status: PersonaState::Busy, ..ada() });
 }
 
@@ -1423,10 +1405,7 @@ fn http_events_response() {
         },
     );
     // The timeout: an empty list.
-    roundtrip(
-        r#"{"events": [], "next": 1208}"#,
-        &EventsResponse { resync: false, events: vec![], next: 1208 },
-    );
+    roundtrip(r#"{"events": [], "next": 1208}"#, &EventsResponse { resync: false, events: vec![], next: 1208 });
 }
 
 #[test]

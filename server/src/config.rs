@@ -250,7 +250,8 @@ impl Config {
         c.metrics_token = None;
         c.public_origins.clear();
         // Persona randomness seeded, and the seed printed, so a failure can be replayed.
-        let seed = std::env::var("PERSONA_TEST_SEED").ok().and_then(|s| s.parse().ok()).unwrap_or_else(rand::random::<u64>);
+        let seed =
+            std::env::var("PERSONA_TEST_SEED").ok().and_then(|s| s.parse().ok()).unwrap_or_else(rand::random::<u64>);
         eprintln!("persona seed {seed} (replay with PERSONA_TEST_SEED={seed})");
         c.persona_seed = Some(seed);
         c

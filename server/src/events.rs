@@ -15,11 +15,16 @@ use tokio::sync::watch;
 /// Who may read an event.
 #[derive(Debug, Clone)]
 pub enum Audience {
-    All { except: Option<String> },
+    All {
+        except: Option<String>,
+    },
     Users(Vec<String>),
     /// The members of some conversations: each set is the hub's own, shared (one copy per
     /// conversation, however many events name it).
-    Members { sets: Vec<Arc<HashSet<String>>>, except: Option<String> },
+    Members {
+        sets: Vec<Arc<HashSet<String>>>,
+        except: Option<String>,
+    },
 }
 
 impl Audience {
@@ -27,7 +32,9 @@ impl Audience {
         match self {
             Audience::All { except } => except.as_deref() != Some(user_id),
             Audience::Users(ids) => ids.iter().any(|id| id == user_id),
-            Audience::Members { sets, except } => except.as_deref() != Some(user_id) && sets.iter().any(|s| s.contains(user_id)),
+            Audience::Members { sets, except } => {
+                except.as_deref() != Some(user_id) && sets.iter().any(|s| s.contains(user_id))
+            }
         }
     }
 }
@@ -203,8 +210,14 @@ mod tests {
         log.append(Audience::All { except: Some("ann".into()) }, text("2"));
         let c = log.append(Audience::All { except: None }, text("3"));
         assert_eq!((a, c), (100, 102));
-        assert_eq!(log.read("ann", 99, 10), Read::Events { events: vec![(100, text("1")), (102, text("3"))], next: 102 });
-        assert_eq!(log.read("bob", 99, 10), Read::Events { events: vec![(101, text("2")), (102, text("3"))], next: 102 });
+        assert_eq!(
+            log.read("ann", 99, 10),
+            Read::Events { events: vec![(100, text("1")), (102, text("3"))], next: 102 }
+        );
+        assert_eq!(
+            log.read("bob", 99, 10),
+            Read::Events { events: vec![(101, text("2")), (102, text("3"))], next: 102 }
+        );
         assert_eq!(log.read("bob", 102, 10), Read::Events { events: vec![], next: 102 });
         // Only events for this reader, but the cursor moves past the others.
         assert_eq!(log.read("ann", 100, 10), Read::Events { events: vec![(102, text("3"))], next: 102 });
@@ -231,7 +244,9 @@ mod tests {
             log.append_ephemeral(Audience::All { except: None }, text(&format!("typing {i}")));
         }
         let b = log.append(Audience::All { except: None }, text("real 2"));
-        let Read::Events { events, next } = log.read("ann", a - 1, 10_000) else { panic!("no resync after a typing flood") };
+        let Read::Events { events, next } = log.read("ann", a - 1, 10_000) else {
+            panic!("no resync after a typing flood")
+        };
         assert_eq!(next, b);
         assert_eq!(events.first().map(|e| e.0), Some(a));
         assert_eq!(events.last().map(|e| e.0), Some(b));

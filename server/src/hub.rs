@@ -98,12 +98,7 @@ impl Inner {
 
     /// The member sets of every conversation of `user_id`: who shares one with them.
     fn peer_sets(&self, user_id: &str) -> Vec<Arc<HashSet<String>>> {
-        self.memberships
-            .get(user_id)
-            .into_iter()
-            .flatten()
-            .filter_map(|c| self.members.get(c).cloned())
-            .collect()
+        self.memberships.get(user_id).into_iter().flatten().filter_map(|c| self.members.get(c).cloned()).collect()
     }
 
     fn add_member(&mut self, conversation_id: &str, user_id: &str) {
@@ -115,7 +110,13 @@ impl Inner {
 /// A presence_update for `user`; going offline, its timestamp is the `last_seen` it carries.
 fn presence(user: &User, online: bool, last_seen: Option<String>) -> ServerFrame {
     let timestamp = last_seen.clone().unwrap_or_else(now_rfc3339);
-    ServerFrame::PresenceUpdate { user_id: user.id.clone(), username: user.username.clone(), online, last_seen, timestamp }
+    ServerFrame::PresenceUpdate {
+        user_id: user.id.clone(),
+        username: user.username.clone(),
+        online,
+        last_seen,
+        timestamp,
+    }
 }
 
 pub struct Hub {
@@ -166,7 +167,9 @@ impl Hub {
             return Err(TooManySockets);
         }
         let id = self.next_id.fetch_add(1, Ordering::Relaxed) + 1;
-        inner.conns.insert(id, Conn { user: user.clone(), session: session.to_owned(), tx, kick, joined: HashSet::new() });
+        inner
+            .conns
+            .insert(id, Conn { user: user.clone(), session: session.to_owned(), tx, kick, joined: HashSet::new() });
         inner.by_user.entry(user.id.clone()).or_default().push(id);
         let first = existing == 0;
         if first && !inner.pollers.contains_key(&user.id) {
@@ -293,7 +296,11 @@ impl Hub {
     pub fn poll_started(&self, user: &User) {
         let mut inner = self.lock();
         let was_online = inner.is_online(&user.id);
-        let poller = inner.pollers.entry(user.id.clone()).or_insert_with(|| Poller { user: user.clone(), open_polls: 0, until: Instant::now() });
+        let poller = inner.pollers.entry(user.id.clone()).or_insert_with(|| Poller {
+            user: user.clone(),
+            open_polls: 0,
+            until: Instant::now(),
+        });
         poller.open_polls += 1;
         if !was_online {
             self.fan_out_presence(&inner, &user.id, &presence(user, true, None));
@@ -322,7 +329,12 @@ impl Hub {
     /// they have a socket). Returns who went offline, with their last_seen, to be stored.
     pub fn sweep_pollers(&self, now: Instant) -> Vec<(String, String)> {
         let mut inner = self.lock();
-        let gone: Vec<String> = inner.pollers.iter().filter(|(_, p)| p.open_polls == 0 && p.until <= now).map(|(id, _)| id.clone()).collect();
+        let gone: Vec<String> = inner
+            .pollers
+            .iter()
+            .filter(|(_, p)| p.open_polls == 0 && p.until <= now)
+            .map(|(id, _)| id.clone())
+            .collect();
         let mut offline = Vec::new();
         for id in gone {
             let Some(p) = inner.pollers.remove(&id) else { continue };
@@ -338,7 +350,10 @@ impl Hub {
     /// The online users who share a conversation with `user_id` (and they themselves).
     pub fn online_users_for(&self, user_id: &str) -> Vec<OnlineUser> {
         let sets = self.lock().peer_sets(user_id);
-        self.online_users().into_iter().filter(|u| u.user_id == user_id || sets.iter().any(|s| s.contains(&u.user_id))).collect()
+        self.online_users()
+            .into_iter()
+            .filter(|u| u.user_id == user_id || sets.iter().any(|s| s.contains(&u.user_id)))
+            .collect()
     }
 
     pub fn online_users(&self) -> Vec<OnlineUser> {
@@ -513,7 +528,9 @@ mod tests {
         let b = hub.register(&user("b"), "sb", tx_b, kick, 5).ok().unwrap();
         // Registering b told a (who shares c with b) that b came online, under the hub's lock;
         // z, who shares nothing with either, heard of neither, and a did not hear of z.
-        assert!(matches!(rx_a.try_recv(), Ok(Outbound::Text(t)) if t.as_str().contains("\"presence_update\"") && t.as_str().contains("\"b\"")));
+        assert!(
+            matches!(rx_a.try_recv(), Ok(Outbound::Text(t)) if t.as_str().contains("\"presence_update\"") && t.as_str().contains("\"b\""))
+        );
         assert!(rx_a.try_recv().is_err());
         assert!(rx_z.try_recv().is_err());
         assert_eq!(hub.online_users_for("z").len(), 1, "z sees only themselves online");
@@ -525,8 +542,12 @@ mod tests {
         assert!(rx_a.try_recv().is_err());
         assert!(matches!(rx_b.try_recv(), Ok(Outbound::Text(_))));
         // Pollers get it too: b (a member) does, a (the excepted sender) does not.
-        assert!(matches!(hub.events.read("b", before, 10), crate::events::Read::Events { ref events, .. } if events.len() == 1));
-        assert!(matches!(hub.events.read("a", before, 10), crate::events::Read::Events { ref events, .. } if events.is_empty()));
+        assert!(
+            matches!(hub.events.read("b", before, 10), crate::events::Read::Events { ref events, .. } if events.len() == 1)
+        );
+        assert!(
+            matches!(hub.events.read("a", before, 10), crate::events::Read::Events { ref events, .. } if events.is_empty())
+        );
         hub.leave(b.id, "c");
         hub.send_to_joined("c", &frame, Some("a"));
         assert!(rx_b.try_recv().is_err());

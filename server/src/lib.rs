@@ -30,8 +30,8 @@ use crate::events::EventLog;
 use crate::hub::Hub;
 use crate::limits::RateLimiter;
 use crate::metrics::Metrics;
-use crate::typing::Typing;
 use crate::store::Store;
+use crate::typing::Typing;
 
 /// What every handler shares.
 pub struct Shared {
@@ -141,20 +141,26 @@ impl Server {
         let mut store = Store::open(&config.data_dir)
             .map_err(|e| format!("cannot open the database in {}: {e}", config.data_dir.display()))?;
         store.seed(personas::SEED).map_err(|e| format!("cannot seed the database: {e}"))?;
-        let checkpointer = store.checkpoint_in_background(&config.data_dir).map_err(|e| format!("cannot open the database for checkpoints: {e}"))?;
+        let checkpointer = store
+            .checkpoint_in_background(&config.data_dir)
+            .map_err(|e| format!("cannot open the database for checkpoints: {e}"))?;
         let mut readers = Vec::with_capacity(READERS);
         for _ in 0..READERS {
-            readers.push(Mutex::new(Store::open_reader(&config.data_dir).map_err(|e| format!("cannot open the database for reading: {e}"))?));
+            readers.push(Mutex::new(
+                Store::open_reader(&config.data_dir)
+                    .map_err(|e| format!("cannot open the database for reading: {e}"))?,
+            ));
         }
         let sessions = Sessions::default();
-        for (id, user_id, expires_at) in store.live_sessions(crate::clock::unix_now()).map_err(|e| format!("cannot read sessions: {e}"))? {
+        for (id, user_id, expires_at) in
+            store.live_sessions(crate::clock::unix_now()).map_err(|e| format!("cannot read sessions: {e}"))?
+        {
             sessions.insert(&id, &user_id, expires_at);
         }
         let hub = Hub::new(EventLog::new(config.event_log_capacity));
         hub.load_members(store.user_memberships().map_err(|e| format!("cannot read memberships: {e}"))?);
-        let listener = TcpListener::bind(config.addr)
-            .await
-            .map_err(|e| format!("cannot listen on {}: {e}", config.addr))?;
+        let listener =
+            TcpListener::bind(config.addr).await.map_err(|e| format!("cannot listen on {}: {e}", config.addr))?;
         let addr = listener.local_addr().map_err(|e| e.to_string())?;
         let public_origins = config.public_origins(addr);
         if public_origins.is_empty() {
@@ -175,12 +181,19 @@ impl Server {
             tokens: Tokens::new(secret, config.token_ttl_secs),
             sessions,
             hasher: Hasher::new(workers, config.hash_queue),
-            address_failures: Throttle::new(config.signin_failures_per_address, Duration::from_secs(1), Duration::from_secs(900)),
+            address_failures: Throttle::new(
+                config.signin_failures_per_address,
+                Duration::from_secs(1),
+                Duration::from_secs(900),
+            ),
             name_failures: Throttle::new(5, Duration::from_secs(1), Duration::from_secs(900)),
             signups: Quota::per_hour(config.signups_per_address_per_hour, config.signups_per_address_per_hour),
             room_quota: Quota::per_hour(config.rooms_per_hour, config.rooms_per_hour),
             member_add_quota: Quota::per_hour(config.member_adds_per_hour, config.member_adds_per_hour),
-            socket_opens: Quota::new(config.socket_opens_per_minute as f64, config.socket_opens_per_minute as f64 / 60.0),
+            socket_opens: Quota::new(
+                config.socket_opens_per_minute as f64,
+                config.socket_opens_per_minute as f64 / 60.0,
+            ),
             public_origins,
             connections: net::Connections::new(config.max_connections, config.max_connections_per_address),
             typing: Typing::default(),

@@ -19,7 +19,10 @@ async fn main() {
         }
     };
     if !static_dir.join("index.html").exists() {
-        tracing::warn!("no built app in {} (build it with `trunk build --release`); serving the API only", static_dir.display());
+        tracing::warn!(
+            "no built app in {} (build it with `trunk build --release`); serving the API only",
+            static_dir.display()
+        );
     }
     println!("persona-chat is running: open http://{}/", server.addr);
     if let Err(e) = server.serve(shutdown_signal()).await {

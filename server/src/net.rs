@@ -97,7 +97,11 @@ impl AsyncWrite for CountedStream {
     fn poll_shutdown(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
         Pin::new(&mut self.stream).poll_shutdown(cx)
     }
-    fn poll_write_vectored(mut self: Pin<&mut Self>, cx: &mut Context<'_>, bufs: &[std::io::IoSlice<'_>]) -> Poll<std::io::Result<usize>> {
+    fn poll_write_vectored(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        bufs: &[std::io::IoSlice<'_>],
+    ) -> Poll<std::io::Result<usize>> {
         Pin::new(&mut self.stream).poll_write_vectored(cx, bufs)
     }
     fn is_write_vectored(&self) -> bool {
@@ -106,7 +110,12 @@ impl AsyncWrite for CountedStream {
 }
 
 /// Serves `router` on `listener` until `stop` resolves, then lets open requests finish.
-pub async fn serve(listener: TcpListener, router: Router, app: AppState, stop: impl std::future::Future<Output = ()> + Send + 'static) {
+pub async fn serve(
+    listener: TcpListener,
+    router: Router,
+    app: AppState,
+    stop: impl std::future::Future<Output = ()> + Send + 'static,
+) {
     let mut builder = Builder::new(TokioExecutor::new());
     builder
         .http1()

@@ -37,7 +37,8 @@ impl From<rusqlite::Error> for StoreError {
 }
 
 /// Each entry moves the schema one version up; `PRAGMA user_version` records where it is.
-const MIGRATIONS: &[&str] = &[r#"
+const MIGRATIONS: &[&str] = &[
+    r#"
 CREATE TABLE meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
 CREATE TABLE users (
     id TEXT PRIMARY KEY,
@@ -86,7 +87,8 @@ CREATE TABLE messages (
     UNIQUE (conversation_id, seq),
     UNIQUE (sender_id, client_id)
 );
-"#, r#"
+"#,
+    r#"
 CREATE TABLE sessions (
     id TEXT PRIMARY KEY,
     user_id TEXT NOT NULL REFERENCES users(id),
@@ -100,9 +102,11 @@ ALTER TABLE users ADD COLUMN skeleton TEXT;
 CREATE INDEX users_by_canonical ON users(canonical);
 CREATE INDEX users_by_skeleton ON users(skeleton);
 CREATE INDEX conversations_by_owner ON conversations(owner_id);
-"#, r#"
+"#,
+    r#"
 ALTER TABLE messages ADD COLUMN interrupted INTEGER NOT NULL DEFAULT 0;
-"#];
+"#,
+];
 
 pub struct Store {
     conn: Connection,
@@ -175,9 +179,8 @@ impl Store {
     }
 
     pub fn open(data_dir: &Path) -> Result<Store> {
-        std::fs::create_dir_all(data_dir).map_err(|e| {
-            StoreError::Sqlite(rusqlite::Error::ToSqlConversionFailure(Box::new(e)))
-        })?;
+        std::fs::create_dir_all(data_dir)
+            .map_err(|e| StoreError::Sqlite(rusqlite::Error::ToSqlConversionFailure(Box::new(e))))?;
         let conn = Connection::open(data_dir.join(DB_FILE))?;
         Self::init(conn)
     }
@@ -204,7 +207,9 @@ impl Store {
         }
         // Names from before normalization: their compared forms.
         let unnamed: Vec<(String, String)> =
-            self.rows("SELECT id, username FROM users WHERE canonical IS NULL OR skeleton IS NULL", [], |r| Ok((r.get(0)?, r.get(1)?)))?;
+            self.rows("SELECT id, username FROM users WHERE canonical IS NULL OR skeleton IS NULL", [], |r| {
+                Ok((r.get(0)?, r.get(1)?))
+            })?;
         for (id, username) in unnamed {
             self.conn.execute(
                 "UPDATE users SET canonical = ?2, skeleton = ?3 WHERE id = ?1",
@@ -215,10 +220,7 @@ impl Store {
     }
 
     pub fn meta(&self, key: &str) -> Result<Option<String>> {
-        Ok(self
-            .conn
-            .query_row("SELECT value FROM meta WHERE key = ?1", [key], |r| r.get(0))
-            .optional()?)
+        Ok(self.conn.query_row("SELECT value FROM meta WHERE key = ?1", [key], |r| r.get(0)).optional()?)
     }
 
     pub fn set_meta(&self, key: &str, value: &str) -> Result<()> {
@@ -272,8 +274,7 @@ impl Store {
             "INSERT INTO users (id, username, password_hash, created_at, canonical, skeleton) VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
             params![user.id, user.username, password_hash, now, crate::names::canonical(username), crate::names::skeleton(username)],
         )?;
-        let lobby: String =
-            tx.query_row("SELECT id FROM conversations WHERE is_lobby = 1", [], |r| r.get(0))?;
+        let lobby: String = tx.query_row("SELECT id FROM conversations WHERE is_lobby = 1", [], |r| r.get(0))?;
         tx.execute(
             "INSERT INTO members (conversation_id, member_id, member_kind, joined_at)
              VALUES (?1, ?2, 'user', ?3)",
@@ -294,12 +295,18 @@ impl Store {
     }
 
     pub fn revoke_session(&self, session_id: &str, at: i64) -> Result<()> {
-        self.conn.execute("UPDATE sessions SET revoked_at = ?2 WHERE id = ?1 AND revoked_at IS NULL", params![session_id, at])?;
+        self.conn.execute(
+            "UPDATE sessions SET revoked_at = ?2 WHERE id = ?1 AND revoked_at IS NULL",
+            params![session_id, at],
+        )?;
         Ok(())
     }
 
     pub fn revoke_sessions_of(&self, user_id: &str, at: i64) -> Result<()> {
-        self.conn.execute("UPDATE sessions SET revoked_at = ?2 WHERE user_id = ?1 AND revoked_at IS NULL", params![user_id, at])?;
+        self.conn.execute(
+            "UPDATE sessions SET revoked_at = ?2 WHERE user_id = ?1 AND revoked_at IS NULL",
+            params![user_id, at],
+        )?;
         Ok(())
     }
 
@@ -325,7 +332,9 @@ impl Store {
 
     /// How many users and personas a conversation has.
     pub fn member_count(&self, conversation_id: &str) -> Result<i64> {
-        Ok(self.conn.query_row("SELECT COUNT(*) FROM members WHERE conversation_id = ?1", [conversation_id], |r| r.get(0))?)
+        Ok(self
+            .conn
+            .query_row("SELECT COUNT(*) FROM members WHERE conversation_id = ?1", [conversation_id], |r| r.get(0))?)
     }
 
     pub fn set_last_seen(&self, user_id: &str, at: &str) -> Result<()> {
@@ -339,11 +348,8 @@ impl Store {
     pub fn seed(&mut self, personas: &[(&str, &str)]) -> Result<()> {
         let now = now_rfc3339();
         let tx = self.conn.transaction()?;
-        let has_lobby: bool = tx.query_row(
-            "SELECT EXISTS (SELECT 1 FROM conversations WHERE is_lobby = 1)",
-            [],
-            |r| r.get(0),
-        )?;
+        let has_lobby: bool =
+            tx.query_row("SELECT EXISTS (SELECT 1 FROM conversations WHERE is_lobby = 1)", [], |r| r.get(0))?;
         if !has_lobby {
             tx.execute(
                 "INSERT INTO conversations (id, kind, title, is_lobby, created_at, updated_at)
@@ -363,9 +369,8 @@ impl Store {
     }
 
     pub fn personas(&self) -> Result<Vec<Persona>> {
-        let mut stmt = self.conn.prepare_cached(
-            "SELECT id, name, tagline, enabled, last_seen FROM personas ORDER BY name",
-        )?;
+        let mut stmt =
+            self.conn.prepare_cached("SELECT id, name, tagline, enabled, last_seen FROM personas ORDER BY name")?;
         let rows = stmt.query_map([], |r| {
             let enabled: bool = r.get(3)?;
             Ok(Persona {
@@ -390,7 +395,12 @@ impl Store {
     }
 
     /// Runs a query and collects every row through `map`.
-    fn rows<T, P: rusqlite::Params>(&self, sql: &str, params: P, map: impl FnMut(&rusqlite::Row<'_>) -> rusqlite::Result<T>) -> Result<Vec<T>> {
+    fn rows<T, P: rusqlite::Params>(
+        &self,
+        sql: &str,
+        params: P,
+        map: impl FnMut(&rusqlite::Row<'_>) -> rusqlite::Result<T>,
+    ) -> Result<Vec<T>> {
         let mut stmt = self.conn.prepare_cached(sql)?;
         let rows = stmt.query_map(params, map)?;
         Ok(rows.collect::<std::result::Result<_, _>>()?)
@@ -411,9 +421,7 @@ impl Store {
 
     pub fn last_seq(&self, conversation_id: &str) -> Result<i64> {
         self.conn
-            .query_row("SELECT last_seq FROM conversations WHERE id = ?1", [conversation_id], |r| {
-                r.get(0)
-            })
+            .query_row("SELECT last_seq FROM conversations WHERE id = ?1", [conversation_id], |r| r.get(0))
             .optional()?
             .ok_or(StoreError::NotFound)
     }
@@ -425,7 +433,13 @@ impl Store {
     }
 
     /// A page of [`Store::conversations_of`]; with `only`, just that conversation.
-    pub fn conversations_page(&self, user_id: &str, only: Option<&str>, limit: usize, offset: usize) -> Result<Vec<ConversationSummary>> {
+    pub fn conversations_page(
+        &self,
+        user_id: &str,
+        only: Option<&str>,
+        limit: usize,
+        offset: usize,
+    ) -> Result<Vec<ConversationSummary>> {
         let mut stmt = self.conn.prepare_cached(
             "SELECT c.id, c.kind, c.title, c.persona_id, c.last_seq, m.last_read_seq,
                     msg.id, msg.seq, msg.sender_name, msg.content, msg.created_at
@@ -440,7 +454,13 @@ impl Store {
         let rows = stmt
             .query_map(params![user_id, only, limit, offset], |r| {
                 let last_message = match r.get::<_, Option<String>>(6)? {
-                    Some(id) => Some(LastMessage { id, seq: r.get(7)?, sender_name: r.get(8)?, content: r.get(9)?, timestamp: r.get(10)? }),
+                    Some(id) => Some(LastMessage {
+                        id,
+                        seq: r.get(7)?,
+                        sender_name: r.get(8)?,
+                        content: r.get(9)?,
+                        timestamp: r.get(10)?,
+                    }),
                     None => None,
                 };
                 Ok((
@@ -509,7 +529,13 @@ impl Store {
 
     /// A new room owned by `owner`, with these users and personas as members (unknown ids are
     /// skipped).
-    pub fn create_room(&mut self, owner: &User, title: &str, user_ids: &[String], persona_ids: &[String]) -> Result<String> {
+    pub fn create_room(
+        &mut self,
+        owner: &User,
+        title: &str,
+        user_ids: &[String],
+        persona_ids: &[String],
+    ) -> Result<String> {
         let now = now_rfc3339();
         let id = new_id();
         {
@@ -531,11 +557,18 @@ impl Store {
 
     /// Adds existing users and personas to a conversation. Returns the users and personas
     /// that were not members before (as User: id and display name).
-    pub fn add_members(&mut self, conversation_id: &str, user_ids: &[String], persona_ids: &[String]) -> Result<Vec<User>> {
+    pub fn add_members(
+        &mut self,
+        conversation_id: &str,
+        user_ids: &[String],
+        persona_ids: &[String],
+    ) -> Result<Vec<User>> {
         let now = now_rfc3339();
         let tx = self.conn.transaction()?;
         let mut added = Vec::new();
-        for (ids, kind, table, name_col) in [(user_ids, "user", "users", "username"), (persona_ids, "persona", "personas", "name")] {
+        for (ids, kind, table, name_col) in
+            [(user_ids, "user", "users", "username"), (persona_ids, "persona", "personas", "name")]
+        {
             for member_id in ids {
                 let name: Option<String> = tx
                     .query_row(&format!("SELECT {name_col} FROM {table} WHERE id = ?1"), [member_id], |r| r.get(0))
@@ -585,7 +618,9 @@ impl Store {
 
     /// Every (conversation, user) membership, to warm the hub's cache at start.
     pub fn user_memberships(&self) -> Result<Vec<(String, String)>> {
-        self.rows("SELECT conversation_id, member_id FROM members WHERE member_kind = 'user'", [], |r| Ok((r.get(0)?, r.get(1)?)))
+        self.rows("SELECT conversation_id, member_id FROM members WHERE member_kind = 'user'", [], |r| {
+            Ok((r.get(0)?, r.get(1)?))
+        })
     }
 
     /// Every member of a conversation: (id, display name, is a persona).
@@ -601,7 +636,9 @@ impl Store {
 
     /// The (conversation, user) memberships of one user.
     pub fn user_memberships_of(&self, user_id: &str) -> Result<Vec<(String, String)>> {
-        self.rows("SELECT conversation_id, member_id FROM members WHERE member_id = ?1", [user_id], |r| Ok((r.get(0)?, r.get(1)?)))
+        self.rows("SELECT conversation_id, member_id FROM members WHERE member_id = ?1", [user_id], |r| {
+            Ok((r.get(0)?, r.get(1)?))
+        })
     }
 
     /// Users whose name starts with `prefix` (case-insensitive), by name, at most `limit`.
@@ -707,9 +744,7 @@ impl Store {
         let mut stmt = self.conn.prepare_cached(&format!(
             "SELECT {MESSAGE_COLUMNS}, conversation_id FROM messages WHERE sender_id = ?1 AND client_id = ?2"
         ))?;
-        Ok(stmt
-            .query_row([sender_id, client_id], |r| Ok((r.get(9)?, message_from_row(r)?)))
-            .optional()?)
+        Ok(stmt.query_row([sender_id, client_id], |r| Ok((r.get(9)?, message_from_row(r)?))).optional()?)
     }
 
     /// Messages of a conversation in ascending seq: after `after_seq`, or the newest ones
@@ -741,11 +776,8 @@ impl Store {
             stmt.query_map(params![conversation_id, before, fetch], message_from_row)?
                 .collect::<std::result::Result<Vec<_>, _>>()?
         } else {
-            stmt.query_map(
-                params![conversation_id, after_seq.unwrap_or(0), fetch, before],
-                message_from_row,
-            )?
-            .collect::<std::result::Result<Vec<_>, _>>()?
+            stmt.query_map(params![conversation_id, after_seq.unwrap_or(0), fetch, before], message_from_row)?
+                .collect::<std::result::Result<Vec<_>, _>>()?
         };
         let has_more = rows.len() > limit;
         rows.truncate(limit);
@@ -793,8 +825,7 @@ impl Store {
     }
 }
 
-const MESSAGE_COLUMNS: &str =
-    "id, seq, client_id, sender_id, sender_name, content, created_at, is_ai, interrupted";
+const MESSAGE_COLUMNS: &str = "id, seq, client_id, sender_id, sender_name, content, created_at, is_ai, interrupted";
 
 fn message_from_row(r: &rusqlite::Row<'_>) -> rusqlite::Result<Message> {
     Ok(Message {

@@ -51,7 +51,14 @@ impl Typing {
 
     /// Records a typing_start at `now`; true if the others should be told (at most once per
     /// [`TYPING_RELAY_EVERY`] per user and conversation).
-    pub fn start(&self, conversation_id: &str, user_id: &str, username: &str, conn: Option<ConnId>, now: Instant) -> bool {
+    pub fn start(
+        &self,
+        conversation_id: &str,
+        user_id: &str,
+        username: &str,
+        conn: Option<ConnId>,
+        now: Instant,
+    ) -> bool {
         let key = (conversation_id.to_owned(), user_id.to_owned());
         let relay = self.may_relay(&key, now);
         let mut inner = self.lock();
@@ -72,7 +79,8 @@ impl Typing {
             .unwrap_or_else(|p| p.into_inner())
             .retain(|_, at| now.duration_since(*at) < TYPING_RELAY_EVERY);
         let mut inner = self.lock();
-        let gone: Vec<(String, String)> = inner.iter().filter(|(_, t)| t.until <= now).map(|(k, _)| k.clone()).collect();
+        let gone: Vec<(String, String)> =
+            inner.iter().filter(|(_, t)| t.until <= now).map(|(k, _)| k.clone()).collect();
         gone.into_iter()
             .filter_map(|k| inner.remove(&k).filter(|t| t.announced).map(|t| (k.0, k.1, t.username)))
             .collect()
@@ -81,7 +89,8 @@ impl Typing {
     /// Removes and returns what a closing socket was typing.
     pub fn socket_closed(&self, conn: ConnId) -> Vec<Ended> {
         let mut inner = self.lock();
-        let gone: Vec<(String, String)> = inner.iter().filter(|(_, t)| t.conn == Some(conn)).map(|(k, _)| k.clone()).collect();
+        let gone: Vec<(String, String)> =
+            inner.iter().filter(|(_, t)| t.conn == Some(conn)).map(|(k, _)| k.clone()).collect();
         gone.into_iter()
             .filter_map(|k| inner.remove(&k).filter(|t| t.announced).map(|t| (k.0, k.1, t.username)))
             .collect()
@@ -100,7 +109,10 @@ mod tests {
         assert!(!typing.start("c", "u", "ann", Some(1), t0 + Duration::from_secs(1)), "relayed at most every 2.5 s");
         assert!(typing.start("c", "u", "ann", Some(1), t0 + Duration::from_secs(3)));
         assert!(typing.stop("c", "u"));
-        assert!(!typing.start("c", "u", "ann", Some(2), t0 + Duration::from_secs(4)), "a stop or a new socket does not reset the budget");
+        assert!(
+            !typing.start("c", "u", "ann", Some(2), t0 + Duration::from_secs(4)),
+            "a stop or a new socket does not reset the budget"
+        );
         assert!(typing.socket_closed(2).is_empty(), "nobody was told of that start: nobody is told it ended");
         assert!(typing.start("c", "u", "ann", Some(1), t0 + Duration::from_secs(6)));
         assert!(typing.expire(t0 + Duration::from_millis(10_900)).is_empty());

@@ -30,14 +30,14 @@ pub struct WsQuery {
     token: Option<String>,
 }
 
-pub async fn upgrade(
-    State(app): State<AppState>,
-    Query(query): Query<WsQuery>,
-    ws: WebSocketUpgrade,
-) -> Response {
+pub async fn upgrade(State(app): State<AppState>, Query(query): Query<WsQuery>, ws: WebSocketUpgrade) -> Response {
     if app.config.disable_websocket {
-        return HttpError::new(StatusCode::SERVICE_UNAVAILABLE, ErrorCode::Internal, "WebSocket is disabled on this server")
-            .into_response();
+        return HttpError::new(
+            StatusCode::SERVICE_UNAVAILABLE,
+            ErrorCode::Internal,
+            "WebSocket is disabled on this server",
+        )
+        .into_response();
     }
     let Some(verified) = query.token.as_deref().and_then(|t| app.authenticate(t)) else {
         return HttpError::unauthorized().into_response();
@@ -73,19 +73,20 @@ async fn run(socket: WebSocket, app: AppState, user: User, session: String) {
     let (tx, mut rx) = mpsc::channel::<Outbound>(SOCKET_QUEUE);
     let kick = Arc::new(Kick::default());
 
-    let registration = match app.hub.register(&user, &session, tx.clone(), kick.clone(), app.config.max_sockets_per_user) {
-        Ok(r) => r,
-        Err(_) => {
-            crate::metrics::inc(&app.metrics.sockets_refused);
-            let reason = format!("too many connections: at most {} per user", app.config.max_sockets_per_user);
-            let _ = tokio::time::timeout(
-                SEND_TIMEOUT,
-                sink.send(WsMessage::Close(Some(CloseFrame { code: CLOSE_POLICY, reason: reason.into() }))),
-            )
-            .await;
-            return;
-        }
-    };
+    let registration =
+        match app.hub.register(&user, &session, tx.clone(), kick.clone(), app.config.max_sockets_per_user) {
+            Ok(r) => r,
+            Err(_) => {
+                crate::metrics::inc(&app.metrics.sockets_refused);
+                let reason = format!("too many connections: at most {} per user", app.config.max_sockets_per_user);
+                let _ = tokio::time::timeout(
+                    SEND_TIMEOUT,
+                    sink.send(WsMessage::Close(Some(CloseFrame { code: CLOSE_POLICY, reason: reason.into() }))),
+                )
+                .await;
+                return;
+            }
+        };
     let conn = registration.id;
     crate::metrics::inc(&app.metrics.sockets_opened);
 
@@ -177,7 +178,11 @@ async fn run(socket: WebSocket, app: AppState, user: User, session: String) {
     match close {
         // Too slow: its queue is full, a close frame would only wait behind it. Drop it all.
         Some(KICK_SLOW) => writer.abort(),
-        Some((code, reason)) if tokio::time::timeout(Duration::from_millis(500), tx.send(Outbound::Close(code, reason))).await.is_err() => {
+        Some((code, reason))
+            if tokio::time::timeout(Duration::from_millis(500), tx.send(Outbound::Close(code, reason)))
+                .await
+                .is_err() =>
+        {
             writer.abort()
         }
         Some(_) => {}
@@ -234,7 +239,9 @@ async fn handle_text(app: &AppState, conn: ConnId, user: &User, text: &str) {
         }
         ClientFrame::SendMessage { conversation_id, content, client_id, persona_id } => {
             let reference = client_id.clone();
-            if let Err(r) = chat::send_message(app, user, conversation_id, &content, client_id, persona_id, Some(conn)).await {
+            if let Err(r) =
+                chat::send_message(app, user, conversation_id, &content, client_id, persona_id, Some(conn)).await
+            {
                 reply(refusal_frame(r, reference));
             }
         }
@@ -246,7 +253,8 @@ async fn handle_text(app: &AppState, conn: ConnId, user: &User, text: &str) {
         ClientFrame::TypingStart { conversation_id } => chat::set_typing(app, user, &conversation_id, true, Some(conn)),
         ClientFrame::TypingStop { conversation_id } => chat::set_typing(app, user, &conversation_id, false, Some(conn)),
         ClientFrame::GetOnlineStatus { user_ids } => {
-            let users = app.hub.online_users_for(&user.id).into_iter().filter(|u| user_ids.contains(&u.user_id)).collect();
+            let users =
+                app.hub.online_users_for(&user.id).into_iter().filter(|u| user_ids.contains(&u.user_id)).collect();
             reply(ServerFrame::OnlineUsers { users, timestamp: now_rfc3339() });
         }
         ClientFrame::StopResponse { conversation_id, message_id } => {
@@ -264,49 +272,66 @@ pub const JOIN_BACKLOG: usize = SOCKET_QUEUE / 2;
 /// The join and the first page happen under the store lock, so no message can fall between
 /// the backlog and the live stream; further pages (up to the last_seq announced) follow with
 /// backpressure, interleaving with live messages, which clients order by seq.
-async fn join(app: &AppState, conn: ConnId, user: &User, conversation_id: String, after_seq: Option<i64>) -> Result<(), Refusal> {
+async fn join(
+    app: &AppState,
+    conn: ConnId,
+    user: &User,
+    conversation_id: String,
+    after_seq: Option<i64>,
+) -> Result<(), Refusal> {
     let user_id = user.id.clone();
     let conversation = conversation_id.clone();
-    let rest = app.db(move |store, shared| {
-        if !store.is_member(&conversation_id, &user_id)? {
-            return Ok(Err(Refusal::not_member()));
-        }
-        let last_seq = store.last_seq(&conversation_id)?;
-        shared.hub.join(conn, &conversation_id);
-        let now = now_rfc3339();
-        shared.hub.send_to_conn(
-            conn,
-            &ServerFrame::ConversationJoined { conversation_id: conversation_id.clone(), last_seq, timestamp: now.clone() },
-        );
-        let mut rest = None;
-        if let Some(after) = after_seq {
-            let (page, more) = store.messages(&conversation_id, Some(after), Some(last_seq + 1), JOIN_BACKLOG)?;
-            let cursor = page.last().map_or(after, |m| m.seq);
-            for message in page {
-                shared.hub.send_to_conn(
-                    conn,
-                    &ServerFrame::NewMessage { conversation_id: conversation_id.clone(), message, timestamp: now.clone() },
-                );
+    let rest = app
+        .db(move |store, shared| {
+            if !store.is_member(&conversation_id, &user_id)? {
+                return Ok(Err(Refusal::not_member()));
             }
-            if more {
-                rest = Some((cursor, last_seq));
+            let last_seq = store.last_seq(&conversation_id)?;
+            shared.hub.join(conn, &conversation_id);
+            let now = now_rfc3339();
+            shared.hub.send_to_conn(
+                conn,
+                &ServerFrame::ConversationJoined {
+                    conversation_id: conversation_id.clone(),
+                    last_seq,
+                    timestamp: now.clone(),
+                },
+            );
+            let mut rest = None;
+            if let Some(after) = after_seq {
+                let (page, more) = store.messages(&conversation_id, Some(after), Some(last_seq + 1), JOIN_BACKLOG)?;
+                let cursor = page.last().map_or(after, |m| m.seq);
+                for message in page {
+                    shared.hub.send_to_conn(
+                        conn,
+                        &ServerFrame::NewMessage {
+                            conversation_id: conversation_id.clone(),
+                            message,
+                            timestamp: now.clone(),
+                        },
+                    );
+                }
+                if more {
+                    rest = Some((cursor, last_seq));
+                }
             }
-        }
-        store.mark_read(&conversation_id, &user_id, last_seq)?;
-        Ok(Ok(rest))
-    })
-    .await??;
+            store.mark_read(&conversation_id, &user_id, last_seq)?;
+            Ok(Ok(rest))
+        })
+        .await??;
     let (Some((mut cursor, last_seq)), Some(tx)) = (rest, app.hub.sender(conn)) else { return Ok(()) };
     while cursor < last_seq {
         let conv = conversation.clone();
-        let (page, _) = app.db(move |store, _| store.messages(&conv, Some(cursor), Some(last_seq + 1), JOIN_BACKLOG)).await?;
+        let (page, _) =
+            app.db(move |store, _| store.messages(&conv, Some(cursor), Some(last_seq + 1), JOIN_BACKLOG)).await?;
         if page.is_empty() {
             break;
         }
         let now = now_rfc3339();
         for message in page {
             cursor = message.seq;
-            let frame = ServerFrame::NewMessage { conversation_id: conversation.clone(), message, timestamp: now.clone() };
+            let frame =
+                ServerFrame::NewMessage { conversation_id: conversation.clone(), message, timestamp: now.clone() };
             if tx.send(Outbound::Text(frame.to_json().into())).await.is_err() {
                 return Ok(()); // the socket went away
             }

@@ -45,7 +45,8 @@ async fn a_typing_flood_leaves_other_members_connected_and_pollers_without_resyn
     let frame = ClientFrame::TypingStart { conversation_id: lobby.clone() }.to_json();
     let mut closed = None;
     for _ in 0..3_000 {
-        if let Err(e) = tokio::time::timeout(WAIT, m.try_send_text(frame.clone())).await.expect("sending is not stuck") {
+        if let Err(e) = tokio::time::timeout(WAIT, m.try_send_text(frame.clone())).await.expect("sending is not stuck")
+        {
             closed = Some(e);
             break;
         }
@@ -86,7 +87,9 @@ async fn a_typing_flood_leaves_other_members_connected_and_pollers_without_resyn
     let r: EventsResponse = json(poll(&server, &poller.token, from, 0).await).await;
     assert!(!r.resync, "the flood pushed real events out of the poll log");
     assert!(
-        r.events.iter().any(|e| matches!(&e.frame, ServerFrame::NewMessage { message, .. } if message.content == "still here")),
+        r.events
+            .iter()
+            .any(|e| matches!(&e.frame, ServerFrame::NewMessage { message, .. } if message.content == "still here")),
         "the poller sees bob's message"
     );
 }
@@ -236,8 +239,11 @@ async fn a_kicked_sockets_tcp_connection_is_gone() {
         let batch: Vec<_> = (0..8)
             .map(|_| {
                 let url = server.url(&format!("/api/conversations/{lobby}/messages"));
-                let (token, body) = (writer.token.clone(), serde_json::json!({"content": big, "client_id": client_id()}));
-                tokio::spawn(async move { reqwest::Client::new().post(url).bearer_auth(token).json(&body).send().await.map(|r| r.status()) })
+                let (token, body) =
+                    (writer.token.clone(), serde_json::json!({"content": big, "client_id": client_id()}));
+                tokio::spawn(async move {
+                    reqwest::Client::new().post(url).bearer_auth(token).json(&body).send().await.map(|r| r.status())
+                })
             })
             .collect();
         for t in batch {
@@ -246,10 +252,7 @@ async fn a_kicked_sockets_tcp_connection_is_gone() {
         }
     }
     // The server let go of it; reading what was buffered ends in a close, never a hang.
-    within("the end of bob's stream", async {
-        while let Some(Ok(_)) = bob.recv_unbounded().await {}
-    })
-    .await;
+    within("the end of bob's stream", async { while let Some(Ok(_)) = bob.recv_unbounded().await {} }).await;
 }
 
 #[tokio::test]
@@ -261,7 +264,11 @@ async fn a_silent_socket_is_closed() {
     let (code, reason) = quiet.expect_close().await;
     assert_eq!(code, 1008, "{reason}");
     let limit = persona_chat_server::ws::idle_limit(200);
-    assert!(t0.elapsed() + Duration::from_millis(100) >= limit, "closed after {:?}, before the limit {limit:?}", t0.elapsed());
+    assert!(
+        t0.elapsed() + Duration::from_millis(100) >= limit,
+        "closed after {:?}, before the limit {limit:?}",
+        t0.elapsed()
+    );
 
     // One that pings every heartbeat stays open past that limit.
     let mut talker = server.connect(&alice.token).await;
@@ -400,7 +407,10 @@ async fn a_persona_answers_a_fourth_user_while_three_others_flood_it() {
 async fn refresh_with(server: &TestServer, refresh_token: &str) -> reqwest::Response {
     within(
         "POST /api/session/refresh",
-        reqwest::Client::new().post(server.url("/api/session/refresh")).json(&serde_json::json!({ "refresh_token": refresh_token })).send(),
+        reqwest::Client::new()
+            .post(server.url("/api/session/refresh"))
+            .json(&serde_json::json!({ "refresh_token": refresh_token }))
+            .send(),
     )
     .await
     .expect("the refresh is answered")
@@ -449,7 +459,10 @@ async fn a_revoked_token_is_refused_on_rest_socket_and_poll_and_its_socket_close
     let from = cursor(&server, &a.token).await;
     let url = server.url(&format!("/api/events?after={from}&timeout_ms=20000"));
     let token = a.token.clone();
-    let open_poll = tokio::spawn(async move { reqwest::Client::new().get(url).bearer_auth(token).send().await.map(|r| r.status()) });
+    let open_poll =
+        tokio::spawn(
+            async move { reqwest::Client::new().get(url).bearer_auth(token).send().await.map(|r| r.status()) },
+        );
     tokio::time::sleep(Duration::from_millis(100)).await; // let the poll begin
 
     // Refresh gives a new token for the same session.
@@ -509,15 +522,23 @@ async fn a_revoked_token_is_refused_on_rest_socket_and_poll_and_its_socket_close
 async fn sign_up_and_sign_in_rules() {
     let server = TestServer::start_with(|c| c.signups_per_address_per_hour = 4).await;
     // An unknown name is not registered by signing in, and is told apart from nothing.
-    let unknown = expect_api_error(server.post_session("alice", PASSWORD).await, StatusCode::UNAUTHORIZED, "invalid_credentials").await;
+    let unknown =
+        expect_api_error(server.post_session("alice", PASSWORD).await, StatusCode::UNAUTHORIZED, "invalid_credentials")
+            .await;
     assert_eq!(unknown.message, "wrong username or password");
     let r = server.post_users("alice", PASSWORD).await;
     assert_eq!(r.status(), StatusCode::CREATED);
-    let wrong = expect_api_error(server.post_session("alice", "not her password").await, StatusCode::UNAUTHORIZED, "invalid_credentials").await;
+    let wrong = expect_api_error(
+        server.post_session("alice", "not her password").await,
+        StatusCode::UNAUTHORIZED,
+        "invalid_credentials",
+    )
+    .await;
     assert_eq!(wrong.message, unknown.message, "one answer for an unknown name and a wrong password");
     // Names equal after NFKC + case folding, or looking alike, are taken.
     for confusable in ["ALICE", "\u{430}lice", "ａｌｉｃｅ", "Alicé"] {
-        let e = expect_api_error(server.post_users(confusable, PASSWORD).await, StatusCode::CONFLICT, "username_taken").await;
+        let e = expect_api_error(server.post_users(confusable, PASSWORD).await, StatusCode::CONFLICT, "username_taken")
+            .await;
         assert!(e.message.contains("taken"), "{}", e.message);
     }
     // Signing in is by the normalized name.
@@ -535,9 +556,19 @@ async fn sign_up_and_sign_in_rules() {
     assert!(retry.is_some_and(|s| s >= 1), "Retry-After: {retry:?}");
     // Failed sign-ins of one name: 5 free, then exponential waits.
     for _ in 0..5 {
-        expect_api_error(server.post_session("bob", "wrong password").await, StatusCode::UNAUTHORIZED, "invalid_credentials").await;
+        expect_api_error(
+            server.post_session("bob", "wrong password").await,
+            StatusCode::UNAUTHORIZED,
+            "invalid_credentials",
+        )
+        .await;
     }
-    expect_api_error(server.post_session("bob", "wrong password").await, StatusCode::UNAUTHORIZED, "invalid_credentials").await;
+    expect_api_error(
+        server.post_session("bob", "wrong password").await,
+        StatusCode::UNAUTHORIZED,
+        "invalid_credentials",
+    )
+    .await;
     let r = server.post_session("bob", PASSWORD).await;
     assert!(r.headers().contains_key("retry-after"));
     expect_api_error(r, StatusCode::TOO_MANY_REQUESTS, "rate_limited").await;
@@ -554,14 +585,20 @@ async fn user_search_with_an_empty_q_is_refused_and_results_are_paged() {
         server.sign_in(name, PASSWORD).await;
     }
     for q in ["", "b", "%20"] {
-        expect_api_error(server.get(&a.token, &format!("/api/users?q={q}")).await, StatusCode::BAD_REQUEST, "invalid_field").await;
+        expect_api_error(
+            server.get(&a.token, &format!("/api/users?q={q}")).await,
+            StatusCode::BAD_REQUEST,
+            "invalid_field",
+        )
+        .await;
     }
     expect_api_error(server.get(&a.token, "/api/users").await, StatusCode::BAD_REQUEST, "invalid_field").await;
     let page = |offset| {
         let server = &server;
         let token = a.token.clone();
         async move {
-            let users: Vec<persona_chat_protocol::User> = json(server.get(&token, &format!("/api/users?q=bo&limit=2&offset={offset}")).await).await;
+            let users: Vec<persona_chat_protocol::User> =
+                json(server.get(&token, &format!("/api/users?q=bo&limit=2&offset={offset}")).await).await;
             users.into_iter().map(|u| u.username).collect::<Vec<_>>()
         }
     };
@@ -617,15 +654,22 @@ async fn the_origin_is_checked_against_the_public_origins_not_the_host_header() 
     // An attacker's page whose request carries its own Host: refused all the same.
     let r = within(
         "a cross-origin request",
-        http.get(server.url("/api/conversations")).bearer_auth(&a.token).header("Origin", "http://evil.example").header("Host", "evil.example").send(),
+        http.get(server.url("/api/conversations"))
+            .bearer_auth(&a.token)
+            .header("Origin", "http://evil.example")
+            .header("Host", "evil.example")
+            .send(),
     )
     .await
     .unwrap();
     assert_eq!(r.status(), StatusCode::FORBIDDEN);
     let own = format!("http://{}", server.addr);
-    let r = within("a same-origin request", http.get(server.url("/api/conversations")).bearer_auth(&a.token).header("Origin", own).send())
-        .await
-        .unwrap();
+    let r = within(
+        "a same-origin request",
+        http.get(server.url("/api/conversations")).bearer_auth(&a.token).header("Origin", own).send(),
+    )
+    .await
+    .unwrap();
     assert_eq!(r.status(), StatusCode::OK);
 }
 
@@ -635,7 +679,11 @@ async fn the_app_gets_security_headers_with_a_csp_that_allows_its_inline_loader(
     let dist = server.data_dir().join("no-static");
     std::fs::create_dir_all(&dist).unwrap();
     let loader = "import init from '/app.js';init('/app_bg.wasm');";
-    std::fs::write(dist.join("index.html"), format!("<html><head><script type=\"module\">{loader}</script></head><body></body></html>")).unwrap();
+    std::fs::write(
+        dist.join("index.html"),
+        format!("<html><head><script type=\"module\">{loader}</script></head><body></body></html>"),
+    )
+    .unwrap();
     let r = within("GET /", reqwest::get(server.url("/login"))).await.unwrap();
     assert_eq!(r.status(), StatusCode::OK);
     let h = r.headers();
@@ -750,7 +798,10 @@ async fn room_creation_and_adding_people_are_limited() {
     let c = server.sign_in("carol", PASSWORD).await;
     let path = format!("/api/conversations/{}/members", first.unwrap());
     for _ in 0..2 {
-        assert_eq!(server.post(&a.token, &path, &serde_json::json!({"user_ids": [c.user.id]})).await.status(), StatusCode::OK);
+        assert_eq!(
+            server.post(&a.token, &path, &serde_json::json!({"user_ids": [c.user.id]})).await.status(),
+            StatusCode::OK
+        );
     }
     let r = server.post(&a.token, &path, &serde_json::json!({"user_ids": [c.user.id]})).await;
     expect_api_error(r, StatusCode::TOO_MANY_REQUESTS, "rate_limited").await;
@@ -765,7 +816,9 @@ async fn long_polls_per_user_are_limited() {
     for _ in 0..2 {
         let url = server.url(&format!("/api/events?after={from}&timeout_ms=3000"));
         let token = a.token.clone();
-        open.push(tokio::spawn(async move { reqwest::Client::new().get(url).bearer_auth(token).send().await.map(|r| r.status()) }));
+        open.push(tokio::spawn(async move {
+            reqwest::Client::new().get(url).bearer_auth(token).send().await.map(|r| r.status())
+        }));
     }
     // The third waits for one of those to end: refused while they are open.
     let deadline = Instant::now() + WAIT;

@@ -7,8 +7,8 @@
 mod common;
 
 use common::{client_id, expect_api_error, json, new_message_in, within, TestServer};
-use persona_chat_protocol::{Ack, ClientFrame, ErrorCode, ServerFrame};
 use persona_chat_protocol::http::SessionResponse;
+use persona_chat_protocol::{Ack, ClientFrame, ErrorCode, ServerFrame};
 use reqwest::StatusCode;
 use tokio_tungstenite::tungstenite;
 
@@ -149,7 +149,10 @@ async fn a_socket_starts_with_online_users_then_hello() {
         assert!(timestamp.ends_with('Z'), "RFC 3339 UTC: {timestamp}");
         users
     });
-    assert!(users.iter().any(|u| u.user_id == alice.user.id && u.username == "alice"), "online_users lists the new socket's user: {users:?}");
+    assert!(
+        users.iter().any(|u| u.user_id == alice.user.id && u.username == "alice"),
+        "online_users lists the new socket's user: {users:?}"
+    );
 
     let hello = socket.next_json().await;
     assert_eq!(hello["type"], "hello");
@@ -382,7 +385,9 @@ async fn http_send_answers_the_ack_and_reaches_joined_sockets() {
     expect_api_error(resp, StatusCode::BAD_REQUEST, "empty_content").await;
     let resp = server.post_message_raw(&a.token, &lobby, &"x".repeat(5001), &client_id()).await;
     expect_api_error(resp, StatusCode::BAD_REQUEST, "too_long").await;
-    let resp = server.post(&a.token, &format!("/api/conversations/{lobby}/messages"), &serde_json::json!({"content": "no id"})).await;
+    let resp = server
+        .post(&a.token, &format!("/api/conversations/{lobby}/messages"), &serde_json::json!({"content": "no id"}))
+        .await;
     expect_api_error(resp, StatusCode::BAD_REQUEST, "invalid_field").await;
     let resp = server.post_message_raw(&a.token, &lobby, "x", "").await;
     expect_api_error(resp, StatusCode::BAD_REQUEST, "invalid_field").await;
@@ -407,7 +412,10 @@ async fn bad_frames_get_error_frames_and_the_socket_stays_open() {
     s.send_json(serde_json::json!({"type": "ping", "ts": "soon"})).await;
     assert_eq!(error_of(s.next_frame().await).0, ErrorCode::InvalidField);
 
-    s.send_json(serde_json::json!({"type": "send_message", "conversation_id": lobby, "content": 42, "client_id": "c-42"})).await;
+    s.send_json(
+        serde_json::json!({"type": "send_message", "conversation_id": lobby, "content": 42, "client_id": "c-42"}),
+    )
+    .await;
     assert_eq!(error_of(s.next_frame().await), (ErrorCode::InvalidField, Some("c-42".into())));
 
     s.send_json(serde_json::json!({"conversation_id": lobby})).await;
@@ -588,7 +596,9 @@ async fn sockets_beyond_the_per_user_limit_are_closed_with_1008() {
             let mut s = server.connect_raw(Some(&a.token)).await.unwrap();
             match s.recv_raw().await {
                 Some(Ok(tungstenite::Message::Text(_))) => break,
-                Some(Ok(tungstenite::Message::Close(_))) => tokio::time::sleep(std::time::Duration::from_millis(50)).await,
+                Some(Ok(tungstenite::Message::Close(_))) => {
+                    tokio::time::sleep(std::time::Duration::from_millis(50)).await
+                }
                 other => panic!("expected a greeting or a close, got {other:?}"),
             }
         }
@@ -637,7 +647,10 @@ async fn a_gator_client_without_after_seq_or_client_id_works() {
 
     s.send_json(serde_json::json!({"type": "leave_conversation", "conversation_id": lobby})).await;
     let left = s.next_json().await;
-    assert_eq!((left["type"].as_str(), left["conversation_id"].as_str()), (Some("conversation_left"), Some(lobby.as_str())));
+    assert_eq!(
+        (left["type"].as_str(), left["conversation_id"].as_str()),
+        (Some("conversation_left"), Some(lobby.as_str()))
+    );
 }
 
 // ---- 13. persistence ----
@@ -658,7 +671,12 @@ async fn messages_and_accounts_survive_a_restart() {
     let server = TestServer::start_in(dir, |_| {}).await;
     let again = server.sign_in("alice", PASSWORD).await;
     assert_eq!(again.user, a.user, "the account is still there");
-    expect_api_error(server.post_session("alice", "wrong password").await, StatusCode::UNAUTHORIZED, "invalid_credentials").await;
+    expect_api_error(
+        server.post_session("alice", "wrong password").await,
+        StatusCode::UNAUTHORIZED,
+        "invalid_credentials",
+    )
+    .await;
     assert_eq!(server.lobby(&again.token).await, lobby, "the same Lobby, not a second one");
     assert_eq!(server.conversations(&again.token).await.len(), 1);
 
@@ -783,7 +801,9 @@ async fn unread_counts_follow_messages_and_the_read_route() {
     for i in 0..3 {
         server.post_message(&b.token, &lobby, &format!("hi {i}"), &client_id()).await;
     }
-    let unread = |list: Vec<persona_chat_protocol::http::ConversationSummary>| list.iter().find(|c| c.id == lobby).unwrap().unread_count;
+    let unread = |list: Vec<persona_chat_protocol::http::ConversationSummary>| {
+        list.iter().find(|c| c.id == lobby).unwrap().unread_count
+    };
     assert_eq!(unread(server.conversations(&a.token).await), 3);
     assert_eq!(unread(server.conversations(&b.token).await), 0, "own messages are read");
 
@@ -805,7 +825,8 @@ async fn unread_counts_follow_messages_and_the_read_route() {
     expect_api_error(read(serde_json::json!(-1)).await, StatusCode::BAD_REQUEST, "invalid_field").await;
     expect_api_error(read(serde_json::json!("two")).await, StatusCode::BAD_REQUEST, "invalid_field").await;
     let private = create_private_room(&server, &b.user.id);
-    let resp = server.post(&a.token, &format!("/api/conversations/{private}/read"), &serde_json::json!({ "seq": 1 })).await;
+    let resp =
+        server.post(&a.token, &format!("/api/conversations/{private}/read"), &serde_json::json!({ "seq": 1 })).await;
     expect_api_error(resp, StatusCode::FORBIDDEN, "not_member").await;
 }
 

@@ -77,7 +77,14 @@ async fn sign_in(http: &reqwest::Client, base: &str) -> SessionResponse {
 
 /// Sends messages as fast as acks come back (a window of 8 in flight) until the socket dies;
 /// returns every client_id sent and the acks received.
-async fn stream_until_killed(base: &str, token: &str, lobby: &str, round: usize, sent: &mut Vec<String>, acks: &mut HashMap<String, Ack>) {
+async fn stream_until_killed(
+    base: &str,
+    token: &str,
+    lobby: &str,
+    round: usize,
+    sent: &mut Vec<String>,
+    acks: &mut HashMap<String, Ack>,
+) {
     let url = format!("{}/ws?token={token}", base.replace("http://", "ws://"));
     let (mut ws, _) = tokio_tungstenite::connect_async(url).await.expect("socket opens");
     let mut in_flight = 0usize;
@@ -134,9 +141,12 @@ async fn acknowledged_messages_survive_sigkill_exactly_once() {
             server.sigkill();
         });
         let before = acks.len();
-        tokio::time::timeout(Duration::from_secs(30), stream_until_killed(&base, &session.token, &lobby, round, &mut sent, &mut acks))
-            .await
-            .expect("the stream ends when the server dies");
+        tokio::time::timeout(
+            Duration::from_secs(30),
+            stream_until_killed(&base, &session.token, &lobby, round, &mut sent, &mut acks),
+        )
+        .await
+        .expect("the stream ends when the server dies");
         killer.await.unwrap();
         assert!(acks.len() > before, "round {round}: some messages were acknowledged before the kill");
     }
@@ -160,7 +170,11 @@ async fn acknowledged_messages_survive_sigkill_exactly_once() {
     for m in &stored {
         let ack = &acks.get(m.client_id.as_ref().unwrap());
         if let Some(ack) = ack {
-            assert_eq!((ack.message_id.as_str(), ack.seq), (m.id.as_str(), m.seq), "the stored message is the acknowledged one");
+            assert_eq!(
+                (ack.message_id.as_str(), ack.seq),
+                (m.id.as_str(), m.seq),
+                "the stored message is the acknowledged one"
+            );
         }
     }
     println!(
@@ -204,7 +218,12 @@ async fn lobby_of(http: &reqwest::Client, base: &str, token: &str) -> String {
     list.into_iter().find(|c| c.title == "Lobby").unwrap().id
 }
 
-async fn all_messages(http: &reqwest::Client, base: &str, token: &str, conversation: &str) -> Vec<persona_chat_protocol::Message> {
+async fn all_messages(
+    http: &reqwest::Client,
+    base: &str,
+    token: &str,
+    conversation: &str,
+) -> Vec<persona_chat_protocol::Message> {
     let mut out = Vec::new();
     loop {
         let after = out.last().map_or(0, |m: &persona_chat_protocol::Message| m.seq);

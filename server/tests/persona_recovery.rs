@@ -38,15 +38,22 @@ async fn fake_llm(pieces: Vec<String>, every: Duration, fail: bool) -> String {
         axum::routing::post(move || {
             let pieces = pieces.clone();
             async move {
-                let events = futures_util::stream::iter(pieces.into_iter().map(Some).chain(std::iter::once(None))).then(move |piece| async move {
-                    tokio::time::sleep(every).await;
-                    match piece {
-                        Some(p) => Ok(Bytes::from(format!("data: {}\n\n", serde_json::json!({"choices": [{"index": 0, "delta": {"content": p}}]})))),
-                        None if fail => Err(std::io::Error::other("the model fell over")),
-                        None => Ok(Bytes::from("data: [DONE]\n\n")),
-                    }
-                });
-                Response::builder().header(header::CONTENT_TYPE, "text/event-stream").body(Body::from_stream(events)).unwrap()
+                let events = futures_util::stream::iter(pieces.into_iter().map(Some).chain(std::iter::once(None)))
+                    .then(move |piece| async move {
+                        tokio::time::sleep(every).await;
+                        match piece {
+                            Some(p) => Ok(Bytes::from(format!(
+                                "data: {}\n\n",
+                                serde_json::json!({"choices": [{"index": 0, "delta": {"content": p}}]})
+                            ))),
+                            None if fail => Err(std::io::Error::other("the model fell over")),
+                            None => Ok(Bytes::from("data: [DONE]\n\n")),
+                        }
+                    });
+                Response::builder()
+                    .header(header::CONTENT_TYPE, "text/event-stream")
+                    .body(Body::from_stream(events))
+                    .unwrap()
             }
         }),
     );
@@ -90,7 +97,10 @@ async fn a_responder_failing_midway_stores_the_partial_reply_marked_interrupted(
     assert!(interrupted, "stream_end says interrupted");
     assert!(message.interrupted, "the stored message is marked interrupted");
     assert_eq!(message.content, streamed, "what was streamed is what is stored");
-    assert!(!streamed.is_empty() && "One two three".starts_with(&streamed), "a prefix of what the model said: {streamed:?}");
+    assert!(
+        !streamed.is_empty() && "One two three".starts_with(&streamed),
+        "a prefix of what the model said: {streamed:?}"
+    );
     // Not the built-in responder's text stored instead: the model's words, cut where it failed.
     let history = server.messages_after(&alice.token, &direct.id, 0).await.messages;
     let stored = history.iter().find(|m| m.id == message.id).expect("the reply is in the history");
@@ -130,7 +140,12 @@ async fn a_server_stopping_mid_stream_stores_the_partial_reply_marked_interrupte
     let reply = history.iter().find(|m| m.is_ai).expect("the partial reply was stored");
     assert!(reply.interrupted, "marked interrupted: {reply:?}");
     assert!(reply.content.starts_with(&streamed), "holds what was streamed: {:?} vs {streamed:?}", reply.content);
-    assert!(full.starts_with(&reply.content) && reply.content.len() < full.len(), "partial: {} of {} chars", reply.content.len(), full.len());
+    assert!(
+        full.starts_with(&reply.content) && reply.content.len() < full.len(),
+        "partial: {} of {} chars",
+        reply.content.len(),
+        full.len()
+    );
 }
 
 #[tokio::test]

@@ -22,7 +22,11 @@ async fn personas(server: &TestServer, token: &str) -> Vec<Persona> {
 }
 
 async fn persona_named(server: &TestServer, token: &str, name: &str) -> Persona {
-    personas(server, token).await.into_iter().find(|p| p.name == name).unwrap_or_else(|| panic!("a persona named {name}"))
+    personas(server, token)
+        .await
+        .into_iter()
+        .find(|p| p.name == name)
+        .unwrap_or_else(|| panic!("a persona named {name}"))
 }
 
 /// Opens (or finds) the user's direct conversation with a persona.
@@ -91,7 +95,15 @@ async fn read_replies(client: &mut Client, n: usize) -> Vec<Reply> {
                     };
                     open.insert(
                         message_id.clone(),
-                        Reply { conversation_id, message_id, persona_id, deltas: Vec::new(), new_message: None, interrupted: false, message: placeholder },
+                        Reply {
+                            conversation_id,
+                            message_id,
+                            persona_id,
+                            deltas: Vec::new(),
+                            new_message: None,
+                            interrupted: false,
+                            message: placeholder,
+                        },
                     );
                 }
                 ServerFrame::StreamDelta { conversation_id, message_id, offset, text } => {
@@ -133,7 +145,9 @@ async fn statuses_until(client: &mut Client, persona_id: &str, last: PersonaStat
                         return seen;
                     }
                 }
-                frame @ (ServerFrame::StreamStart { .. } | ServerFrame::StreamDelta { .. } | ServerFrame::StreamEnd { .. }) => {
+                frame @ (ServerFrame::StreamStart { .. }
+                | ServerFrame::StreamDelta { .. }
+                | ServerFrame::StreamEnd { .. }) => {
                     panic!("stream frames reach only sockets joined to the conversation, got {frame:?}")
                 }
                 _ => {}
@@ -228,7 +242,13 @@ async fn messages_waiting_for_a_persona_are_answered_in_order_one_stream_at_a_ti
     // One at a time, and busy again while the second waited.
     assert_eq!(
         statuses_until(&mut b, &mira.id, PersonaState::Online).await,
-        vec![PersonaState::Busy, PersonaState::Responding, PersonaState::Busy, PersonaState::Responding, PersonaState::Online]
+        vec![
+            PersonaState::Busy,
+            PersonaState::Responding,
+            PersonaState::Busy,
+            PersonaState::Responding,
+            PersonaState::Online
+        ]
     );
 }
 
@@ -284,7 +304,8 @@ async fn stop_response_interrupts_and_stores_what_was_streamed() {
     // Nobody outside the conversation can stop it; an unknown id is not found.
     b.send(&ClientFrame::StopResponse { conversation_id: direct.id.clone(), message_id: message_id.clone() }).await;
     assert_eq!(error_code(b.next_of("error").await), ErrorCode::NotMember);
-    a.send(&ClientFrame::StopResponse { conversation_id: direct.id.clone(), message_id: "no-such-message".into() }).await;
+    a.send(&ClientFrame::StopResponse { conversation_id: direct.id.clone(), message_id: "no-such-message".into() })
+        .await;
 
     a.send(&ClientFrame::StopResponse { conversation_id: direct.id.clone(), message_id: message_id.clone() }).await;
     let mut streamed = first;
@@ -376,7 +397,8 @@ async fn personas_answer_mentions_and_persona_id_in_the_lobby() {
     }
 
     // Answering did not make them members.
-    let members: Vec<serde_json::Value> = json(server.get(&alice.token, &format!("/api/conversations/{lobby}/members")).await).await;
+    let members: Vec<serde_json::Value> =
+        json(server.get(&alice.token, &format!("/api/conversations/{lobby}/members")).await).await;
     assert!(members.iter().all(|m| m["kind"] == "user"), "personas answer mentions without joining: {members:?}");
 }
 
@@ -432,7 +454,11 @@ async fn fake_llm() -> (String, Arc<Mutex<Asked>>) {
             let state = state.clone();
             async move {
                 let auth = headers.get(header::AUTHORIZATION).and_then(|v| v.to_str().ok()).map(str::to_owned);
-                let last = body.0["messages"].as_array().and_then(|m| m.last()).map(|m| m["content"].to_string()).unwrap_or_default();
+                let last = body.0["messages"]
+                    .as_array()
+                    .and_then(|m| m.last())
+                    .map(|m| m["content"].to_string())
+                    .unwrap_or_default();
                 {
                     let mut asked = state.lock().unwrap();
                     asked.bodies.push(body.0.clone());
@@ -441,11 +467,19 @@ async fn fake_llm() -> (String, Arc<Mutex<Asked>>) {
                 if last.contains("fail") {
                     return (StatusCode::INTERNAL_SERVER_ERROR, "model exploded").into_response();
                 }
-                let mut events = String::from(": a comment\n\ndata: {\"choices\":[{\"index\":0,\"delta\":{\"role\":\"assistant\"}}]}\n\n");
-                for piece in ["Primes", " are the", " atoms of", " arithmetic", ". Shall we", " factor", " something?"] {
-                    events.push_str(&format!("data: {}\n\n", serde_json::json!({"choices": [{"index": 0, "delta": {"content": piece}}]})));
+                let mut events = String::from(
+                    ": a comment\n\ndata: {\"choices\":[{\"index\":0,\"delta\":{\"role\":\"assistant\"}}]}\n\n",
+                );
+                for piece in ["Primes", " are the", " atoms of", " arithmetic", ". Shall we", " factor", " something?"]
+                {
+                    events.push_str(&format!(
+                        "data: {}\n\n",
+                        serde_json::json!({"choices": [{"index": 0, "delta": {"content": piece}}]})
+                    ));
                 }
-                events.push_str("data: {\"choices\":[{\"index\":0,\"delta\":{},\"finish_reason\":\"stop\"}]}\n\ndata: [DONE]\n\n");
+                events.push_str(
+                    "data: {\"choices\":[{\"index\":0,\"delta\":{},\"finish_reason\":\"stop\"}]}\n\ndata: [DONE]\n\n",
+                );
                 // Chunks of 37 bytes: lines arrive cut in the middle.
                 let chunks: Vec<Result<Bytes, std::io::Error>> =
                     events.into_bytes().chunks(37).map(|c| Ok(Bytes::copy_from_slice(c))).collect();
@@ -500,7 +534,8 @@ async fn an_openai_compatible_endpoint_can_write_the_replies() {
     read_replies(&mut a, 1).await.remove(0).check();
     {
         let asked = asked.lock().unwrap();
-        let roles: Vec<&str> = asked.bodies[1]["messages"].as_array().unwrap().iter().map(|m| m["role"].as_str().unwrap()).collect();
+        let roles: Vec<&str> =
+            asked.bodies[1]["messages"].as_array().unwrap().iter().map(|m| m["role"].as_str().unwrap()).collect();
         assert_eq!(roles, vec!["system", "user", "assistant", "user"]);
     }
 

@@ -77,7 +77,10 @@ async fn the_long_poll_carries_what_a_socket_would_get() {
     let mut got = got;
     if !got.events.iter().any(|e| matches!(e.frame, ServerFrame::ConversationUpdate { .. })) {
         let more = poll(&server, &b.token, &format!("after={}&timeout_ms=2000", got.next)).await;
-        assert!(more.events.iter().any(|e| matches!(e.frame, ServerFrame::ConversationUpdate { .. })), "conversation_update follows");
+        assert!(
+            more.events.iter().any(|e| matches!(e.frame, ServerFrame::ConversationUpdate { .. })),
+            "conversation_update follows"
+        );
         assert!(more.events.iter().all(|e| e.id > got.next), "nothing twice across polls");
         got = more;
     }
@@ -90,10 +93,14 @@ async fn the_long_poll_carries_what_a_socket_would_get() {
     assert_eq!(empty.next, got.next);
 
     // The sender does not get its own typing back, the other does.
-    let typing = server.post(&a.token, &format!("/api/conversations/{lobby}/typing"), &serde_json::json!({"is_typing": true})).await;
+    let typing = server
+        .post(&a.token, &format!("/api/conversations/{lobby}/typing"), &serde_json::json!({"is_typing": true}))
+        .await;
     assert_eq!(typing.status(), StatusCode::NO_CONTENT);
     let for_b = poll(&server, &b.token, &format!("after={}&timeout_ms=2000", got.next)).await;
-    assert!(matches!(&for_b.events[0].frame, ServerFrame::TypingIndicator { is_typing: true, username, .. } if username == "alice"));
+    assert!(
+        matches!(&for_b.events[0].frame, ServerFrame::TypingIndicator { is_typing: true, username, .. } if username == "alice")
+    );
     let for_a = poll(&server, &a.token, &format!("after={}&timeout_ms=200", got.next)).await;
     assert!(for_a.events.iter().all(|e| !matches!(e.frame, ServerFrame::TypingIndicator { .. })));
 }
@@ -139,7 +146,10 @@ async fn typing_stops_by_itself_after_five_seconds_and_when_the_socket_closes() 
     let stop = expect_frame!(sb.next_frame().await, ServerFrame::TypingIndicator { is_typing, username, .. } => (is_typing, username));
     let waited = started.elapsed();
     assert_eq!(stop, (false, "alice".to_owned()));
-    assert!(waited >= Duration::from_millis(4_700) && waited < Duration::from_millis(6_500), "stopped after {waited:?}");
+    assert!(
+        waited >= Duration::from_millis(4_700) && waited < Duration::from_millis(6_500),
+        "stopped after {waited:?}"
+    );
 
     // A typist whose socket closes stops at once.
     sa.send(&ClientFrame::TypingStart { conversation_id: lobby.clone() }).await;
@@ -201,7 +211,9 @@ async fn rooms_have_members_who_are_told_of_joins_and_leaves() {
     let found: Vec<persona_chat_protocol::User> = json(server.get(&a.token, "/api/users?q=bo").await).await;
     assert_eq!(found.iter().map(|u| u.username.as_str()).collect::<Vec<_>>(), vec!["bob"]);
 
-    let resp = server.post(&a.token, "/api/conversations", &serde_json::json!({"title": "Book club", "member_ids": [b.user.id]})).await;
+    let resp = server
+        .post(&a.token, "/api/conversations", &serde_json::json!({"title": "Book club", "member_ids": [b.user.id]}))
+        .await;
     assert_eq!(resp.status(), StatusCode::OK);
     let room: ConversationSummary = json(resp).await;
     assert_eq!((room.kind, room.title.as_str(), room.last_seq), (ConversationKind::Room, "Book club", 0));
@@ -213,25 +225,48 @@ async fn rooms_have_members_who_are_told_of_joins_and_leaves() {
     // Carol is not in it: 403 everywhere, revealing nothing.
     let resp = server.get(&c.token, &format!("/api/conversations/{}/messages", room.id)).await;
     expect_api_error(resp, StatusCode::FORBIDDEN, "not_member").await;
-    let resp = server.post(&c.token, &format!("/api/conversations/{}/members", room.id), &serde_json::json!({"user_ids": [c.user.id]})).await;
+    let resp = server
+        .post(
+            &c.token,
+            &format!("/api/conversations/{}/members", room.id),
+            &serde_json::json!({"user_ids": [c.user.id]}),
+        )
+        .await;
     expect_api_error(resp, StatusCode::FORBIDDEN, "not_member").await;
-    let resp = server.post(&c.token, &format!("/api/conversations/{}/typing", room.id), &serde_json::json!({"is_typing": true})).await;
+    let resp = server
+        .post(&c.token, &format!("/api/conversations/{}/typing", room.id), &serde_json::json!({"is_typing": true}))
+        .await;
     expect_api_error(resp, StatusCode::FORBIDDEN, "not_member").await;
 
     // Bob adds Carol; Bob's socket is told.
     sb.join(&room.id, None).await;
-    let resp = server.post(&b.token, &format!("/api/conversations/{}/members", room.id), &serde_json::json!({"user_ids": [c.user.id]})).await;
+    let resp = server
+        .post(
+            &b.token,
+            &format!("/api/conversations/{}/members", room.id),
+            &serde_json::json!({"user_ids": [c.user.id]}),
+        )
+        .await;
     assert_eq!(resp.status(), StatusCode::OK);
     let who = expect_frame!(sb.next_of("user_joined").await, ServerFrame::UserJoined { username, .. } => username);
     assert_eq!(who, "carol");
     let ack = server.post_message(&c.token, &room.id, "hi book club", &client_id()).await;
     assert_eq!(ack.seq, 1);
-    let members: Vec<serde_json::Value> = json(server.get(&a.token, &format!("/api/conversations/{}/members", room.id)).await).await;
+    let members: Vec<serde_json::Value> =
+        json(server.get(&a.token, &format!("/api/conversations/{}/members", room.id)).await).await;
     assert_eq!(members.len(), 3);
     assert_eq!(members[0]["name"], "bob", "online people first");
 
     // Carol leaves: Bob is told, Carol is out.
-    let resp = within("leave", reqwest::Client::new().delete(server.url(&format!("/api/conversations/{}/members/me", room.id))).bearer_auth(&c.token).send()).await.unwrap();
+    let resp = within(
+        "leave",
+        reqwest::Client::new()
+            .delete(server.url(&format!("/api/conversations/{}/members/me", room.id)))
+            .bearer_auth(&c.token)
+            .send(),
+    )
+    .await
+    .unwrap();
     assert_eq!(resp.status(), StatusCode::NO_CONTENT);
     let left = sb.next_of("user_left").await;
     assert!(matches!(left, ServerFrame::UserLeft { ref username, .. } if username == "carol"));
@@ -240,7 +275,15 @@ async fn rooms_have_members_who_are_told_of_joins_and_leaves() {
 
     // The Lobby cannot be left, nor a room made without a title.
     let lobby = server.lobby(&a.token).await;
-    let resp = within("leave lobby", reqwest::Client::new().delete(server.url(&format!("/api/conversations/{lobby}/members/me"))).bearer_auth(&a.token).send()).await.unwrap();
+    let resp = within(
+        "leave lobby",
+        reqwest::Client::new()
+            .delete(server.url(&format!("/api/conversations/{lobby}/members/me")))
+            .bearer_auth(&a.token)
+            .send(),
+    )
+    .await
+    .unwrap();
     expect_api_error(resp, StatusCode::BAD_REQUEST, "invalid_field").await;
     let resp = server.post(&a.token, "/api/conversations", &serde_json::json!({"title": "  "})).await;
     expect_api_error(resp, StatusCode::BAD_REQUEST, "invalid_field").await;
@@ -253,8 +296,10 @@ async fn a_direct_conversation_with_a_persona_is_made_once() {
     let personas: Vec<serde_json::Value> = json(server.get(&a.token, "/api/personas").await).await;
     assert!(personas.len() >= 4, "at least four personas are seeded");
     let ada = personas[0]["id"].as_str().unwrap().to_owned();
-    let first: ConversationSummary = json(server.post(&a.token, "/api/conversations", &serde_json::json!({"persona_id": ada})).await).await;
-    let again: ConversationSummary = json(server.post(&a.token, "/api/conversations", &serde_json::json!({"persona_id": ada})).await).await;
+    let first: ConversationSummary =
+        json(server.post(&a.token, "/api/conversations", &serde_json::json!({"persona_id": ada})).await).await;
+    let again: ConversationSummary =
+        json(server.post(&a.token, "/api/conversations", &serde_json::json!({"persona_id": ada})).await).await;
     assert_eq!(first.id, again.id);
     assert_eq!(first.kind, ConversationKind::Direct);
     assert_eq!(first.persona.as_ref().map(|p| p.id.as_str()), Some(ada.as_str()));
@@ -271,7 +316,8 @@ async fn a_client_id_cannot_be_reused_in_another_conversation() {
     let server = TestServer::start().await;
     let a = server.sign_in("alice", PASSWORD).await;
     let lobby = server.lobby(&a.token).await;
-    let room: ConversationSummary = json(server.post(&a.token, "/api/conversations", &serde_json::json!({"title": "Side room"})).await).await;
+    let room: ConversationSummary =
+        json(server.post(&a.token, "/api/conversations", &serde_json::json!({"title": "Side room"})).await).await;
     let id = client_id();
     server.post_message(&a.token, &lobby, "in the lobby", &id).await;
     let resp = server.post_message_raw(&a.token, &room.id, "elsewhere", &id).await;
@@ -293,10 +339,23 @@ async fn other_origins_are_refused_unless_allowed() {
     assert_eq!(allowed.status(), StatusCode::OK);
     assert_eq!(allowed.headers()["access-control-allow-origin"], "https://chat.example");
     let same = format!("http://{}", server.addr);
-    let same = within("same origin", http.get(server.url("/api/conversations")).bearer_auth(&a.token).header("Origin", same).send()).await.unwrap();
+    let same = within(
+        "same origin",
+        http.get(server.url("/api/conversations")).bearer_auth(&a.token).header("Origin", same).send(),
+    )
+    .await
+    .unwrap();
     assert_eq!(same.status(), StatusCode::OK);
     assert!(same.headers().get("access-control-allow-origin").is_none(), "no CORS needed");
-    let preflight = within("preflight", http.request(reqwest::Method::OPTIONS, server.url("/api/session")).header("Origin", "https://chat.example").header("Access-Control-Request-Method", "POST").send()).await.unwrap();
+    let preflight = within(
+        "preflight",
+        http.request(reqwest::Method::OPTIONS, server.url("/api/session"))
+            .header("Origin", "https://chat.example")
+            .header("Access-Control-Request-Method", "POST")
+            .send(),
+    )
+    .await
+    .unwrap();
     assert!(preflight.status().is_success());
     assert!(preflight.headers()["access-control-allow-headers"].to_str().unwrap().contains("authorization"));
 
@@ -324,7 +383,12 @@ async fn metrics_count_what_happens() {
     assert_eq!(resp.status(), StatusCode::OK);
     assert!(resp.headers()["content-type"].to_str().unwrap().starts_with("text/plain"));
     let text = resp.text().await.unwrap();
-    for line in ["persona_chat_messages_stored_total 1", "persona_chat_sockets_open 1", "persona_chat_users_online 1", "persona_chat_sign_ins_total 1"] {
+    for line in [
+        "persona_chat_messages_stored_total 1",
+        "persona_chat_sockets_open 1",
+        "persona_chat_users_online 1",
+        "persona_chat_sign_ins_total 1",
+    ] {
         assert!(text.lines().any(|l| l == line), "{line:?} missing in\n{text}");
     }
     assert!(text.contains("# TYPE persona_chat_messages_stored_total counter"));
@@ -363,11 +427,13 @@ async fn a_persona_reply_can_be_stopped_over_http() {
     let b = server.sign_in("bob", PASSWORD).await;
     let personas: Vec<serde_json::Value> = json(server.get(&a.token, "/api/personas").await).await;
     let persona = personas[0]["id"].as_str().unwrap().to_owned();
-    let chat: ConversationSummary = json(server.post(&a.token, "/api/conversations", &serde_json::json!({"persona_id": persona})).await).await;
+    let chat: ConversationSummary =
+        json(server.post(&a.token, "/api/conversations", &serde_json::json!({"persona_id": persona})).await).await;
     let mut sa = server.connect(&a.token).await;
     sa.join(&chat.id, None).await;
     server.post_message(&a.token, &chat.id, "Tell me about gardens and the sea", &client_id()).await;
-    let message_id = expect_frame!(sa.next_of("stream_start").await, ServerFrame::StreamStart { message_id, .. } => message_id);
+    let message_id =
+        expect_frame!(sa.next_of("stream_start").await, ServerFrame::StreamStart { message_id, .. } => message_id);
     let stop_path = format!("/api/conversations/{}/stop", chat.id);
 
     // Not someone else's to stop, and unknown ids are not found.
@@ -399,7 +465,11 @@ async fn a_persona_reply_can_be_stopped_over_http() {
     assert!(streamed.split_whitespace().count() < 20, "cut short: {streamed:?}");
     let history = server.messages_after(&a.token, &chat.id, 0).await.messages;
     let last = history.last().expect("the reply is stored");
-    assert_eq!((last.id.as_str(), last.content.as_str(), last.interrupted), (message_id.as_str(), streamed.as_str(), true), "the partial text is what is stored, marked");
+    assert_eq!(
+        (last.id.as_str(), last.content.as_str(), last.interrupted),
+        (message_id.as_str(), streamed.as_str(), true),
+        "the partial text is what is stored, marked"
+    );
 }
 
 #[tokio::test]

@@ -177,7 +177,9 @@ async fn a_member_who_left_gets_nothing_more_of_the_conversation_on_socket_or_po
     let server = TestServer::start().await;
     let a = server.sign_in("alice", PASSWORD).await;
     let c = server.sign_in("carol", PASSWORD).await;
-    let resp = server.post(&a.token, "/api/conversations", &serde_json::json!({"title": "Secrets", "member_ids": [c.user.id]})).await;
+    let resp = server
+        .post(&a.token, "/api/conversations", &serde_json::json!({"title": "Secrets", "member_ids": [c.user.id]}))
+        .await;
     assert_eq!(resp.status(), StatusCode::OK);
     let room: persona_chat_protocol::http::ConversationSummary = json(resp).await;
     // Carol is joined on a socket and holds a poll cursor, both from before she leaves.
@@ -188,11 +190,21 @@ async fn a_member_who_left_gets_nothing_more_of_the_conversation_on_socket_or_po
     let seen = new_message_in(sc.next_of("new_message").await, &room.id);
     assert_eq!(seen.content, "before she leaves", "the socket was live in the room");
 
-    let resp = within("leave", reqwest::Client::new().delete(server.url(&format!("/api/conversations/{}/members/me", room.id))).bearer_auth(&c.token).send()).await.unwrap();
+    let resp = within(
+        "leave",
+        reqwest::Client::new()
+            .delete(server.url(&format!("/api/conversations/{}/members/me", room.id)))
+            .bearer_auth(&c.token)
+            .send(),
+    )
+    .await
+    .unwrap();
     assert_eq!(resp.status(), StatusCode::NO_CONTENT);
     // What follows in the room: a message, typing.
     server.post_message(&a.token, &room.id, "after she left", &client_id()).await;
-    let typing = server.post(&a.token, &format!("/api/conversations/{}/typing", room.id), &serde_json::json!({"is_typing": true})).await;
+    let typing = server
+        .post(&a.token, &format!("/api/conversations/{}/typing", room.id), &serde_json::json!({"is_typing": true}))
+        .await;
     assert_eq!(typing.status(), StatusCode::NO_CONTENT);
 
     // The socket: frames up to her own leave notice, then nothing of the room.
@@ -248,14 +260,17 @@ async fn a_socket_that_stops_reading_is_kicked_and_catches_up_with_every_message
     let total = 1_500;
     let posters: Vec<_> = (0..4)
         .map(|p| {
-            let (url, token, body) = (server.url(&format!("/api/conversations/{lobby}/messages")), a.token.clone(), body.clone());
+            let (url, token, body) =
+                (server.url(&format!("/api/conversations/{lobby}/messages")), a.token.clone(), body.clone());
             tokio::spawn(async move {
                 let http = reqwest::Client::new();
                 for i in (p..total).step_by(4) {
                     let resp = http
                         .post(&url)
                         .bearer_auth(&token)
-                        .json(&serde_json::json!({"content": format!("{i:04} {body}"), "client_id": format!("slow-{i}")}))
+                        .json(
+                            &serde_json::json!({"content": format!("{i:04} {body}"), "client_id": format!("slow-{i}")}),
+                        )
                         .send()
                         .await
                         .unwrap();
@@ -279,7 +294,9 @@ async fn a_socket_that_stops_reading_is_kicked_and_catches_up_with_every_message
                         }
                     }
                 }
-                Some(Ok(tokio_tungstenite::tungstenite::Message::Close(frame))) => return format!("close {:?}", frame.map(|f| u16::from(f.code))),
+                Some(Ok(tokio_tungstenite::tungstenite::Message::Close(frame))) => {
+                    return format!("close {:?}", frame.map(|f| u16::from(f.code)))
+                }
                 Some(Ok(_)) => {}
                 // The server drops a socket it kicks (its queue is full: no room for a close frame).
                 Some(Err(e)) => return format!("error {e}"),

@@ -21,7 +21,7 @@ fn thousands(n: usize) -> String {
     let s = n.to_string();
     let mut out = String::new();
     for (i, c) in s.chars().enumerate() {
-        if i > 0 && (s.len() - i) % 3 == 0 {
+        if i > 0 && (s.len() - i).is_multiple_of(3) {
             out.push(',');
         }
         out.push(c);
@@ -75,7 +75,11 @@ pub fn Composer(#[prop(into)] conversation_id: Signal<Option<String>>) -> impl I
     let down = Memo::new(move |_| !matches!(ctx.status.get(), LinkState::Connected { .. } | LinkState::Polling));
     let waiting = Memo::new(move |_| {
         let id = conversation_id.get();
-        ctx.chat.with(|c| id.as_deref().and_then(|id| c.log(id)).map_or(0, |l| l.pending().iter().filter(|p| p.delivery == crate::state::reducer::Delivery::Pending).count()))
+        ctx.chat.with(|c| {
+            id.as_deref().and_then(|id| c.log(id)).map_or(0, |l| {
+                l.pending().iter().filter(|p| p.delivery == crate::state::reducer::Delivery::Pending).count()
+            })
+        })
     });
     view! {
         {move || down.get().then(|| view! {

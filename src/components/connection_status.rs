@@ -11,7 +11,9 @@ use crate::state::SocketContext;
 /// The machine-readable state name and the words for a state, at time `now_ms`.
 pub fn describe(state: &LinkState, now_ms: f64) -> (&'static str, String) {
     match state {
-        LinkState::Connected { latency_ms: Some(ms), .. } => ("connected", format!("Connected · {} ms", ms.round() as i64)),
+        LinkState::Connected { latency_ms: Some(ms), .. } => {
+            ("connected", format!("Connected · {} ms", ms.round() as i64))
+        }
         LinkState::Connected { .. } => ("connected", "Connected".to_owned()),
         LinkState::Connecting => ("connecting", "Connecting…".to_owned()),
         LinkState::Reconnecting { attempt, retry_at_ms } => {
@@ -36,7 +38,9 @@ pub fn is_up(state: &LinkState) -> bool {
 /// The toast for a change of state, if it is one worth telling.
 pub fn toast_for(was_up: bool, ever_up: bool, now: &LinkState) -> Option<&'static str> {
     match (was_up, is_up(now)) {
-        (true, false) if matches!(now, LinkState::Offline) => Some("You are offline. Messages will be sent when you are back."),
+        (true, false) if matches!(now, LinkState::Offline) => {
+            Some("You are offline. Messages will be sent when you are back.")
+        }
         (true, false) if !matches!(now, LinkState::Disconnected) => Some("Connection lost. Reconnecting…"),
         (false, true) if ever_up => Some("Connected again."),
         _ => None,
@@ -67,11 +71,14 @@ pub fn ConnectionStatus() -> impl IntoView {
         if let Some(text) = toast_for(was_up, ever_up, &state) {
             let n = ctx.toast.get_untracked().map_or(1, |(n, _)| n + 1);
             ctx.toast.set(Some((n, text.to_owned())));
-            set_timeout(move || {
-                if ctx.toast.get_untracked().is_some_and(|(m, _)| m == n) {
-                    ctx.toast.set(None);
-                }
-            }, std::time::Duration::from_millis(4000));
+            set_timeout(
+                move || {
+                    if ctx.toast.get_untracked().is_some_and(|(m, _)| m == n) {
+                        ctx.toast.set(None);
+                    }
+                },
+                std::time::Duration::from_millis(4000),
+            );
         }
         (is_up(&state), ever_up || is_up(&state))
     });
@@ -105,11 +112,20 @@ mod tests {
 
     #[test]
     fn each_state_has_words() {
-        assert_eq!(describe(&LinkState::Connected { since_ms: 0.0, latency_ms: None }, 0.0), ("connected", "Connected".into()));
-        assert_eq!(describe(&LinkState::Connected { since_ms: 0.0, latency_ms: Some(12.4) }, 0.0).1, "Connected · 12 ms");
+        assert_eq!(
+            describe(&LinkState::Connected { since_ms: 0.0, latency_ms: None }, 0.0),
+            ("connected", "Connected".into())
+        );
+        assert_eq!(
+            describe(&LinkState::Connected { since_ms: 0.0, latency_ms: Some(12.4) }, 0.0).1,
+            "Connected · 12 ms"
+        );
         let (state, text) = describe(&LinkState::Reconnecting { attempt: 2, retry_at_ms: 2500.0 }, 1000.0);
         assert_eq!((state, text.as_str()), ("disconnected", "Reconnecting in 2 s (attempt 2)"));
-        assert_eq!(describe(&LinkState::Reconnecting { attempt: 3, retry_at_ms: 0.0 }, 1000.0).1, "Reconnecting… (attempt 3)");
+        assert_eq!(
+            describe(&LinkState::Reconnecting { attempt: 3, retry_at_ms: 0.0 }, 1000.0).1,
+            "Reconnecting… (attempt 3)"
+        );
         assert_eq!(describe(&LinkState::Polling, 0.0), ("polling", "Live via polling".into()));
         assert_eq!(describe(&LinkState::Offline, 0.0), ("offline", "Offline".into()));
         assert_eq!(describe(&LinkState::Connecting, 0.0), ("connecting", "Connecting…".into()));

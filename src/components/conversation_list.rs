@@ -37,7 +37,9 @@ pub fn online_in(ctx: &SocketContext, conversation_id: &str) -> Option<usize> {
             // Everyone is in the Lobby.
             return Some(c.online.len());
         }
-        c.members.get(conversation_id).map(|members| members.iter().filter(|m| m.kind == "user" && c.online.iter().any(|u| u.user_id == m.id)).count())
+        c.members.get(conversation_id).map(|members| {
+            members.iter().filter(|m| m.kind == "user" && c.online.iter().any(|u| u.user_id == m.id)).count()
+        })
     })
 }
 
@@ -131,7 +133,6 @@ pub fn OnlineStrip() -> impl IntoView {
     }
 }
 
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -149,7 +150,13 @@ mod tests {
             unread_count: 0,
         };
         assert_eq!(preview(&s, Some("me")), "No messages yet");
-        s.last_message = Some(LastMessage { id: "m".into(), seq: 1, sender_name: "bob".into(), content: "line one\nline two".into(), timestamp: "t".into() });
+        s.last_message = Some(LastMessage {
+            id: "m".into(),
+            seq: 1,
+            sender_name: "bob".into(),
+            content: "line one\nline two".into(),
+            timestamp: "t".into(),
+        });
         assert_eq!(preview(&s, Some("me")), "bob: line one line two");
         assert_eq!(preview(&s, Some("bob")), "You: line one line two");
     }

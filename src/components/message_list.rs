@@ -31,7 +31,11 @@ fn delivery_tag(d: &Delivery) -> &'static str {
 
 /// "1 new message", "3 new messages".
 pub fn new_messages_text(n: usize) -> String {
-    if n == 1 { "1 new message".to_owned() } else { format!("{n} new messages") }
+    if n == 1 {
+        "1 new message".to_owned()
+    } else {
+        format!("{n} new messages")
+    }
 }
 
 struct Scroller(web_sys::HtmlElement);
@@ -58,7 +62,9 @@ impl Scroller {
             .and_then(|r| Some((r.get_attribute("data-key")?, r.offset_top() as f64 - top)))
     }
     fn restore(&self, (key, offset): &(String, f64)) {
-        if let Some(row) = self.rows().into_iter().find(|r| r.get_attribute("data-key").as_deref() == Some(key.as_str())) {
+        if let Some(row) =
+            self.rows().into_iter().find(|r| r.get_attribute("data-key").as_deref() == Some(key.as_str()))
+        {
             self.0.set_scroll_top((row.offset_top() as f64 - offset).round() as i32);
         }
     }
@@ -103,7 +109,8 @@ pub fn MessageList(#[prop(into)] conversation_id: Signal<Option<String>>) -> imp
     // what arrived below while scrolled up.
     Effect::new(move |previous: Option<(Option<String>, Option<String>, usize)>| {
         let conversation = conversation_id.get();
-        let (newest, total, newest_line) = window.with(|(lines, total, _)| (lines.last().map(|l| l.key.clone()), *total, lines.last().cloned()));
+        let (newest, total, newest_line) =
+            window.with(|(lines, total, _)| (lines.last().map(|l| l.key.clone()), *total, lines.last().cloned()));
         if let Some((prev_conv, prev_newest, prev_total)) = &previous {
             let arrived = *prev_conv == conversation && *prev_newest != newest && total > *prev_total;
             if arrived {

@@ -2,10 +2,10 @@
 //! people and personas.
 
 use leptos::prelude::*;
-use wasm_bindgen::JsCast;
 use leptos::task::spawn_local;
 use leptos_router::hooks::use_navigate;
 use persona_chat_protocol::http::CreateConversationRequest;
+use wasm_bindgen::JsCast;
 
 use super::avatar::{status_words, Avatar};
 use crate::api;
@@ -13,7 +13,9 @@ use crate::state::SocketContext;
 
 /// The enabled controls inside `root`, in document order.
 fn focusables(root: &web_sys::Element) -> Vec<web_sys::HtmlElement> {
-    let Ok(list) = root.query_selector_all("button:not([disabled]), input:not([disabled]), a[href], textarea, [tabindex]:not([tabindex='-1'])") else {
+    let Ok(list) = root.query_selector_all(
+        "button:not([disabled]), input:not([disabled]), a[href], textarea, [tabindex]:not([tabindex='-1'])",
+    ) else {
         return Vec::new();
     };
     (0..list.length()).filter_map(|i| list.item(i)?.dyn_into::<web_sys::HtmlElement>().ok()).collect()
@@ -93,7 +95,9 @@ pub fn NewConversationDialog(on_close: Callback<()>) -> impl IntoView {
             let items = focusables(&dialog);
             let active = web_sys::window().and_then(|w| w.document()).and_then(|d| d.active_element());
             let (Some(first), Some(last)) = (items.first(), items.last()) else { return };
-            let is = |el: &web_sys::HtmlElement| active.as_ref().is_some_and(|a| a == el.unchecked_ref::<web_sys::Element>());
+            let is = |el: &web_sys::HtmlElement| {
+                active.as_ref().is_some_and(|a| a == el.unchecked_ref::<web_sys::Element>())
+            };
             if ev.shift_key() && is(first) {
                 ev.prevent_default();
                 let _ = last.focus();

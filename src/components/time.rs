@@ -5,7 +5,9 @@ pub fn short_time(timestamp: &str, now_ms: f64) -> String {
     let Some(ms) = crate::state::reducer::timestamp_ms(timestamp) else { return String::new() };
     let date = js_sys::Date::new(&wasm_bindgen::JsValue::from_f64(ms as f64));
     let now = js_sys::Date::new(&wasm_bindgen::JsValue::from_f64(now_ms));
-    let same_day = date.get_full_year() == now.get_full_year() && date.get_month() == now.get_month() && date.get_date() == now.get_date();
+    let same_day = date.get_full_year() == now.get_full_year()
+        && date.get_month() == now.get_month()
+        && date.get_date() == now.get_date();
     if same_day {
         return clock(&date);
     }

@@ -126,7 +126,13 @@ fn ChatView(conversation_id: String) -> impl IntoView {
             return status_line(status, last_seen.as_deref(), clock.0.get() as i64);
         }
         let lobby = title.with(|t| t.as_deref() == Some("Lobby"));
-        let members = members_count.get().filter(|_| !lobby).map(|n| if n == 1 { "1 member".to_owned() } else { format!("{n} members") });
+        let members = members_count.get().filter(|_| !lobby).map(|n| {
+            if n == 1 {
+                "1 member".to_owned()
+            } else {
+                format!("{n} members")
+            }
+        });
         let online = online.get().map(|n| format!("{n} online"));
         [online, members].into_iter().flatten().collect::<Vec<_>>().join(" · ")
     };

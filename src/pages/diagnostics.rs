@@ -52,10 +52,13 @@ pub fn DiagnosticsPage() -> impl IntoView {
     };
     let since = move || {
         let now = clock.0.get();
-        ctx.stats.with(|s| s.connected_since).map(|at| {
-            let date = js_sys::Date::new(&wasm_bindgen::JsValue::from_f64(at));
-            format!("{} ({} ago)", date.to_locale_time_string("en-GB"), duration_text(now - at))
-        }).unwrap_or_else(|| "—".to_owned())
+        ctx.stats
+            .with(|s| s.connected_since)
+            .map(|at| {
+                let date = js_sys::Date::new(&wasm_bindgen::JsValue::from_f64(at));
+                format!("{} ({} ago)", date.to_locale_time_string("en-GB"), duration_text(now - at))
+            })
+            .unwrap_or_else(|| "—".to_owned())
     };
     view! {
         <div class="diagnostics">

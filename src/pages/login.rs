@@ -10,7 +10,6 @@ use crate::api;
 use crate::session::SessionNotice;
 use crate::state::SocketContext;
 
-
 #[derive(Clone, Copy, PartialEq, Eq)]
 enum Mode {
     SignIn,
@@ -44,7 +43,8 @@ pub fn LoginPage() -> impl IntoView {
         if busy.get_untracked() {
             return;
         }
-        let (m, name, pass) = (mode.get_untracked(), username.get_untracked().trim().to_owned(), password.get_untracked());
+        let (m, name, pass) =
+            (mode.get_untracked(), username.get_untracked().trim().to_owned(), password.get_untracked());
         if let Some(problem) = check(m, &name, &pass) {
             error.set(Some(problem));
             return;

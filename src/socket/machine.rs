@@ -72,11 +72,17 @@ pub enum Event {
     /// Begin (from Disconnected).
     Start,
     SocketOpened,
-    SocketClosed { code: u16 },
+    SocketClosed {
+        code: u16,
+    },
     /// The server's `hello` on the socket.
-    Hello { heartbeat_ms: Option<u64> },
+    Hello {
+        heartbeat_ms: Option<u64>,
+    },
     /// A `pong` on the socket, echoing the ping's `ts`.
-    Pong { ts: f64 },
+    Pong {
+        ts: f64,
+    },
     /// Any other frame on the socket.
     Frame,
     /// A timer fired (any wake-up will do: deadlines are checked on every event).
@@ -140,10 +146,16 @@ pub enum Transport {
 #[derive(Debug, Clone, PartialEq)]
 pub enum LinkState {
     Connecting,
-    Connected { since_ms: f64, latency_ms: Option<f64> },
+    Connected {
+        since_ms: f64,
+        latency_ms: Option<f64>,
+    },
     /// Waiting to retry: `attempt` is the retry's number since the last confirmed connection
     /// (or the failed polls in a row, while polling).
-    Reconnecting { attempt: u32, retry_at_ms: f64 },
+    Reconnecting {
+        attempt: u32,
+        retry_at_ms: f64,
+    },
     /// The HTTP fallback is live.
     Polling,
     /// The browser says it is offline and nothing works.
@@ -155,20 +167,30 @@ pub enum LinkState {
 #[derive(Debug, Clone, PartialEq)]
 pub enum Action {
     /// Open a WebSocket (replacing any handle). `probe`: a background try while polling.
-    OpenSocket { probe: bool },
-    CloseSocket { reason: CloseReason },
+    OpenSocket {
+        probe: bool,
+    },
+    CloseSocket {
+        reason: CloseReason,
+    },
     /// Send `ping {ts}` on the socket.
-    SendPing { ts: f64 },
+    SendPing {
+        ts: f64,
+    },
     /// Send over HTTP from now on (sends, typing).
     StartPolling,
     /// Issue one `GET /api/events` with this timeout; answer with PollSucceeded/PollFailed.
-    Poll { timeout_ms: u64 },
+    Poll {
+        timeout_ms: u64,
+    },
     /// The poll in flight hangs: abort it (no PollFailed is expected for it).
     AbortPoll,
     /// Abort any poll in flight and stop polling; the socket carries everything again.
     StopPolling,
     /// Arm the one timer (replacing the previous) to deliver `Tick` at this time.
-    ScheduleWake { at_ms: f64 },
+    ScheduleWake {
+        at_ms: f64,
+    },
     /// A transport is confirmed: rejoin conversations (after_seq) and flush the outbox.
     TransportReady(Transport),
     /// The visible state changed.
@@ -231,7 +253,9 @@ struct Link {
 
 #[derive(Debug, Clone, PartialEq)]
 enum PollStep {
-    InFlight { deadline: f64 },
+    InFlight {
+        deadline: f64,
+    },
     RetryAt(f64),
     /// Failed while the browser is offline: wait for online.
     Parked,
@@ -256,7 +280,9 @@ enum Phase {
     Idle,
     Opening(Attempt),
     Connected(Link),
-    Waiting { retry_at: f64 },
+    Waiting {
+        retry_at: f64,
+    },
     /// No socket and the browser is offline: wait for online.
     Offline,
     Polling(Fallback),
@@ -573,7 +599,9 @@ impl Machine {
 
     fn disconnect(&mut self, out: &mut Vec<Action>) {
         match &self.phase {
-            Phase::Opening(_) | Phase::Connected(_) => out.push(Action::CloseSocket { reason: CloseReason::UserDisconnect }),
+            Phase::Opening(_) | Phase::Connected(_) => {
+                out.push(Action::CloseSocket { reason: CloseReason::UserDisconnect })
+            }
             Phase::Polling(f) => {
                 if f.probe.is_some() {
                     out.push(Action::CloseSocket { reason: CloseReason::UserDisconnect });
@@ -705,7 +733,9 @@ impl Machine {
     fn due(&self, now: f64) -> Option<Due> {
         match &self.phase {
             Phase::Idle | Phase::Offline => None,
-            Phase::Waiting { retry_at } => (now >= *retry_at).then_some(if self.online { Due::Open } else { Due::GoOffline }),
+            Phase::Waiting { retry_at } => {
+                (now >= *retry_at).then_some(if self.online { Due::Open } else { Due::GoOffline })
+            }
             Phase::Opening(a) => (now >= a.deadline).then_some(if self.late(now, a.deadline) && !a.extended {
                 Due::ExtendAttempt
             } else {
@@ -736,7 +766,11 @@ impl Machine {
                 }
                 if let Some(p) = &f.probe {
                     if now >= p.deadline {
-                        return Some(if self.late(now, p.deadline) && !p.extended { Due::ExtendProbe } else { Due::ProbeTimedOut });
+                        return Some(if self.late(now, p.deadline) && !p.extended {
+                            Due::ExtendProbe
+                        } else {
+                            Due::ProbeTimedOut
+                        });
                     }
                 } else if !f.forced && self.online && f.next_probe_at.is_some_and(|t| now >= t) {
                     return Some(Due::OpenProbe);
@@ -1016,7 +1050,12 @@ mod tests {
         for (i, ds) in per_attempt.iter().enumerate() {
             let bound = backoff::bound_ms(i as u32 + 1) as f64;
             let mean = ds.iter().sum::<f64>() / ds.len() as f64;
-            assert!((mean - bound / 2.0).abs() < bound * 0.04, "attempt {}: mean {mean} far from {}", i + 1, bound / 2.0);
+            assert!(
+                (mean - bound / 2.0).abs() < bound * 0.04,
+                "attempt {}: mean {mean} far from {}",
+                i + 1,
+                bound / 2.0
+            );
             let min = ds.iter().cloned().fold(f64::MAX, f64::min);
             let max = ds.iter().cloned().fold(0.0, f64::max);
             assert!(min < bound * 0.02 && max > bound * 0.98, "attempt {}: range [{min}, {max}] of {bound}", i + 1);
@@ -1103,11 +1142,15 @@ mod tests {
         let (_, close) = all.iter().find(|(_, a)| matches!(a, Action::CloseSocket { .. })).unwrap();
         assert_eq!(close, &Action::CloseSocket { reason: CloseReason::Unresponsive });
         // Pings went out at 30 s and 60 s; the 60 s one served as the check (no extra ping).
-        let sent: Vec<f64> = all.iter().filter_map(|(_, a)| if let Action::SendPing { ts } = a { Some(*ts) } else { None }).collect();
+        let sent: Vec<f64> =
+            all.iter().filter_map(|(_, a)| if let Action::SendPing { ts } = a { Some(*ts) } else { None }).collect();
         assert_eq!(sent[..2], [HB, 2.0 * HB]);
         // Then a normal backoff.
         let after: Vec<&Action> = all.iter().filter(|(t, _)| *t == 2.0 * HB + 5_000.0).map(|(_, a)| a).collect();
-        assert!(after.iter().any(|a| matches!(a, Action::State(LinkState::Reconnecting { attempt: 1, .. }))), "{after:?}");
+        assert!(
+            after.iter().any(|a| matches!(a, Action::State(LinkState::Reconnecting { attempt: 1, .. }))),
+            "{after:?}"
+        );
         assert_eq!(m.failures(), 0, "losing a confirmed connection is not a failed attempt");
     }
 
@@ -1267,7 +1310,9 @@ mod tests {
                 m.handle(0.0, Event::Hidden);
                 m.handle(10.0, Event::SocketClosed { code: 1006 });
                 match m.state().clone() {
-                    LinkState::Reconnecting { attempt: 1, retry_at_ms } if retry_at_ms > 500.0 => Some((m, retry_at_ms)),
+                    LinkState::Reconnecting { attempt: 1, retry_at_ms } if retry_at_ms > 500.0 => {
+                        Some((m, retry_at_ms))
+                    }
                     _ => None,
                 }
             })
@@ -1378,7 +1423,11 @@ mod tests {
         let a = m.handle(t2 + 80.0, Event::PollSucceeded);
         assert_eq!(
             a[..3],
-            [Action::TransportReady(Transport::Polling), Action::Poll { timeout_ms: 25_000 }, Action::State(LinkState::Polling)]
+            [
+                Action::TransportReady(Transport::Polling),
+                Action::Poll { timeout_ms: 25_000 },
+                Action::State(LinkState::Polling)
+            ]
         );
         assert_eq!(m.transport(), Some(Transport::Polling));
     }
@@ -1397,7 +1446,14 @@ mod tests {
         assert_eq!(wake(&a), Some(20_000.0));
         assert!(closes(&m.handle(19_999.0, Event::Tick)).is_empty());
         let a = m.handle(20_000.0, Event::Tick);
-        assert_eq!(a[..3], [Action::CloseSocket { reason: CloseReason::ConnectTimeout }, Action::StartPolling, Action::Poll { timeout_ms: 0 }]);
+        assert_eq!(
+            a[..3],
+            [
+                Action::CloseSocket { reason: CloseReason::ConnectTimeout },
+                Action::StartPolling,
+                Action::Poll { timeout_ms: 0 }
+            ]
+        );
         assert!(m.is_polling());
         assert_eq!(m.failures(), 1);
         // An opened socket that never says hello times out too.
@@ -1479,7 +1535,14 @@ mod tests {
     fn a_forced_fallback_does_not_probe_until_retry_now() {
         let mut m = connected();
         let a = m.handle(1_000.0, Event::ForcePolling);
-        assert_eq!(a[..3], [Action::CloseSocket { reason: CloseReason::PollingForced }, Action::StartPolling, Action::Poll { timeout_ms: 0 }]);
+        assert_eq!(
+            a[..3],
+            [
+                Action::CloseSocket { reason: CloseReason::PollingForced },
+                Action::StartPolling,
+                Action::Poll { timeout_ms: 0 }
+            ]
+        );
         m.handle(1_010.0, Event::PollSucceeded);
         let all = run_ticks(&mut m, 1_010.0, 1_000_000.0);
         assert!(all.iter().all(|(_, a)| !matches!(a, Action::OpenSocket { .. })), "no probe");
@@ -1510,17 +1573,33 @@ mod tests {
     fn disconnect_stops_everything_until_retry_now() {
         let mut m = connected();
         let a = m.handle(5_000.0, Event::Disconnect);
-        assert_eq!(a, vec![Action::CloseSocket { reason: CloseReason::UserDisconnect }, Action::State(LinkState::Disconnected)]);
+        assert_eq!(
+            a,
+            vec![Action::CloseSocket { reason: CloseReason::UserDisconnect }, Action::State(LinkState::Disconnected)]
+        );
         assert_eq!(m.next_wake(), None);
         m.handle(5_500.0, Event::Hidden);
-        for (i, e) in [Event::Tick, Event::SocketClosed { code: 1000 }, Event::Visible, Event::Hello { heartbeat_ms: None }, Event::PollSucceeded]
-            .into_iter()
-            .enumerate()
+        for (i, e) in [
+            Event::Tick,
+            Event::SocketClosed { code: 1000 },
+            Event::Visible,
+            Event::Hello { heartbeat_ms: None },
+            Event::PollSucceeded,
+        ]
+        .into_iter()
+        .enumerate()
         {
             assert!(m.handle(6_000.0 + i as f64 * 100_000.0, e.clone()).is_empty(), "{e:?}");
         }
         let a = m.handle(100_000.0, Event::RetryNow);
-        assert_eq!(a, vec![Action::OpenSocket { probe: false }, Action::State(LinkState::Connecting), Action::ScheduleWake { at_ms: 120_000.0 }]);
+        assert_eq!(
+            a,
+            vec![
+                Action::OpenSocket { probe: false },
+                Action::State(LinkState::Connecting),
+                Action::ScheduleWake { at_ms: 120_000.0 }
+            ]
+        );
         // Start works too.
         m.handle(100_001.0, Event::Disconnect);
         assert_eq!(opens(&m.handle(100_002.0, Event::Start)), 1);

@@ -22,8 +22,8 @@ use persona_chat_protocol::{ClientFrame, ServerFrame};
 use wasm_bindgen::closure::Closure;
 use wasm_bindgen::JsCast;
 
-pub use machine::{LinkState, Transport};
 use machine::{Action, Event, Machine};
+pub use machine::{LinkState, Transport};
 use websocket::{WsEvent, WsHandle};
 
 /// What the connection reports to the app.
@@ -52,8 +52,11 @@ struct Inner {
     cursor: Option<u64>,
     wake: Option<Timeout>,
     on_event: Rc<dyn Fn(ConnEvent)>,
-    listeners: Vec<(web_sys::EventTarget, &'static str, Closure<dyn FnMut(web_sys::Event)>)>,
+    listeners: Vec<Listener>,
 }
+
+/// A browser event listener this connection added: removed again on `stop`.
+type Listener = (web_sys::EventTarget, &'static str, Closure<dyn FnMut(web_sys::Event)>);
 
 #[derive(Clone)]
 pub struct Connection {
@@ -97,7 +100,8 @@ impl Connection {
     /// Sends a frame on the socket; false if no socket is up (the caller keeps it pending).
     pub fn send(&self, frame: &ClientFrame) -> bool {
         let inner = self.inner.borrow();
-        inner.machine.transport() == Some(Transport::WebSocket) && inner.socket.as_ref().is_some_and(|s| s.send(&frame.to_json()))
+        inner.machine.transport() == Some(Transport::WebSocket)
+            && inner.socket.as_ref().is_some_and(|s| s.send(&frame.to_json()))
     }
 
     /// A refreshed token: the next socket and poll use it (an open socket stays open).
@@ -167,7 +171,7 @@ fn perform(inner: &Rc<RefCell<Inner>>, action: Action) {
         Action::AbortPoll | Action::StopPolling => inner.borrow_mut().poll_gen += 1,
         Action::ScheduleWake { at_ms } => {
             let weak = Rc::downgrade(inner);
-            let delay = (at_ms - now_ms()).max(0.0).min(2_147_483_647.0) as u32;
+            let delay = (at_ms - now_ms()).clamp(0.0, 2_147_483_647.0) as u32;
             let timer = Timeout::new(delay, move || {
                 if let Some(inner) = weak.upgrade() {
                     feed(&inner, Event::Tick);

@@ -30,7 +30,13 @@ pub struct OutboxConfig {
 
 impl Default for OutboxConfig {
     fn default() -> Self {
-        OutboxConfig { capacity: 100, rate_limit_base_ms: 2_000, rate_limit_cap_ms: 30_000, unsent_base_ms: 1_000, unsent_cap_ms: 30_000 }
+        OutboxConfig {
+            capacity: 100,
+            rate_limit_base_ms: 2_000,
+            rate_limit_cap_ms: 30_000,
+            unsent_base_ms: 1_000,
+            unsent_cap_ms: 30_000,
+        }
     }
 }
 
@@ -71,7 +77,12 @@ pub struct Outgoing {
 }
 
 impl Outgoing {
-    pub fn new(client_id: impl Into<String>, conversation_id: impl Into<String>, content: impl Into<String>, written_at: impl Into<String>) -> Self {
+    pub fn new(
+        client_id: impl Into<String>,
+        conversation_id: impl Into<String>,
+        content: impl Into<String>,
+        written_at: impl Into<String>,
+    ) -> Self {
         Outgoing {
             client_id: client_id.into(),
             conversation_id: conversation_id.into(),
@@ -108,7 +119,9 @@ impl Outgoing {
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum OutboxError {
     /// The queue holds `capacity` messages already: show it, the message is not taken.
-    Full { capacity: usize },
+    Full {
+        capacity: usize,
+    },
     Duplicate(String),
     Unknown(String),
     /// Only a failed message can be retried.
@@ -209,7 +222,10 @@ impl Outbox {
     /// flight (acked meanwhile, say).
     pub fn send_failed(&mut self, client_id: &str, now: f64) -> Option<f64> {
         let config = &self.config;
-        let item = self.items.iter_mut().find(|i| i.client_id == client_id && matches!(i.status, OutStatus::InFlight { .. }))?;
+        let item = self
+            .items
+            .iter_mut()
+            .find(|i| i.client_id == client_id && matches!(i.status, OutStatus::InFlight { .. }))?;
         item.unsent += 1;
         let exp = (item.unsent - 1).min(16);
         let wait = config.unsent_base_ms.saturating_mul(1 << exp).min(config.unsent_cap_ms);
@@ -257,7 +273,11 @@ impl Outbox {
 
     /// The user retries a failed message: it is queued again, at the end.
     pub fn retry(&mut self, client_id: &str) -> Result<(), OutboxError> {
-        let i = self.items.iter().position(|i| i.client_id == client_id).ok_or_else(|| OutboxError::Unknown(client_id.to_owned()))?;
+        let i = self
+            .items
+            .iter()
+            .position(|i| i.client_id == client_id)
+            .ok_or_else(|| OutboxError::Unknown(client_id.to_owned()))?;
         if self.items[i].is_pending() {
             return Err(OutboxError::NotFailed(client_id.to_owned()));
         }
@@ -335,7 +355,8 @@ impl Outbox {
 
     /// For browser storage.
     pub fn to_json(&self) -> String {
-        serde_json::to_string(&Stored { v: 1, items: self.items.clone() }).unwrap_or_else(|_| "{\"v\":1,\"items\":[]}".into())
+        serde_json::to_string(&Stored { v: 1, items: self.items.clone() })
+            .unwrap_or_else(|_| "{\"v\":1,\"items\":[]}".into())
     }
 
     /// From browser storage, after a reload. Times belonged to the old page's clock, so
@@ -487,7 +508,10 @@ mod tests {
         o.take_sendable(0.0);
         let r = o.refuse("k1", ErrorCode::TooLong, "message too long", 5.0);
         assert_eq!(r, Some(Refusal::Failed("message too long (too_long)".into())));
-        assert_eq!(o.get("k1").unwrap().status, OutStatus::Failed { code: ErrorCode::TooLong, reason: "message too long (too_long)".into() });
+        assert_eq!(
+            o.get("k1").unwrap().status,
+            OutStatus::Failed { code: ErrorCode::TooLong, reason: "message too long (too_long)".into() }
+        );
         assert_eq!((o.pending_count(), o.failed_count()), (2, 1));
         // A failed message is not sent again by itself, even after the transport comes back.
         o.requeue_in_flight();
@@ -556,7 +580,9 @@ mod tests {
 
         let mut back = Outbox::from_json(&text, OutboxConfig::default()).unwrap();
         assert_eq!(ids(back.items()), vec!["k2", "k3", "k4", "k5"]);
-        assert!(matches!(&back.get("k2").unwrap().status, OutStatus::Failed { reason, .. } if reason == "empty (empty_content)"));
+        assert!(
+            matches!(&back.get("k2").unwrap().status, OutStatus::Failed { reason, .. } if reason == "empty (empty_content)")
+        );
         assert_eq!(back.get("k3").unwrap().status, OutStatus::Queued, "old-clock times are not trusted");
         assert_eq!(back.get("k5").unwrap().persona_id.as_deref(), Some("p1"));
         // The new page's clock starts near zero: everything pending goes at once, once.
@@ -572,7 +598,8 @@ mod tests {
         for n in 1..=5 {
             o.push(msg(n)).unwrap();
         }
-        let mut back = Outbox::from_json(&o.to_json(), OutboxConfig { capacity: 2, ..OutboxConfig::default() }).unwrap();
+        let mut back =
+            Outbox::from_json(&o.to_json(), OutboxConfig { capacity: 2, ..OutboxConfig::default() }).unwrap();
         assert_eq!(back.len(), 5);
         assert!(back.push(msg(6)).is_err());
     }
@@ -582,7 +609,12 @@ mod tests {
         let m = msg(7);
         assert_eq!(
             m.to_frame(),
-            ClientFrame::SendMessage { conversation_id: "c".into(), content: "hello 7".into(), client_id: Some("k7".into()), persona_id: None }
+            ClientFrame::SendMessage {
+                conversation_id: "c".into(),
+                content: "hello 7".into(),
+                client_id: Some("k7".into()),
+                persona_id: None
+            }
         );
         assert_eq!(m.to_request(), PostMessageRequest { content: "hello 7".into(), client_id: "k7".into() });
         assert_eq!(storage_key("u1"), "persona-chat.outbox.u1");

@@ -26,17 +26,19 @@ struct RawEvent {
 /// Parses one answer of `/api/events` into its frames, the resync flag and the next cursor.
 pub fn parse_events(body: &str) -> Result<(Vec<ServerFrame>, bool, u64), String> {
     let raw: RawEvents = serde_json::from_str(body).map_err(|e| format!("unexpected answer from /api/events: {e}"))?;
-    let frames = raw
-        .events
-        .into_iter()
-        .filter_map(|e| ServerFrame::parse(&e.frame.to_string()).ok().flatten())
-        .collect();
+    let frames =
+        raw.events.into_iter().filter_map(|e| ServerFrame::parse(&e.frame.to_string()).ok().flatten()).collect();
     Ok((frames, raw.resync, raw.next))
 }
 
 /// One long poll: from `after` (None: just learn the current cursor, at once), waiting at
 /// most `timeout_ms` on the server. Answers the frames, the resync flag and the next cursor.
-pub async fn poll_once(base: &str, token: &str, after: Option<u64>, timeout_ms: u64) -> Result<(Vec<ServerFrame>, bool, u64), String> {
+pub async fn poll_once(
+    base: &str,
+    token: &str,
+    after: Option<u64>,
+    timeout_ms: u64,
+) -> Result<(Vec<ServerFrame>, bool, u64), String> {
     let url = match after {
         None => format!("{base}/api/events"),
         Some(after) => format!("{base}/api/events?after={after}&timeout_ms={timeout_ms}"),

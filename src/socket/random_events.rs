@@ -65,10 +65,19 @@ impl World {
             }
         }
         if was_offline && !self.online {
-            assert!(self.m.attempt() <= attempt && self.m.failures() <= failures, "counted while offline: {}", self.log.join("\n"));
+            assert!(
+                self.m.attempt() <= attempt && self.m.failures() <= failures,
+                "counted while offline: {}",
+                self.log.join("\n")
+            );
         }
         if matches!(self.state, LinkState::Connected { .. }) && !self.close_pending {
-            assert_eq!(self.socket, Some(Socket::Greeted), "Connected without a greeted socket: {}", self.log.join("\n"));
+            assert_eq!(
+                self.socket,
+                Some(Socket::Greeted),
+                "Connected without a greeted socket: {}",
+                self.log.join("\n")
+            );
         }
         let n = self.stored.len();
         assert_eq!(self.stored[..], self.written[..n], "stored out of the written order: {}", self.log.join("\n"));

@@ -80,7 +80,11 @@ pub struct Merged {
 
 impl Merged {
     pub fn is_empty(&self) -> bool {
-        self.added.is_empty() && self.removed.is_empty() && self.failed.is_empty() && self.requeued.is_empty() && self.writes.is_empty()
+        self.added.is_empty()
+            && self.removed.is_empty()
+            && self.failed.is_empty()
+            && self.requeued.is_empty()
+            && self.writes.is_empty()
     }
 }
 
@@ -142,8 +146,12 @@ impl Shared {
         let in_storage: HashSet<String> = stored.iter().map(|r| r.item.client_id.clone()).collect();
         // Held here and known to storage before, gone from it now: another tab had it
         // acknowledged or discarded it.
-        let vanished: Vec<String> =
-            outbox.items().iter().map(|i| i.client_id.clone()).filter(|id| self.known.contains_key(id) && !in_storage.contains(id)).collect();
+        let vanished: Vec<String> = outbox
+            .items()
+            .iter()
+            .map(|i| i.client_id.clone())
+            .filter(|id| self.known.contains_key(id) && !in_storage.contains(id))
+            .collect();
         for id in vanished {
             outbox.ack(&id);
             self.known.remove(&id);
@@ -199,15 +207,23 @@ pub mod store {
         let storage = local()?;
         let prefix = record_prefix(user_id);
         let len = storage.length().ok()?;
-        let keys: Vec<String> = (0..len).filter_map(|i| storage.key(i).ok().flatten()).filter(|k| k.starts_with(&prefix)).collect();
-        Some(keys.iter().filter_map(|k| storage.get_item(k).ok().flatten()).filter_map(|t| Record::from_json(&t)).collect())
+        let keys: Vec<String> =
+            (0..len).filter_map(|i| storage.key(i).ok().flatten()).filter(|k| k.starts_with(&prefix)).collect();
+        Some(
+            keys.iter()
+                .filter_map(|k| storage.get_item(k).ok().flatten())
+                .filter_map(|t| Record::from_json(&t))
+                .collect(),
+        )
     }
 
     pub fn apply(user_id: &str, writes: &[Write]) {
         let Some(storage) = local() else { return };
         for write in writes {
             let _ = match write {
-                Write::Put { client_id, record } => storage.set_item(&record_key(user_id, client_id), &record.to_json()),
+                Write::Put { client_id, record } => {
+                    storage.set_item(&record_key(user_id, client_id), &record.to_json())
+                }
                 Write::Remove { client_id } => storage.remove_item(&record_key(user_id, client_id)),
             };
         }
@@ -231,12 +247,13 @@ pub mod store {
     pub fn listen(user_id: &str, changed: impl Fn() + 'static) -> Option<Listener> {
         use wasm_bindgen::JsCast;
         let prefix = record_prefix(user_id);
-        let closure = wasm_bindgen::closure::Closure::<dyn FnMut(web_sys::StorageEvent)>::new(move |e: web_sys::StorageEvent| {
-            // A null key: storage was cleared.
-            if e.key().is_none_or(|k| k.starts_with(&prefix)) {
-                changed();
-            }
-        });
+        let closure =
+            wasm_bindgen::closure::Closure::<dyn FnMut(web_sys::StorageEvent)>::new(move |e: web_sys::StorageEvent| {
+                // A null key: storage was cleared.
+                if e.key().is_none_or(|k| k.starts_with(&prefix)) {
+                    changed();
+                }
+            });
         web_sys::window()?.add_event_listener_with_callback("storage", closure.as_ref().unchecked_ref()).ok()?;
         Some(Listener { closure })
     }
@@ -255,7 +272,8 @@ pub mod store {
         let Some(storage) = local() else { return };
         let prefix = record_prefix(user_id);
         let len = storage.length().unwrap_or(0);
-        let keys: Vec<String> = (0..len).filter_map(|i| storage.key(i).ok().flatten()).filter(|k| k.starts_with(&prefix)).collect();
+        let keys: Vec<String> =
+            (0..len).filter_map(|i| storage.key(i).ok().flatten()).filter(|k| k.starts_with(&prefix)).collect();
         for k in keys {
             let _ = storage.remove_item(&k);
         }
@@ -399,7 +417,10 @@ mod tests {
         assert_eq!(Record::from_json("nope"), None);
         assert_eq!(record_key("u1", "k"), "persona-chat.outbox.u1.k");
         assert!(!record_key("u1", "k").starts_with(&record_prefix("u2")));
-        assert!(!crate::socket::outbox::storage_key("u1").starts_with(&record_prefix("u1")), "the old blob is not a record");
+        assert!(
+            !crate::socket::outbox::storage_key("u1").starts_with(&record_prefix("u1")),
+            "the old blob is not a record"
+        );
     }
 
     /// Random interleavings of several tabs writing, merging, sending, acking, refusing,
@@ -407,10 +428,9 @@ mod tests {
     /// acknowledged exactly once by the server; nothing stays behind.
     #[test]
     fn randomized_tabs_never_lose_or_reorder_a_message() {
-        let seed = std::env::var("OUTBOX_SEED")
-            .ok()
-            .and_then(|s| s.parse().ok())
-            .unwrap_or_else(|| std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.as_nanos() as u64).unwrap_or(1));
+        let seed = std::env::var("OUTBOX_SEED").ok().and_then(|s| s.parse().ok()).unwrap_or_else(|| {
+            std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.as_nanos() as u64).unwrap_or(1)
+        });
         println!("randomized_tabs_never_lose_or_reorder_a_message seed {seed} (OUTBOX_SEED={seed} to repeat)");
         let mut rng = seed;
         let mut next = move |n: u64| {
@@ -455,7 +475,9 @@ mod tests {
                         let sent = tab.outbox.take_sendable(now);
                         for item in sent {
                             if !stored.contains(&item.client_id) && next(5) == 0 {
-                                tab.change(&mut storage, now, |o| drop(o.refuse(&item.client_id, ErrorCode::NotMember, "no", now)));
+                                tab.change(&mut storage, now, |o| {
+                                    drop(o.refuse(&item.client_id, ErrorCode::NotMember, "no", now))
+                                });
                             } else {
                                 if !stored.contains(&item.client_id) {
                                     stored.push(item.client_id.clone());
@@ -466,7 +488,13 @@ mod tests {
                     }
                     4 => {
                         tab.merge(&mut storage);
-                        let failed: Vec<String> = tab.outbox.items().iter().filter(|i| !i.is_pending()).map(|i| i.client_id.clone()).collect();
+                        let failed: Vec<String> = tab
+                            .outbox
+                            .items()
+                            .iter()
+                            .filter(|i| !i.is_pending())
+                            .map(|i| i.client_id.clone())
+                            .collect();
                         for id in failed {
                             tab.change(&mut storage, now, |o| o.retry(&id).unwrap());
                         }
@@ -483,7 +511,8 @@ mod tests {
             for _ in 0..5 {
                 now += 1.0;
                 last.merge(&mut storage);
-                let failed: Vec<String> = last.outbox.items().iter().filter(|i| !i.is_pending()).map(|i| i.client_id.clone()).collect();
+                let failed: Vec<String> =
+                    last.outbox.items().iter().filter(|i| !i.is_pending()).map(|i| i.client_id.clone()).collect();
                 for id in failed {
                     last.change(&mut storage, now, |o| o.retry(&id).unwrap());
                 }
@@ -494,7 +523,11 @@ mod tests {
                     last.change(&mut storage, now, |o| drop(o.ack(&item.client_id)));
                 }
             }
-            assert!(storage.0.is_empty(), "seed {seed} round {round}: left behind {:?}", storage.0.keys().collect::<Vec<_>>());
+            assert!(
+                storage.0.is_empty(),
+                "seed {seed} round {round}: left behind {:?}",
+                storage.0.keys().collect::<Vec<_>>()
+            );
             let mut all: Vec<String> = written.iter().map(|(_, id)| id.clone()).collect();
             all.sort();
             let mut got = stored.clone();
@@ -505,7 +538,10 @@ mod tests {
 
     #[test]
     fn without_refusals_each_tabs_messages_are_stored_in_its_writing_order() {
-        let seed = std::env::var("OUTBOX_SEED").ok().and_then(|s| s.parse().ok()).unwrap_or(0x5EED_u64 ^ std::process::id() as u64);
+        let seed = std::env::var("OUTBOX_SEED")
+            .ok()
+            .and_then(|s| s.parse().ok())
+            .unwrap_or(0x5EED_u64 ^ std::process::id() as u64);
         println!("writing-order seed {seed} (OUTBOX_SEED={seed} to repeat)");
         let mut rng = seed;
         let mut next = move |n: u64| {

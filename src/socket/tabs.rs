@@ -213,7 +213,9 @@ impl SharedState {
         match state {
             LinkState::Connecting => SharedState::Connecting,
             LinkState::Connected { latency_ms, .. } => SharedState::Connected { latency_ms: *latency_ms },
-            LinkState::Reconnecting { attempt, retry_at_ms } => SharedState::Reconnecting { attempt: *attempt, retry_in_ms: (retry_at_ms - now).max(0.0) },
+            LinkState::Reconnecting { attempt, retry_at_ms } => {
+                SharedState::Reconnecting { attempt: *attempt, retry_in_ms: (retry_at_ms - now).max(0.0) }
+            }
             LinkState::Polling => SharedState::Polling,
             LinkState::Offline => SharedState::Offline,
             LinkState::Disconnected => SharedState::Disconnected,
@@ -225,8 +227,12 @@ impl SharedState {
     pub fn to_link(&self, now: f64, since_ms: Option<f64>) -> LinkState {
         match self {
             SharedState::Connecting => LinkState::Connecting,
-            SharedState::Connected { latency_ms } => LinkState::Connected { since_ms: since_ms.unwrap_or(now), latency_ms: *latency_ms },
-            SharedState::Reconnecting { attempt, retry_in_ms } => LinkState::Reconnecting { attempt: *attempt, retry_at_ms: now + retry_in_ms },
+            SharedState::Connected { latency_ms } => {
+                LinkState::Connected { since_ms: since_ms.unwrap_or(now), latency_ms: *latency_ms }
+            }
+            SharedState::Reconnecting { attempt, retry_in_ms } => {
+                LinkState::Reconnecting { attempt: *attempt, retry_at_ms: now + retry_in_ms }
+            }
             SharedState::Polling => LinkState::Polling,
             SharedState::Offline => LinkState::Offline,
             SharedState::Disconnected => LinkState::Disconnected,
@@ -306,7 +312,10 @@ mod tests {
     #[test]
     fn without_locks_or_channel_a_tab_keeps_its_own_connection() {
         let mut e = Election::new(Config::default());
-        assert_eq!(e.handle(0.0, Event::Start { supported: false }), vec![Action::Role(Role::Solo), Action::OpenConnection]);
+        assert_eq!(
+            e.handle(0.0, Event::Start { supported: false }),
+            vec![Action::Role(Role::Solo), Action::OpenConnection]
+        );
         for ev in [Event::Tick, Event::LeadHere, Event::Heartbeat { tab: "x".into() }, Event::LockLost] {
             assert!(e.handle(5_000.0, ev).is_empty());
         }
@@ -316,9 +325,24 @@ mod tests {
     #[test]
     fn a_tab_follows_queues_for_the_lock_and_leads_when_granted() {
         let (mut e, a) = started(0.0);
-        assert_eq!(a, vec![Action::Role(Role::Follower), Action::RequestLock { steal: false }, Action::ScheduleWake { at_ms: 2_500.0 }]);
+        assert_eq!(
+            a,
+            vec![
+                Action::Role(Role::Follower),
+                Action::RequestLock { steal: false },
+                Action::ScheduleWake { at_ms: 2_500.0 }
+            ]
+        );
         let a = e.handle(3.0, Event::LockGranted { steal: false });
-        assert_eq!(a, vec![Action::Role(Role::Leader), Action::OpenConnection, Action::SendHeartbeat, Action::ScheduleWake { at_ms: 353.0 }]);
+        assert_eq!(
+            a,
+            vec![
+                Action::Role(Role::Leader),
+                Action::OpenConnection,
+                Action::SendHeartbeat,
+                Action::ScheduleWake { at_ms: 353.0 }
+            ]
+        );
         assert_eq!(e.handle(353.0, Event::Tick), vec![Action::SendHeartbeat, Action::ScheduleWake { at_ms: 703.0 }]);
         // Other tabs' heartbeats do not shake a leader.
         assert!(e.handle(400.0, Event::Heartbeat { tab: "other".into() }).is_empty());
@@ -365,7 +389,12 @@ mod tests {
         let a = e.handle(50.0, Event::LockLost);
         assert_eq!(
             a,
-            vec![Action::CloseConnection, Action::Role(Role::Follower), Action::RequestLock { steal: false }, Action::ScheduleWake { at_ms: 2_550.0 }]
+            vec![
+                Action::CloseConnection,
+                Action::Role(Role::Follower),
+                Action::RequestLock { steal: false },
+                Action::ScheduleWake { at_ms: 2_550.0 }
+            ]
         );
         assert_eq!(e.role(), Some(Role::Follower));
         // It now follows the new leader and does not steal back.
@@ -389,10 +418,9 @@ mod tests {
     /// leaderless time never lasts much more than the timeout.
     #[test]
     fn randomized_tabs_have_one_connection_and_fail_over_quickly() {
-        let seed = std::env::var("TABS_SEED")
-            .ok()
-            .and_then(|s| s.parse().ok())
-            .unwrap_or_else(|| std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.as_nanos() as u64).unwrap_or(7));
+        let seed = std::env::var("TABS_SEED").ok().and_then(|s| s.parse().ok()).unwrap_or_else(|| {
+            std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.as_nanos() as u64).unwrap_or(7)
+        });
         println!("randomized_tabs_have_one_connection_and_fail_over_quickly seed {seed} (TABS_SEED={seed} to repeat)");
         let mut rng = seed | 1;
         let mut next = move |n: u64| {
@@ -446,7 +474,9 @@ mod tests {
                         }
                     }
                     7 => {
-                        if let Some(i) = (0..tabs.len()).find(|&i| tabs[i].alive && tabs[i].frozen_until <= t && next(2) == 0) {
+                        if let Some(i) =
+                            (0..tabs.len()).find(|&i| tabs[i].alive && tabs[i].frozen_until <= t && next(2) == 0)
+                        {
                             let a = tabs[i].e.handle(t, Event::LeadHere);
                             apply(&mut tabs, i, a, t, &mut holder, &mut queue, &mut events);
                         }
@@ -494,10 +524,15 @@ mod tests {
                 }
                 // At most one connection among the tabs that are not frozen, and it is the
                 // lock holder's (a frozen stolen leader closes its own when it thaws).
-                let open: Vec<usize> = (0..tabs.len()).filter(|&i| tabs[i].alive && tabs[i].open && tabs[i].frozen_until <= t).collect();
+                let open: Vec<usize> =
+                    (0..tabs.len()).filter(|&i| tabs[i].alive && tabs[i].open && tabs[i].frozen_until <= t).collect();
                 assert!(open.len() <= 1, "seed {seed} round {round} t {t}: connections in tabs {open:?}");
                 if let Some(&i) = open.first() {
-                    assert_eq!(holder, Some(i), "seed {seed} round {round} t {t}: the open connection is not the lock holder's");
+                    assert_eq!(
+                        holder,
+                        Some(i),
+                        "seed {seed} round {round} t {t}: the open connection is not the lock holder's"
+                    );
                 }
                 let live_leader = holder.is_some_and(|h| tabs[h].frozen_until <= t && tabs[h].open);
                 let any_active = tabs.iter().any(|x| x.alive && x.frozen_until <= t);
@@ -576,7 +611,10 @@ mod tests {
         let s = SharedState::of(&LinkState::Reconnecting { attempt: 2, retry_at_ms: 1_500.0 }, 1_000.0);
         assert_eq!(s, SharedState::Reconnecting { attempt: 2, retry_in_ms: 500.0 });
         assert_eq!(s.to_link(9_000.0, None), LinkState::Reconnecting { attempt: 2, retry_at_ms: 9_500.0 });
-        assert_eq!(SharedState::Connected { latency_ms: None }.to_link(5.0, Some(2.0)), LinkState::Connected { since_ms: 2.0, latency_ms: None });
+        assert_eq!(
+            SharedState::Connected { latency_ms: None }.to_link(5.0, Some(2.0)),
+            LinkState::Connected { since_ms: 2.0, latency_ms: None }
+        );
         assert_eq!(SharedState::Polling.transport(), Some(Transport::Polling));
         assert_ne!(channel_name("http://a", "u"), channel_name("http://b", "u"));
         assert_ne!(lock_name("http://a", "u"), lock_name("http://a", "v"));

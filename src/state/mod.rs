@@ -17,8 +17,8 @@ use persona_chat_protocol::{ClientFrame, ErrorCode, ServerFrame};
 
 use crate::api;
 use crate::socket::outbox::{OutStatus, Outbox, OutboxConfig, Outgoing, Refusal};
-use crate::socket::shared_outbox::{self, Shared};
 use crate::socket::relay::{SharedConnection, TabsInfo};
+use crate::socket::shared_outbox::{self, Shared};
 use crate::socket::{now_ms, ConnEvent, LinkState, Transport};
 use reducer::{ChatState, Delivery, PendingMessage};
 use typing::{IncomingTyping, OutgoingTyping, TypingConfig, TypingSignal, TypingStep};
@@ -181,17 +181,19 @@ impl SocketContext {
 
     fn apply_typing_step(&self, conversation_id: &str, step: TypingStep) {
         match step.send {
-            Some(TypingSignal::Start) => drop(self.send_frame(&ClientFrame::TypingStart { conversation_id: conversation_id.to_owned() })),
-            Some(TypingSignal::Stop) => drop(self.send_frame(&ClientFrame::TypingStop { conversation_id: conversation_id.to_owned() })),
+            Some(TypingSignal::Start) => {
+                drop(self.send_frame(&ClientFrame::TypingStart { conversation_id: conversation_id.to_owned() }))
+            }
+            Some(TypingSignal::Stop) => {
+                drop(self.send_frame(&ClientFrame::TypingStop { conversation_id: conversation_id.to_owned() }))
+            }
             None => {}
         }
         let ctx = *self;
         let timer = step.wake_at.map(|at| {
             gloo_timers::callback::Timeout::new((at - now_ms()).max(0.0) as u32, move || {
-                let (conversation, step) = ctx
-                    .outgoing_typing
-                    .try_update_value(|(c, t)| (c.clone(), t.tick(now_ms())))
-                    .unwrap_or_default();
+                let (conversation, step) =
+                    ctx.outgoing_typing.try_update_value(|(c, t)| (c.clone(), t.tick(now_ms()))).unwrap_or_default();
                 if let Some(conversation) = conversation {
                     ctx.apply_typing_step(&conversation, step);
                 }
@@ -206,7 +208,8 @@ impl SocketContext {
         self.incoming_typing.update_value(|t| {
             t.expire(now);
         });
-        let conversations: Vec<String> = self.chat.with_untracked(|c| c.conversations.iter().map(|x| x.id.clone()).collect());
+        let conversations: Vec<String> =
+            self.chat.with_untracked(|c| c.conversations.iter().map(|x| x.id.clone()).collect());
         let map: HashMap<String, Vec<String>> = self.incoming_typing.with_value(|t| {
             conversations
                 .into_iter()
@@ -220,9 +223,10 @@ impl SocketContext {
             self.typists.set(map);
         }
         let ctx = *self;
-        let timer = self.incoming_typing.with_value(IncomingTyping::next_wake).map(|at| {
-            gloo_timers::callback::Timeout::new((at - now).max(0.0) as u32, move || ctx.refresh_typists())
-        });
+        let timer = self
+            .incoming_typing
+            .with_value(IncomingTyping::next_wake)
+            .map(|at| gloo_timers::callback::Timeout::new((at - now).max(0.0) as u32, move || ctx.refresh_typists()));
         self.incoming_timer.set_value(timer);
     }
 
@@ -303,17 +307,23 @@ impl SocketContext {
             Ok(list) => {
                 let remembered = self.active.get_untracked().filter(|id| list.iter().any(|c| &c.id == id));
                 let lobby = remembered.or_else(|| {
-                    list.iter().find(|c| c.kind == ConversationKind::Room && c.title == "Lobby").or(list.first()).map(|c| c.id.clone())
+                    list.iter()
+                        .find(|c| c.kind == ConversationKind::Room && c.title == "Lobby")
+                        .or(list.first())
+                        .map(|c| c.id.clone())
                 });
                 self.chat.update(|c| c.set_conversations(list));
                 self.notice.set(None);
                 if let Some(id) = lobby {
-                    if self.active.get_untracked().as_ref() != Some(&id) || !self.joined.with_value(|j| j.contains(&id)) {
+                    if self.active.get_untracked().as_ref() != Some(&id) || !self.joined.with_value(|j| j.contains(&id))
+                    {
                         self.open_conversation(id);
                     }
                 }
             }
-            Err(e) => self.notice.set(Some(format!("Could not load your conversations yet ({e}); trying again when the connection is back."))),
+            Err(e) => self.notice.set(Some(format!(
+                "Could not load your conversations yet ({e}); trying again when the connection is back."
+            ))),
         }
     }
 
@@ -322,7 +332,9 @@ impl SocketContext {
         crate::storage::save_active(&conversation_id);
         if self.active.get_untracked().as_ref() != Some(&conversation_id) {
             // Leaving a draft: typing stops there.
-            if let Some(previous) = self.outgoing_typing.with_value(|(c, _)| c.clone()).filter(|c| c != &conversation_id) {
+            if let Some(previous) =
+                self.outgoing_typing.with_value(|(c, _)| c.clone()).filter(|c| c != &conversation_id)
+            {
                 let step = self.outgoing_typing.try_update_value(|(_, t)| t.left()).unwrap_or_default();
                 self.apply_typing_step(&previous, step);
             }
@@ -331,7 +343,9 @@ impl SocketContext {
         let visible = !crate::notify::hidden();
         self.chat.update(|c| c.set_active(visible.then(|| conversation_id.clone())));
         let ctx = *self;
-        let is_room = self.chat.with_untracked(|c| c.conversation(&conversation_id).is_some_and(|c| c.kind == ConversationKind::Room));
+        let is_room = self
+            .chat
+            .with_untracked(|c| c.conversation(&conversation_id).is_some_and(|c| c.kind == ConversationKind::Room));
         if is_room {
             ctx.load_members(conversation_id.clone());
         }
@@ -366,7 +380,9 @@ impl SocketContext {
     /// Loads the page of messages before the oldest held; false if there is none to load.
     pub async fn load_older(&self, conversation_id: String) -> bool {
         let Some(token) = self.token() else { return false };
-        let (first, has_older) = self.chat.with_untracked(|c| c.log(&conversation_id).map(|l| (l.first_seq(), l.has_older)).unwrap_or((None, None)));
+        let (first, has_older) = self
+            .chat
+            .with_untracked(|c| c.log(&conversation_id).map(|l| (l.first_seq(), l.has_older)).unwrap_or((None, None)));
         let Some(first) = first else { return false };
         if has_older == Some(false) || first <= 1 {
             return false;
@@ -529,7 +545,12 @@ impl SocketContext {
             self.notice.set(Some(format!("Not sent: {e}. Wait until the connection is back.")));
             return false;
         }
-        self.chat.update(|c| c.add_pending(&conversation_id, PendingMessage { client_id, content, timestamp, delivery: Delivery::Pending }));
+        self.chat.update(|c| {
+            c.add_pending(
+                &conversation_id,
+                PendingMessage { client_id, content, timestamp, delivery: Delivery::Pending },
+            )
+        });
         self.flush_outbox();
         let step = self.outgoing_typing.try_update_value(|(_, t)| t.message_sent()).unwrap_or_default();
         self.apply_typing_step(&conversation_id, step);
@@ -543,7 +564,8 @@ impl SocketContext {
         let user = self.chat.with_untracked(|c| c.me.as_ref().map(|u| u.id.clone()));
         if let Some(user) = user {
             let now = js_sys::Date::now();
-            let writes = self.outbox.with_value(|o| self.shared.try_update_value(|s| s.sync(o, now))).unwrap_or_default();
+            let writes =
+                self.outbox.with_value(|o| self.shared.try_update_value(|s| s.sync(o, now))).unwrap_or_default();
             shared_outbox::store::apply(&user, &writes);
         }
         out
@@ -554,7 +576,11 @@ impl SocketContext {
     fn merge_shared_outbox(&self) {
         let Some(user) = self.chat.with_untracked(|c| c.me.as_ref().map(|u| u.id.clone())) else { return };
         let Some(records) = shared_outbox::store::load(&user) else { return };
-        let Some(merged) = self.outbox.try_update_value(|o| self.shared.try_update_value(|s| s.merge(o, records))).flatten() else { return };
+        let Some(merged) =
+            self.outbox.try_update_value(|o| self.shared.try_update_value(|s| s.merge(o, records))).flatten()
+        else {
+            return;
+        };
         if merged.is_empty() {
             return;
         }
@@ -564,7 +590,9 @@ impl SocketContext {
                 c.add_pending(&item.conversation_id, pending_of(item));
             }
             for (client_id, reason) in &merged.failed {
-                let line = c.logs.iter().find_map(|(id, log)| log.pending().iter().find(|p| &p.client_id == client_id).map(|p| (id.clone(), p.clone())));
+                let line = c.logs.iter().find_map(|(id, log)| {
+                    log.pending().iter().find(|p| &p.client_id == client_id).map(|p| (id.clone(), p.clone()))
+                });
                 if let Some((conversation_id, mut line)) = line {
                     c.discard_pending(client_id);
                     line.delivery = Delivery::Failed(reason.clone());
@@ -577,7 +605,9 @@ impl SocketContext {
             // Discarded elsewhere: a failed line goes (an acknowledged one is replaced by the
             // stored message when its frame arrives).
             for client_id in &merged.removed {
-                let failed = c.logs.values().any(|log| log.pending().iter().any(|p| &p.client_id == client_id && matches!(p.delivery, Delivery::Failed(_))));
+                let failed = c.logs.values().any(|log| {
+                    log.pending().iter().any(|p| &p.client_id == client_id && matches!(p.delivery, Delivery::Failed(_)))
+                });
                 if failed {
                     c.discard_pending(client_id);
                 }
@@ -593,13 +623,15 @@ impl SocketContext {
     fn restore_outbox(&self, user_id: &str) {
         // Every tab's records (the writing tab may be closed), and an outbox kept as one blob
         // by an older build, taken over as records.
-        let mut stored = shared_outbox::store::take_legacy(user_id).unwrap_or_else(|| Outbox::new(OutboxConfig::default()));
+        let mut stored =
+            shared_outbox::store::take_legacy(user_id).unwrap_or_else(|| Outbox::new(OutboxConfig::default()));
         let mut shared = Shared::new();
         shared_outbox::store::apply(user_id, &shared.sync(&stored, js_sys::Date::now()));
         let records = shared_outbox::store::load(user_id).unwrap_or_default();
         let merged = shared.merge(&mut stored, records);
         shared_outbox::store::apply(user_id, &merged.writes);
-        let shown: Vec<(String, PendingMessage)> = stored.items().iter().map(|i| (i.conversation_id.clone(), pending_of(i))).collect();
+        let shown: Vec<(String, PendingMessage)> =
+            stored.items().iter().map(|i| (i.conversation_id.clone(), pending_of(i))).collect();
         self.outbox.set_value(stored);
         self.shared.set_value(shared);
         let ctx = *self;
@@ -614,7 +646,9 @@ impl SocketContext {
     /// Sends what the outbox holds for sending, in order, if a transport is up.
     fn flush_outbox(&self) {
         // Sent by the tab that holds the connection (every tab's messages are records it merges).
-        if self.transport().is_none() || !self.connection.with_value(|c| c.as_ref().is_some_and(SharedConnection::sends_outbox)) {
+        if self.transport().is_none()
+            || !self.connection.with_value(|c| c.as_ref().is_some_and(SharedConnection::sends_outbox))
+        {
             return;
         }
         let now = now_ms();
@@ -629,9 +663,10 @@ impl SocketContext {
         }
         // Rate-limited messages are due later: wake then.
         let ctx = *self;
-        let timer = self.outbox.with_value(Outbox::next_wake).map(|at| {
-            gloo_timers::callback::Timeout::new((at - now).max(0.0) as u32, move || ctx.flush_outbox())
-        });
+        let timer = self
+            .outbox
+            .with_value(Outbox::next_wake)
+            .map(|at| gloo_timers::callback::Timeout::new((at - now).max(0.0) as u32, move || ctx.flush_outbox()));
         self.outbox_timer.set_value(timer);
     }
 
@@ -675,7 +710,12 @@ impl SocketContext {
             // when rate limited).
             Err(e) if (400..500).contains(&e.status) => {
                 let code = if e.status == 429 { ErrorCode::RateLimited } else { e.code.unwrap_or(ErrorCode::Unknown) };
-                self.on_frame(ServerFrame::Error { code, message: e.message, reference: Some(client_id), timestamp: String::new() })
+                self.on_frame(ServerFrame::Error {
+                    code,
+                    message: e.message,
+                    reference: Some(client_id),
+                    timestamp: String::new(),
+                })
             }
             Err(_) => {
                 self.with_outbox(|o| o.send_failed(&client_id, now_ms()));
@@ -707,7 +747,11 @@ impl SocketContext {
                 self.fill_if_gap(conversation_id, message.seq);
                 if let Some(cid) = &message.client_id {
                     // A message ends its sender's typing at once.
-                    if self.incoming_typing.try_update_value(|t| t.message_from(conversation_id, &message.sender_id)).unwrap_or(false) {
+                    if self
+                        .incoming_typing
+                        .try_update_value(|t| t.message_from(conversation_id, &message.sender_id))
+                        .unwrap_or(false)
+                    {
                         self.refresh_typists();
                     }
                     // Our own message stored (its ack may have been lost with a connection).
@@ -763,7 +807,10 @@ impl SocketContext {
         }
         if crate::notify::hidden() {
             if self.notify.get_untracked() {
-                let title = self.chat.with_untracked(|c| c.conversation(conversation_id).map(|c| c.title.clone())).unwrap_or_default();
+                let title = self
+                    .chat
+                    .with_untracked(|c| c.conversation(conversation_id).map(|c| c.title.clone()))
+                    .unwrap_or_default();
                 crate::notify::show(&format!("{} in {title}", message.sender_name), &message.content, conversation_id);
             }
         } else if self.active.get_untracked().as_deref() == Some(conversation_id) {
@@ -809,14 +856,23 @@ impl SocketContext {
         spawn_local(async move {
             match frame {
                 ClientFrame::SendMessage { conversation_id, content, client_id: Some(client_id), .. } => {
-                    if !ctx.post_over_http(conversation_id, content, client_id).await {
+                    let through = ctx.post_over_http(conversation_id, content, client_id).await;
+                    if !through {
                         ctx.flush_outbox(); // sets the timer for its retry
                     }
                 }
-                ClientFrame::TypingStart { conversation_id } => drop(api::set_typing(&base, &token, &conversation_id, true).await),
-                ClientFrame::TypingStop { conversation_id } => drop(api::set_typing(&base, &token, &conversation_id, false).await),
-                ClientFrame::JoinConversation { conversation_id, after_seq } => ctx.fill(conversation_id, after_seq.unwrap_or(0)).await,
-                ClientFrame::StopResponse { conversation_id, message_id } => drop(api::stop_response(&base, &token, &conversation_id, &message_id).await),
+                ClientFrame::TypingStart { conversation_id } => {
+                    drop(api::set_typing(&base, &token, &conversation_id, true).await)
+                }
+                ClientFrame::TypingStop { conversation_id } => {
+                    drop(api::set_typing(&base, &token, &conversation_id, false).await)
+                }
+                ClientFrame::JoinConversation { conversation_id, after_seq } => {
+                    ctx.fill(conversation_id, after_seq.unwrap_or(0)).await
+                }
+                ClientFrame::StopResponse { conversation_id, message_id } => {
+                    drop(api::stop_response(&base, &token, &conversation_id, &message_id).await)
+                }
                 _ => {}
             }
         });
@@ -826,11 +882,16 @@ impl SocketContext {
     async fn fill_gaps(&self, conversation_id: String, from: i64, upto: i64) {
         let Some(token) = self.token() else { return };
         let ranges = self.chat.with_untracked(|c| {
-            let held: Vec<i64> = c.log(&conversation_id).map(|l| l.stored().map(|m| m.seq).filter(|s| (from..=upto).contains(s)).collect()).unwrap_or_default();
+            let held: Vec<i64> = c
+                .log(&conversation_id)
+                .map(|l| l.stored().map(|m| m.seq).filter(|s| (from..=upto).contains(s)).collect())
+                .unwrap_or_default();
             gaps::missing(std::iter::once(from).chain(held), upto)
         });
         for q in gaps::queries(&ranges, gaps::MAX_PAGE) {
-            match api::messages_between(&self.base(), &token, &conversation_id, q.after_seq, q.before_seq, q.limit).await {
+            match api::messages_between(&self.base(), &token, &conversation_id, q.after_seq, q.before_seq, q.limit)
+                .await
+            {
                 Ok(page) => self.chat.update(|c| c.add_history(&conversation_id, page.messages)),
                 Err(_) => return, // the next rejoin asks again from the last seq
             }
@@ -958,5 +1019,10 @@ fn pending_of(i: &Outgoing) -> PendingMessage {
         OutStatus::Failed { reason, .. } => Delivery::Failed(reason.clone()),
         _ => Delivery::Pending,
     };
-    PendingMessage { client_id: i.client_id.clone(), content: i.content.clone(), timestamp: i.written_at.clone(), delivery }
+    PendingMessage {
+        client_id: i.client_id.clone(),
+        content: i.content.clone(),
+        timestamp: i.written_at.clone(),
+        delivery,
+    }
 }

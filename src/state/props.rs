@@ -86,7 +86,11 @@ enum Arrival {
 
 fn deliver(s: &mut ChatState, arrival: &Arrival) {
     match arrival {
-        Arrival::Frame(seq) => s.apply(ServerFrame::NewMessage { conversation_id: "c".into(), message: message(*seq), timestamp: "t".into() }),
+        Arrival::Frame(seq) => s.apply(ServerFrame::NewMessage {
+            conversation_id: "c".into(),
+            message: message(*seq),
+            timestamp: "t".into(),
+        }),
         Arrival::Page(seqs) => s.add_history("c", seqs.iter().map(|&q| message(q)).collect()),
     }
 }
@@ -94,7 +98,8 @@ fn deliver(s: &mut ChatState, arrival: &Arrival) {
 /// What must not depend on the order: the messages held (seq, id, content), in order, and the
 /// conversation's newest message.
 fn observable(s: &ChatState) -> (Vec<(i64, String, String)>, Option<i64>, i64) {
-    let held = s.log("c").map(|l| l.stored().map(|m| (m.seq, m.id.clone(), m.content.clone())).collect()).unwrap_or_default();
+    let held =
+        s.log("c").map(|l| l.stored().map(|m| (m.seq, m.id.clone(), m.content.clone())).collect()).unwrap_or_default();
     let c = s.conversation("c").expect("the conversation");
     (held, c.last_message.as_ref().map(|m| m.seq), c.last_seq)
 }
@@ -135,7 +140,10 @@ fn the_reducer_ends_the_same_whatever_the_order_and_the_repeats() {
         // message came at least once as a frame.
         let all_framed = (1..=n).all(|q| arrivals.iter().any(|a| matches!(a, Arrival::Frame(x) if *x == q)));
         if all_framed {
-            assert_eq!(newest, want_newest, "case {case} (seed {seed}): the list's newest message, arrivals {arrivals:?}");
+            assert_eq!(
+                newest, want_newest,
+                "case {case} (seed {seed}): the list's newest message, arrivals {arrivals:?}"
+            );
         }
         // Applying everything again changes nothing.
         let before = observable(&s);
@@ -175,17 +183,39 @@ fn stream_deltas_never_show_more_or_other_than_the_reply() {
             }
         }
         let mut s = fresh();
-        s.apply(ServerFrame::StreamStart { conversation_id: "c".into(), message_id: "r".into(), persona_id: "p".into() });
+        s.apply(ServerFrame::StreamStart {
+            conversation_id: "c".into(),
+            message_id: "r".into(),
+            persona_id: "p".into(),
+        });
         for (offset, text) in &sent {
-            s.apply(ServerFrame::StreamDelta { conversation_id: "c".into(), message_id: "r".into(), offset: *offset, text: text.clone() });
+            s.apply(ServerFrame::StreamDelta {
+                conversation_id: "c".into(),
+                message_id: "r".into(),
+                offset: *offset,
+                text: text.clone(),
+            });
             let shown = &s.streams["r"];
-            assert!(full.starts_with(&shown.text), "case {case} (seed {seed}): {:?} is not a prefix of {full:?} (sent {sent:?})", shown.text);
-            assert_eq!(shown.chars as usize, shown.text.chars().count(), "case {case} (seed {seed}): the count matches the text");
+            assert!(
+                full.starts_with(&shown.text),
+                "case {case} (seed {seed}): {:?} is not a prefix of {full:?} (sent {sent:?})",
+                shown.text
+            );
+            assert_eq!(
+                shown.chars as usize,
+                shown.text.chars().count(),
+                "case {case} (seed {seed}): the count matches the text"
+            );
         }
         // Every delta came at least once, and an early one is sent again in its place: whole.
         assert_eq!(s.streams["r"].text, full, "case {case} (seed {seed}): sent {sent:?}");
         let stored = Message { id: "r".into(), content: full.clone(), is_ai: true, ..message(1) };
-        s.apply(ServerFrame::StreamEnd { conversation_id: "c".into(), message_id: "r".into(), interrupted: false, message: stored });
+        s.apply(ServerFrame::StreamEnd {
+            conversation_id: "c".into(),
+            message_id: "r".into(),
+            interrupted: false,
+            message: stored,
+        });
         assert!(s.streams.is_empty());
         assert_eq!(s.log("c").unwrap().stored().map(|m| m.content.clone()).collect::<Vec<_>>(), vec![full.clone()]);
     }
@@ -206,7 +236,10 @@ fn gaps_are_exactly_the_absent_seqs() {
             None => (1..=last_seq).collect(),
             Some(&low) => (low..=last_seq.max(*held.last().unwrap())).filter(|s| !held.contains(s)).collect(),
         };
-        assert_eq!(missing, expected, "case {case} (seed {seed}): known {known:?}, last_seq {last_seq}, ranges {ranges:?}");
+        assert_eq!(
+            missing, expected,
+            "case {case} (seed {seed}): known {known:?}, last_seq {last_seq}, ranges {ranges:?}"
+        );
         // Ranges ascend, are not empty and do not touch (else they would be one).
         for w in ranges.windows(2) {
             assert!(w[0].last + 1 < w[1].first, "case {case} (seed {seed}): {ranges:?}");

@@ -193,7 +193,8 @@ impl ConversationLog {
             }
         }
         out.extend(notices.map(Item::Notice));
-        let mut live: Vec<(&String, &Stream)> = streams.iter().filter(|(_, s)| s.conversation_id == conversation_id).collect();
+        let mut live: Vec<(&String, &Stream)> =
+            streams.iter().filter(|(_, s)| s.conversation_id == conversation_id).collect();
         live.sort_by(|a, b| a.1.started_at.cmp(&b.1.started_at).then(a.0.cmp(b.0)));
         out.extend(live.into_iter().map(|(id, s)| Item::Stream(id, s)));
         out.extend(self.pending.iter().map(Item::Pending));
@@ -209,7 +210,14 @@ impl ConversationLog {
     /// The lines of a window: `size` lines ending `back` lines before the newest, and how
     /// many lines there are in all. Only the window's lines are built, so a conversation of
     /// 10,000 messages costs little per update.
-    pub fn window(&self, me: Option<&User>, conversation_id: &str, streams: &HashMap<String, Stream>, back: usize, size: usize) -> (Vec<ChatLine>, usize) {
+    pub fn window(
+        &self,
+        me: Option<&User>,
+        conversation_id: &str,
+        streams: &HashMap<String, Stream>,
+        back: usize,
+        size: usize,
+    ) -> (Vec<ChatLine>, usize) {
         let items = self.items(conversation_id, streams);
         let total = items.len();
         let end = total.saturating_sub(back);
@@ -354,9 +362,13 @@ impl ChatState {
 
     /// The persona's current status (the list's copy is only as new as the list).
     pub fn persona_status(&self, persona_id: &str) -> Option<(PersonaState, Option<String>)> {
-        self.persona(persona_id)
-            .map(|p| (p.status, p.last_seen.clone()))
-            .or_else(|| self.conversations.iter().filter_map(|c| c.persona.as_ref()).find(|p| p.id == persona_id).map(|p| (p.status, p.last_seen.clone())))
+        self.persona(persona_id).map(|p| (p.status, p.last_seen.clone())).or_else(|| {
+            self.conversations
+                .iter()
+                .filter_map(|c| c.persona.as_ref())
+                .find(|p| p.id == persona_id)
+                .map(|p| (p.status, p.last_seen.clone()))
+        })
     }
 
     /// The status of a direct conversation's persona (None for rooms).
@@ -396,7 +408,8 @@ impl ChatState {
                 p.last_seen = fresh.last_seen.clone();
             }
         }
-        let responding: Vec<String> = list.iter().filter(|p| p.status == PersonaState::Responding).map(|p| p.id.clone()).collect();
+        let responding: Vec<String> =
+            list.iter().filter(|p| p.status == PersonaState::Responding).map(|p| p.id.clone()).collect();
         self.personas = list;
         self.drop_dead_streams(|id| !responding.iter().any(|r| r == id));
     }
@@ -460,7 +473,11 @@ impl ChatState {
 
     /// The newest page of a conversation, when it is opened.
     pub fn add_latest(&mut self, conversation_id: &str, messages: Vec<Message>, has_more: bool) {
-        let older_than_held = self.logs.get(conversation_id).and_then(ConversationLog::first_seq).is_none_or(|first| messages.first().is_none_or(|m| m.seq <= first));
+        let older_than_held = self
+            .logs
+            .get(conversation_id)
+            .and_then(ConversationLog::first_seq)
+            .is_none_or(|first| messages.first().is_none_or(|m| m.seq <= first));
         self.add_history(conversation_id, messages);
         let log = self.logs.entry(conversation_id.to_owned()).or_default();
         if older_than_held || log.has_older.is_none() {
@@ -513,7 +530,8 @@ impl ChatState {
                     self.drop_dead_streams(|id| id == persona_id);
                 }
                 let personas = self.personas.iter_mut().filter(|p| p.id == persona_id);
-                let in_list = self.conversations.iter_mut().filter_map(|c| c.persona.as_mut()).filter(|p| p.id == persona_id);
+                let in_list =
+                    self.conversations.iter_mut().filter_map(|c| c.persona.as_mut()).filter(|p| p.id == persona_id);
                 for p in personas.chain(in_list) {
                     p.status = status;
                     if last_seen.is_some() {
@@ -536,11 +554,20 @@ impl ChatState {
                 }
             }
             ServerFrame::StreamStart { conversation_id, message_id, persona_id } => {
-                let persona_name = self.persona(&persona_id).map(|p| p.name.clone()).unwrap_or_else(|| "Persona".into());
+                let persona_name =
+                    self.persona(&persona_id).map(|p| p.name.clone()).unwrap_or_else(|| "Persona".into());
                 let started_at = stream_start_time(&self.logs, &conversation_id);
                 self.streams
                     .entry(message_id)
-                    .or_insert(Stream { conversation_id, persona_id, persona_name, text: String::new(), chars: 0, started_at, live: true })
+                    .or_insert(Stream {
+                        conversation_id,
+                        persona_id,
+                        persona_name,
+                        text: String::new(),
+                        chars: 0,
+                        started_at,
+                        live: true,
+                    })
                     .live = true;
             }
             ServerFrame::StreamDelta { message_id, offset, text, .. } => {
@@ -599,7 +626,8 @@ impl ChatState {
             c.last_message = Some(last);
         }
         let c = self.conversations.remove(i);
-        let at = self.conversations.iter().position(|x| activity(x) <= activity(&c)).unwrap_or(self.conversations.len());
+        let at =
+            self.conversations.iter().position(|x| activity(x) <= activity(&c)).unwrap_or(self.conversations.len());
         self.conversations.insert(at, c);
     }
 }
@@ -612,7 +640,10 @@ fn activity(c: &ConversationSummary) -> &str {
 /// A stream's start time for ordering and grouping: the newest stored message's time is a
 /// good enough stand-in (the frame carries none).
 fn stream_start_time(logs: &HashMap<String, ConversationLog>, conversation_id: &str) -> String {
-    logs.get(conversation_id).and_then(|l| l.stored.values().next_back()).map(|m| m.timestamp.clone()).unwrap_or_default()
+    logs.get(conversation_id)
+        .and_then(|l| l.stored.values().next_back())
+        .map(|m| m.timestamp.clone())
+        .unwrap_or_default()
 }
 
 #[cfg(test)]
@@ -656,7 +687,15 @@ mod tests {
     #[test]
     fn a_pending_echo_becomes_the_stored_message() {
         let mut s = ChatState::default();
-        s.add_pending("c", PendingMessage { client_id: "k1".into(), content: "hi".into(), timestamp: "t".into(), delivery: Delivery::Pending });
+        s.add_pending(
+            "c",
+            PendingMessage {
+                client_id: "k1".into(),
+                content: "hi".into(),
+                timestamp: "t".into(),
+                delivery: Delivery::Pending,
+            },
+        );
         assert_eq!(s.log("c").unwrap().lines(None)[0].delivery, Delivery::Pending);
         s.apply(ServerFrame::MessageAck(Ack {
             client_id: "k1".into(),
@@ -675,18 +714,46 @@ mod tests {
     #[test]
     fn a_refused_send_turns_failed_with_the_reason() {
         let mut s = ChatState::default();
-        s.add_pending("c", PendingMessage { client_id: "k9".into(), content: "x".into(), timestamp: "t".into(), delivery: Delivery::Pending });
-        s.apply(ServerFrame::Error { code: ErrorCode::TooLong, message: "too long".into(), reference: Some("k9".into()), timestamp: "t".into() });
+        s.add_pending(
+            "c",
+            PendingMessage {
+                client_id: "k9".into(),
+                content: "x".into(),
+                timestamp: "t".into(),
+                delivery: Delivery::Pending,
+            },
+        );
+        s.apply(ServerFrame::Error {
+            code: ErrorCode::TooLong,
+            message: "too long".into(),
+            reference: Some("k9".into()),
+            timestamp: "t".into(),
+        });
         assert!(matches!(&s.log("c").unwrap().lines(None)[0].delivery, Delivery::Failed(r) if r.contains("too_long")));
     }
 
     #[test]
     fn presence_updates_the_online_list() {
         let mut s = ChatState::default();
-        s.apply(ServerFrame::OnlineUsers { users: vec![OnlineUser { user_id: "a".into(), username: "ada".into() }], timestamp: "t".into() });
-        s.apply(ServerFrame::PresenceUpdate { user_id: "b".into(), username: "bob".into(), online: true, last_seen: None, timestamp: "t".into() });
+        s.apply(ServerFrame::OnlineUsers {
+            users: vec![OnlineUser { user_id: "a".into(), username: "ada".into() }],
+            timestamp: "t".into(),
+        });
+        s.apply(ServerFrame::PresenceUpdate {
+            user_id: "b".into(),
+            username: "bob".into(),
+            online: true,
+            last_seen: None,
+            timestamp: "t".into(),
+        });
         assert_eq!(s.online.len(), 2);
-        s.apply(ServerFrame::PresenceUpdate { user_id: "a".into(), username: "ada".into(), online: false, last_seen: Some("t".into()), timestamp: "t".into() });
+        s.apply(ServerFrame::PresenceUpdate {
+            user_id: "a".into(),
+            username: "ada".into(),
+            online: false,
+            last_seen: Some("t".into()),
+            timestamp: "t".into(),
+        });
         assert_eq!(s.online.iter().map(|u| u.username.as_str()).collect::<Vec<_>>(), vec!["bob"]);
     }
 
@@ -705,7 +772,13 @@ mod tests {
     fn update(id: &str, seq: i64, sender: &str, ts: &str) -> ServerFrame {
         ServerFrame::ConversationUpdate {
             conversation_id: id.into(),
-            last_message: LastMessage { id: format!("m{seq}"), seq, sender_name: sender.into(), content: "x".into(), timestamp: ts.into() },
+            last_message: LastMessage {
+                id: format!("m{seq}"),
+                seq,
+                sender_name: sender.into(),
+                content: "x".into(),
+                timestamp: ts.into(),
+            },
             timestamp: ts.into(),
         }
     }
@@ -717,12 +790,20 @@ mod tests {
         s.set_active(Some("a".into()));
         s.apply(update("b", 1, "ada", "2026-11-21T10:00:01.000Z"));
         // The same message again (new_message after conversation_update) does not count twice.
-        s.apply(ServerFrame::NewMessage { conversation_id: "b".into(), message: Message { seq: 1, ..msg(1, None) }, timestamp: "t".into() });
+        s.apply(ServerFrame::NewMessage {
+            conversation_id: "b".into(),
+            message: Message { seq: 1, ..msg(1, None) },
+            timestamp: "t".into(),
+        });
         s.apply(update("b", 2, "me", "2026-11-21T10:00:02.000Z"));
         s.apply(update("a", 1, "ada", "2026-11-21T10:00:03.000Z"));
         assert_eq!(s.conversation("b").unwrap().unread_count, 1, "own messages are not unread");
         assert_eq!(s.conversation("a").unwrap().unread_count, 0, "the open conversation is read");
-        assert_eq!(s.conversations.iter().map(|c| c.id.as_str()).collect::<Vec<_>>(), vec!["a", "b"], "newest activity first");
+        assert_eq!(
+            s.conversations.iter().map(|c| c.id.as_str()).collect::<Vec<_>>(),
+            vec!["a", "b"],
+            "newest activity first"
+        );
         assert_eq!(s.unread_total(), 1);
         s.set_active(Some("b".into()));
         assert_eq!(s.unread_total(), 0);
@@ -731,35 +812,87 @@ mod tests {
     #[test]
     fn persona_status_reaches_the_list_and_the_directory() {
         let mut s = ChatState::default();
-        let persona = Persona { id: "p1".into(), name: "Ada".into(), tagline: String::new(), status: PersonaState::Online, last_seen: None };
+        let persona = Persona {
+            id: "p1".into(),
+            name: "Ada".into(),
+            tagline: String::new(),
+            status: PersonaState::Online,
+            last_seen: None,
+        };
         s.personas = vec![persona.clone()];
         s.set_conversations(vec![ConversationSummary { persona: Some(persona), ..summary("d", 0) }]);
-        s.apply(ServerFrame::PersonaStatus { persona_id: "p1".into(), status: PersonaState::Responding, last_seen: None, timestamp: "t".into() });
+        s.apply(ServerFrame::PersonaStatus {
+            persona_id: "p1".into(),
+            status: PersonaState::Responding,
+            last_seen: None,
+            timestamp: "t".into(),
+        });
         assert_eq!(s.persona_status("p1").unwrap().0, PersonaState::Responding);
         assert_eq!(s.persona_status_of("d").unwrap().0, PersonaState::Responding, "through the conversation");
         assert_eq!(s.conversation("d").unwrap().persona.as_ref().unwrap().status, PersonaState::Responding);
-        s.apply(ServerFrame::PersonaStatus { persona_id: "p1".into(), status: PersonaState::Offline, last_seen: Some("2026-11-21T10:00:00.000Z".into()), timestamp: "t".into() });
+        s.apply(ServerFrame::PersonaStatus {
+            persona_id: "p1".into(),
+            status: PersonaState::Offline,
+            last_seen: Some("2026-11-21T10:00:00.000Z".into()),
+            timestamp: "t".into(),
+        });
         assert_eq!(s.persona_status("p1"), Some((PersonaState::Offline, Some("2026-11-21T10:00:00.000Z".into()))));
     }
 
     #[test]
     fn a_stream_grows_by_offset_and_becomes_its_stored_message() {
-        let mut s = ChatState::default();
-        s.personas = vec![Persona { id: "p1".into(), name: "Ada".into(), tagline: String::new(), status: PersonaState::Online, last_seen: None }];
+        let mut s = ChatState {
+            personas: vec![Persona {
+                id: "p1".into(),
+                name: "Ada".into(),
+                tagline: String::new(),
+                status: PersonaState::Online,
+                last_seen: None,
+            }],
+            ..ChatState::default()
+        };
         s.apply(new_message(1, None));
-        s.apply(ServerFrame::StreamStart { conversation_id: "c".into(), message_id: "r1".into(), persona_id: "p1".into() });
-        let delta = |offset: u64, text: &str| ServerFrame::StreamDelta { conversation_id: "c".into(), message_id: "r1".into(), offset, text: text.into() };
+        s.apply(ServerFrame::StreamStart {
+            conversation_id: "c".into(),
+            message_id: "r1".into(),
+            persona_id: "p1".into(),
+        });
+        let delta = |offset: u64, text: &str| ServerFrame::StreamDelta {
+            conversation_id: "c".into(),
+            message_id: "r1".into(),
+            offset,
+            text: text.into(),
+        };
         s.apply(delta(0, "Hé"));
         s.apply(delta(0, "Hé")); // a repeat: nothing doubles
         s.apply(delta(1, "é, w")); // overlaps: only the new tail
         s.apply(delta(9, "lost?")); // beyond what is held: waits for the end
         let lines = s.log("c").unwrap().window(None, "c", &s.streams, 0, 10).0;
-        assert_eq!(lines.last().map(|l| (l.kind.clone(), l.content.as_str(), l.sender_name.as_str())), Some((LineKind::Streaming, "Hé, w", "Ada")));
+        assert_eq!(
+            lines.last().map(|l| (l.kind.clone(), l.content.as_str(), l.sender_name.as_str())),
+            Some((LineKind::Streaming, "Hé, w", "Ada"))
+        );
         assert_eq!(s.responding_in("c"), vec!["Ada".to_string()]);
-        let stored = Message { id: "r1".into(), seq: 2, sender_id: "p1".into(), sender_name: "Ada".into(), is_ai: true, content: "Hé, world".into(), ..msg(2, None) };
-        s.apply(ServerFrame::StreamEnd { conversation_id: "c".into(), message_id: "r1".into(), interrupted: false, message: stored });
+        let stored = Message {
+            id: "r1".into(),
+            seq: 2,
+            sender_id: "p1".into(),
+            sender_name: "Ada".into(),
+            is_ai: true,
+            content: "Hé, world".into(),
+            ..msg(2, None)
+        };
+        s.apply(ServerFrame::StreamEnd {
+            conversation_id: "c".into(),
+            message_id: "r1".into(),
+            interrupted: false,
+            message: stored,
+        });
         let lines = s.log("c").unwrap().window(None, "c", &s.streams, 0, 10).0;
-        assert_eq!(lines.iter().map(|l| (l.seq, l.content.as_str())).collect::<Vec<_>>(), vec![(Some(1), "hello 1"), (Some(2), "Hé, world")]);
+        assert_eq!(
+            lines.iter().map(|l| (l.seq, l.content.as_str())).collect::<Vec<_>>(),
+            vec![(Some(1), "hello 1"), (Some(2), "Hé, world")]
+        );
         assert!(s.streams.is_empty() && s.responding_in("c").is_empty());
     }
 
@@ -772,16 +905,37 @@ mod tests {
     fn mid_stream() -> ChatState {
         let mut s = ChatState { personas: vec![ada(PersonaState::Online)], ..Default::default() };
         s.set_conversations(vec![ConversationSummary { persona: Some(ada(PersonaState::Online)), ..summary("d", 0) }]);
-        s.apply(ServerFrame::PersonaStatus { persona_id: "p1".into(), status: PersonaState::Responding, last_seen: None, timestamp: "t".into() });
-        s.apply(ServerFrame::StreamStart { conversation_id: "d".into(), message_id: "r1".into(), persona_id: "p1".into() });
-        s.apply(ServerFrame::StreamDelta { conversation_id: "d".into(), message_id: "r1".into(), offset: 0, text: "Hel".into() });
+        s.apply(ServerFrame::PersonaStatus {
+            persona_id: "p1".into(),
+            status: PersonaState::Responding,
+            last_seen: None,
+            timestamp: "t".into(),
+        });
+        s.apply(ServerFrame::StreamStart {
+            conversation_id: "d".into(),
+            message_id: "r1".into(),
+            persona_id: "p1".into(),
+        });
+        s.apply(ServerFrame::StreamDelta {
+            conversation_id: "d".into(),
+            message_id: "r1".into(),
+            offset: 0,
+            text: "Hel".into(),
+        });
         assert_eq!(s.responding_in("d"), vec!["Ada".to_string()]);
         s
     }
 
     fn streaming_lines(s: &ChatState, conversation_id: &str) -> usize {
-        s.log(conversation_id).map_or(0, |l| l.window(None, conversation_id, &s.streams, 0, 100).0.iter().filter(|l| l.kind == LineKind::Streaming).count())
-            + usize::from(s.log(conversation_id).is_none() && s.streams.values().any(|st| st.conversation_id == conversation_id))
+        s.log(conversation_id).map_or(0, |l| {
+            l.window(None, conversation_id, &s.streams, 0, 100)
+                .0
+                .iter()
+                .filter(|l| l.kind == LineKind::Streaming)
+                .count()
+        }) + usize::from(
+            s.log(conversation_id).is_none() && s.streams.values().any(|st| st.conversation_id == conversation_id),
+        )
     }
 
     #[test]
@@ -806,18 +960,33 @@ mod tests {
         s.set_personas(vec![ada(PersonaState::Responding)]);
         assert_eq!(s.streams.len(), 1, "the server says she still responds");
         // Its end then comes as usual; or her status turns, which ends an unconfirmed stream.
-        s.apply(ServerFrame::PersonaStatus { persona_id: "p1".into(), status: PersonaState::Online, last_seen: None, timestamp: "t".into() });
+        s.apply(ServerFrame::PersonaStatus {
+            persona_id: "p1".into(),
+            status: PersonaState::Online,
+            last_seen: None,
+            timestamp: "t".into(),
+        });
         assert!(s.streams.is_empty(), "not responding any more and no frame of it since the reconnect");
 
         // A frame of the stream on the new transport confirms it, whatever an older fetch says.
         let mut s = mid_stream();
         s.transport_up();
-        s.apply(ServerFrame::StreamDelta { conversation_id: "d".into(), message_id: "r1".into(), offset: 9, text: "later".into() });
+        s.apply(ServerFrame::StreamDelta {
+            conversation_id: "d".into(),
+            message_id: "r1".into(),
+            offset: 9,
+            text: "later".into(),
+        });
         s.set_personas(vec![ada(PersonaState::Busy)]);
         assert_eq!(s.streams.len(), 1, "confirmed by a delta after the reconnect");
         // Without a reconnect a status change does not cut a stream short (the end is on its way).
         let mut s = mid_stream();
-        s.apply(ServerFrame::PersonaStatus { persona_id: "p1".into(), status: PersonaState::Online, last_seen: None, timestamp: "t".into() });
+        s.apply(ServerFrame::PersonaStatus {
+            persona_id: "p1".into(),
+            status: PersonaState::Online,
+            last_seen: None,
+            timestamp: "t".into(),
+        });
         assert_eq!(s.streams.len(), 1);
     }
 
@@ -829,14 +998,24 @@ mod tests {
         s.apply(new_message(2, None));
         s.apply(ServerFrame::UserLeft { conversation_id: "c".into(), user_id: "u2".into(), username: "bob".into() });
         let lines = s.log("c").unwrap().lines(None);
-        let shown: Vec<String> = lines.iter().map(|l| match l.kind { LineKind::Notice => l.content.clone(), _ => format!("#{}", l.seq.unwrap()) }).collect();
+        let shown: Vec<String> = lines
+            .iter()
+            .map(|l| match l.kind {
+                LineKind::Notice => l.content.clone(),
+                _ => format!("#{}", l.seq.unwrap()),
+            })
+            .collect();
         assert_eq!(shown, vec!["#1", "bob joined", "#2", "bob left"]);
     }
 
     #[test]
     fn runs_by_one_sender_group_until_someone_else_or_five_minutes() {
         let mut s = ChatState::default();
-        let at = |seq: i64, sender: &str, ts: &str| Message { sender_id: sender.into(), timestamp: ts.into(), ..msg(seq, None) };
+        let at = |seq: i64, sender: &str, ts: &str| Message {
+            sender_id: sender.into(),
+            timestamp: ts.into(),
+            ..msg(seq, None)
+        };
         s.add_history(
             "c",
             vec![
@@ -870,10 +1049,34 @@ mod tests {
     #[test]
     fn retry_and_discard_of_a_failed_message() {
         let mut s = ChatState::default();
-        s.add_pending("c", PendingMessage { client_id: "k".into(), content: "x".into(), timestamp: "t".into(), delivery: Delivery::Failed("no".into()) });
-        s.add_pending("c", PendingMessage { client_id: "k".into(), content: "x".into(), timestamp: "t".into(), delivery: Delivery::Pending });
+        s.add_pending(
+            "c",
+            PendingMessage {
+                client_id: "k".into(),
+                content: "x".into(),
+                timestamp: "t".into(),
+                delivery: Delivery::Failed("no".into()),
+            },
+        );
+        s.add_pending(
+            "c",
+            PendingMessage {
+                client_id: "k".into(),
+                content: "x".into(),
+                timestamp: "t".into(),
+                delivery: Delivery::Pending,
+            },
+        );
         assert_eq!(s.log("c").unwrap().pending().len(), 1, "restoring twice does not double");
-        s.add_pending("c", PendingMessage { client_id: "k2".into(), content: "y".into(), timestamp: "t".into(), delivery: Delivery::Pending });
+        s.add_pending(
+            "c",
+            PendingMessage {
+                client_id: "k2".into(),
+                content: "y".into(),
+                timestamp: "t".into(),
+                delivery: Delivery::Pending,
+            },
+        );
         s.retry_pending("k");
         let shows: Vec<bool> = s.log("c").unwrap().lines(None).iter().map(|l| l.shows_delivery).collect();
         assert_eq!(shows, vec![false, true], "a run of pending messages says so once, under the last");

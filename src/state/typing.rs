@@ -125,7 +125,14 @@ impl IncomingTyping {
     }
 
     /// Applies a `typing_indicator`; true if the list changed (a renewal is no change).
-    pub fn indicator(&mut self, now: f64, conversation_id: &str, user_id: &str, username: &str, is_typing: bool) -> bool {
+    pub fn indicator(
+        &mut self,
+        now: f64,
+        conversation_id: &str,
+        user_id: &str,
+        username: &str,
+        is_typing: bool,
+    ) -> bool {
         let expires_at = now + self.ttl_ms as f64;
         if !is_typing {
             return self.remove(conversation_id, user_id);
@@ -174,7 +181,9 @@ impl IncomingTyping {
     /// Who is typing in a conversation at `now` (expired ones never show, even if the
     /// wake-up that would drop them is late).
     pub fn typists(&self, conversation_id: &str, now: f64) -> Vec<&Typist> {
-        self.by_conversation.get(conversation_id).map_or_else(Vec::new, |l| l.iter().filter(|t| t.expires_at > now).collect())
+        self.by_conversation
+            .get(conversation_id)
+            .map_or_else(Vec::new, |l| l.iter().filter(|t| t.expires_at > now).collect())
     }
 
     /// When the next typist expires.
@@ -220,7 +229,12 @@ mod tests {
         let sent = type_steadily(&mut t, 0.0, 10_000.0, 250.0);
         assert_eq!(
             sent,
-            vec![(0.0, TypingSignal::Start), (3_000.0, TypingSignal::Start), (6_000.0, TypingSignal::Start), (9_000.0, TypingSignal::Start)]
+            vec![
+                (0.0, TypingSignal::Start),
+                (3_000.0, TypingSignal::Start),
+                (6_000.0, TypingSignal::Start),
+                (9_000.0, TypingSignal::Start)
+            ]
         );
         assert!(t.is_typing());
     }
@@ -266,7 +280,8 @@ mod tests {
         assert!(i.indicator(1_000.0, "c", "u2", "bob", true));
         assert!(!i.indicator(3_000.0, "c", "u1", "ada", true), "a renewal is no change");
         assert_eq!(i.next_wake(), Some(7_000.0));
-        let names = |i: &IncomingTyping, now| i.typists("c", now).iter().map(|t| t.username.clone()).collect::<Vec<_>>();
+        let names =
+            |i: &IncomingTyping, now| i.typists("c", now).iter().map(|t| t.username.clone()).collect::<Vec<_>>();
         assert_eq!(names(&i, 6_999.0), vec!["ada", "bob"]);
         assert_eq!(names(&i, 7_000.0), vec!["ada"], "bob's 6 s are up, even before the wake-up");
         assert!(!i.expire(6_000.0));

@@ -34,8 +34,16 @@ const PASSWORD: &str = "fault-suite-password";
 /// rate limit; personas answer at once).
 fn chat_args(app_base: &str, extra: &[&str]) -> Vec<String> {
     let mut args: Vec<String> = [
-        "--allowed-origin", app_base, "--rate-limit-per-sec", "500", "--rate-limit-burst", "1000",
-        "--persona-think-ms", "0", "--persona-pace-ms", "2",
+        "--allowed-origin",
+        app_base,
+        "--rate-limit-per-sec",
+        "500",
+        "--rate-limit-burst",
+        "1000",
+        "--persona-think-ms",
+        "0",
+        "--persona-pace-ms",
+        "2",
     ]
     .iter()
     .map(|s| s.to_string())
@@ -79,7 +87,9 @@ impl Cable {
                     continue; // dropped: the connection is closed at once
                 }
                 tokio::spawn(async move {
-                    let Ok(mut outbound) = tokio::net::TcpStream::connect(("127.0.0.1", upstream_port)).await else { return };
+                    let Ok(mut outbound) = tokio::net::TcpStream::connect(("127.0.0.1", upstream_port)).await else {
+                        return;
+                    };
                     tokio::select! {
                         _ = tokio::io::copy_bidirectional(&mut inbound, &mut outbound) => {}
                         _ = watch.wait_for(|up| !*up) => {}
@@ -145,7 +155,12 @@ async fn tab_view(client: &Client) -> TestResult<TabView> {
                     view.unsequenced.push(format!("{id}: {content:?}"));
                     continue;
                 };
-                held.push(Stored { seq, id: m.get("id").and_then(Value::as_str).unwrap_or("").to_owned(), content, is_ai: false });
+                held.push(Stored {
+                    seq,
+                    id: m.get("id").and_then(Value::as_str).unwrap_or("").to_owned(),
+                    content,
+                    is_ai: false,
+                });
             }
             view.conversations.insert(id.clone(), held);
         }
@@ -197,12 +212,34 @@ async fn wait_state(client: &Client, who: &str, states: &[&str], limit: Duration
 async fn sign_in(client: &Client, app: &str, chat: &str, user: &str) -> TestResult {
     ensure_account(chat, user, PASSWORD).await?;
     client.goto(&format!("{app}/login?server={chat}")).await.map_err(|e| e.to_string())?;
-    let field = client.wait().at_most(STEP).for_element(Locator::Id("username")).await.map_err(|e| format!("no sign-in form: {e}"))?;
+    let field = client
+        .wait()
+        .at_most(STEP)
+        .for_element(Locator::Id("username"))
+        .await
+        .map_err(|e| format!("no sign-in form: {e}"))?;
     field.send_keys(user).await.map_err(|e| e.to_string())?;
-    client.find(Locator::Id("password")).await.map_err(|e| e.to_string())?.send_keys(PASSWORD).await.map_err(|e| e.to_string())?;
-    client.find(Locator::Css(".login-card button[type=submit]")).await.map_err(|e| e.to_string())?.click().await.map_err(|e| e.to_string())?;
+    client
+        .find(Locator::Id("password"))
+        .await
+        .map_err(|e| e.to_string())?
+        .send_keys(PASSWORD)
+        .await
+        .map_err(|e| e.to_string())?;
+    client
+        .find(Locator::Css(".login-card button[type=submit]"))
+        .await
+        .map_err(|e| e.to_string())?
+        .click()
+        .await
+        .map_err(|e| e.to_string())?;
     wait_state(client, user, &["connected"], STEP).await?;
-    client.wait().at_most(STEP).for_element(Locator::Id("composer-input")).await.map_err(|e| format!("{user}: no composer: {e}"))?;
+    client
+        .wait()
+        .at_most(STEP)
+        .for_element(Locator::Id("composer-input"))
+        .await
+        .map_err(|e| format!("{user}: no composer: {e}"))?;
     Ok(())
 }
 
@@ -242,11 +279,15 @@ async fn load_full_history(client: &Client, id: &str) -> TestResult {
             if (list && list.firstElementChild) list.firstElementChild.scrollIntoView({ block: 'start' });";
         // Scrolled up again on every look (a scroll made while the list re-renders may be
         // lost), until older messages come or the time is up.
-        eventually(Duration::from_secs(10), &format!("older messages than seq {first} of {id} after scrolling up"), || async {
-            client.execute(script, vec![]).await.ok()?;
-            let now = first_held(client, id).await?;
-            (now < first).then_some(())
-        })
+        eventually(
+            Duration::from_secs(10),
+            &format!("older messages than seq {first} of {id} after scrolling up"),
+            || async {
+                client.execute(script, vec![]).await.ok()?;
+                let now = first_held(client, id).await?;
+                (now < first).then_some(())
+            },
+        )
         .await?;
     }
 }
@@ -255,17 +296,31 @@ async fn load_full_history(client: &Client, id: &str) -> TestResult {
 fn compare(expected: &[Stored], held: &[Stored], by_id: bool) -> Vec<String> {
     let mut problems = Vec::new();
     // The id (when known), the seq and the content: a right id with the wrong text is wrong.
-    let key = |m: &Stored| if by_id { format!("{}|{}|{}", m.id, m.seq, m.content) } else { format!("{}|{}", m.seq, m.content) };
+    let key = |m: &Stored| {
+        if by_id {
+            format!("{}|{}|{}", m.id, m.seq, m.content)
+        } else {
+            format!("{}|{}", m.seq, m.content)
+        }
+    };
     let mut counts: HashMap<String, usize> = HashMap::new();
     for m in held {
         *counts.entry(key(m)).or_default() += 1;
     }
-    let missing: Vec<String> = expected.iter().filter(|m| !counts.contains_key(&key(m))).map(|m| format!("{} (seq {})", m.name(), m.seq)).collect();
+    let missing: Vec<String> = expected
+        .iter()
+        .filter(|m| !counts.contains_key(&key(m)))
+        .map(|m| format!("{} (seq {})", m.name(), m.seq))
+        .collect();
     if !missing.is_empty() {
         problems.push(format!("missing {}: {}", missing.len(), missing.join(", ")));
     }
     let names: HashMap<String, String> = expected.iter().map(|m| (key(m), m.name())).collect();
-    let mut dups: Vec<String> = counts.iter().filter(|(_, n)| **n > 1).map(|(k, n)| format!("{} (x{n})", names.get(k).cloned().unwrap_or(k.clone()))).collect();
+    let mut dups: Vec<String> = counts
+        .iter()
+        .filter(|(_, n)| **n > 1)
+        .map(|(k, n)| format!("{} (x{n})", names.get(k).cloned().unwrap_or(k.clone())))
+        .collect();
     dups.sort();
     if !dups.is_empty() {
         problems.push(format!("duplicated {}: {}", dups.len(), dups.join(", ")));
@@ -278,13 +333,18 @@ fn compare(expected: &[Stored], held: &[Stored], by_id: bool) -> Vec<String> {
             by_tag.entry(t).or_default().push(m.seq);
         }
     }
-    let mut twice: Vec<String> = by_tag.iter().filter(|(_, s)| s.len() > 1).map(|(t, s)| format!("{t} at seqs {s:?}")).collect();
+    let mut twice: Vec<String> =
+        by_tag.iter().filter(|(_, s)| s.len() > 1).map(|(t, s)| format!("{t} at seqs {s:?}")).collect();
     twice.sort();
     if !twice.is_empty() {
         problems.push(format!("written once, held {} times: {}", twice.len(), twice.join(", ")));
     }
     let known: std::collections::HashSet<String> = expected.iter().map(key).collect();
-    let extra: Vec<String> = held.iter().filter(|m| !known.contains(&key(m))).map(|m| format!("seq {} {:?}", m.seq, tag(&m.content))).collect();
+    let extra: Vec<String> = held
+        .iter()
+        .filter(|m| !known.contains(&key(m)))
+        .map(|m| format!("seq {} {:?}", m.seq, tag(&m.content)))
+        .collect();
     if !extra.is_empty() {
         problems.push(format!("not in the database {}: {}", extra.len(), extra.join(", ")));
     }
@@ -314,7 +374,11 @@ fn ranges(seqs: impl Iterator<Item = i64>) -> String {
     if let Some((a, b)) = run {
         out.push(if a == b { a.to_string() } else { format!("{a}-{b}") });
     }
-    if out.is_empty() { "none".into() } else { out.join(", ") }
+    if out.is_empty() {
+        "none".into()
+    } else {
+        out.join(", ")
+    }
 }
 
 /// Every stored message of a conversation, over the HTTP API.
@@ -322,7 +386,13 @@ async fn fetch_all(base: &str, token: &str, id: &str) -> TestResult<Vec<Stored>>
     let mut out = Vec::new();
     let mut after = 0;
     loop {
-        let (status, body) = http_request("GET", &format!("{base}/api/conversations/{id}/messages?after_seq={after}&limit=500"), Some(token), None).await?;
+        let (status, body) = http_request(
+            "GET",
+            &format!("{base}/api/conversations/{id}/messages?after_seq={after}&limit=500"),
+            Some(token),
+            None,
+        )
+        .await?;
         ensure!(status == 200, "GET messages of {id}: {status} {body}");
         let page: Value = serde_json::from_str(&body).map_err(|e| e.to_string())?;
         let list = page["messages"].as_array().cloned().unwrap_or_default();
@@ -378,7 +448,9 @@ impl RustClient {
             };
             let frame: Value = serde_json::from_str(&text).map_err(|e| e.to_string())?;
             match frame["type"].as_str() {
-                Some("message_ack") if frame["client_id"] == client_id => return frame["seq"].as_i64().ok_or("ack without seq".into()),
+                Some("message_ack") if frame["client_id"] == client_id => {
+                    return frame["seq"].as_i64().ok_or("ack without seq".into())
+                }
                 Some("error") => return Err(format!("error frame: {frame}")),
                 _ => {}
             }
@@ -387,7 +459,13 @@ impl RustClient {
 
     async fn http_send(&mut self, conversation: &str, content: &str, client_id: &str) -> Result<i64, String> {
         let body = json!({"content": content, "client_id": client_id}).to_string();
-        let (status, answer) = http_request("POST", &format!("{}/api/conversations/{conversation}/messages", self.base), Some(&self.token), Some(&body)).await?;
+        let (status, answer) = http_request(
+            "POST",
+            &format!("{}/api/conversations/{conversation}/messages", self.base),
+            Some(&self.token),
+            Some(&body),
+        )
+        .await?;
         if status != 200 {
             return Err(format!("{status} {answer}"));
         }
@@ -411,7 +489,9 @@ impl RustClient {
                     self.over_http += 1;
                     return Ok(seq);
                 }
-                Err(e) if start.elapsed() > Duration::from_secs(90) => return Err(format!("the Rust client could not send {content:?} in 90 s: {e}")),
+                Err(e) if start.elapsed() > Duration::from_secs(90) => {
+                    return Err(format!("the Rust client could not send {content:?} in 90 s: {e}"))
+                }
                 Err(_) => {}
             }
             self.retries += 1;
@@ -423,7 +503,10 @@ impl RustClient {
 fn rand_u64() -> u64 {
     use std::hash::{BuildHasher, Hasher};
     let mut h = std::collections::hash_map::RandomState::new().build_hasher();
-    h.write_u128(Instant::now().elapsed().as_nanos() ^ std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap_or_default().as_nanos());
+    h.write_u128(
+        Instant::now().elapsed().as_nanos()
+            ^ std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap_or_default().as_nanos(),
+    );
     h.finish()
 }
 
@@ -445,9 +528,17 @@ async fn conversations(base: &str, token: &str) -> TestResult<Ids> {
     let (status, body) = http_request("GET", &format!("{base}/api/personas"), Some(token), None).await?;
     ensure!(status == 200, "GET /api/personas: {status} {body}");
     let personas: Value = serde_json::from_str(&body).map_err(|e| e.to_string())?;
-    let personas = personas.as_array().cloned().or_else(|| personas["personas"].as_array().cloned()).unwrap_or_default();
-    let ada = personas.iter().find(|p| p["name"] == "Ada").ok_or("no persona Ada")?["id"].as_str().unwrap_or("").to_owned();
-    let (status, body) = http_request("POST", &format!("{base}/api/conversations"), Some(token), Some(&json!({"persona_id": ada}).to_string())).await?;
+    let personas =
+        personas.as_array().cloned().or_else(|| personas["personas"].as_array().cloned()).unwrap_or_default();
+    let ada =
+        personas.iter().find(|p| p["name"] == "Ada").ok_or("no persona Ada")?["id"].as_str().unwrap_or("").to_owned();
+    let (status, body) = http_request(
+        "POST",
+        &format!("{base}/api/conversations"),
+        Some(token),
+        Some(&json!({"persona_id": ada}).to_string()),
+    )
+    .await?;
     ensure!((200..300).contains(&status), "POST /api/conversations: {status} {body}");
     let direct: Value = serde_json::from_str(&body).map_err(|e| e.to_string())?;
     let direct = direct["id"].as_str().or(direct["conversation"]["id"].as_str()).unwrap_or("").to_owned();
@@ -508,13 +599,17 @@ async fn dom_check(a: &Client, b: &Client, when: &str) -> TestResult {
 
 fn db_messages(data_dir: &std::path::Path) -> TestResult<BTreeMap<String, Vec<Stored>>> {
     let path = data_dir.join("persona-chat.sqlite3");
-    let db = rusqlite::Connection::open_with_flags(&path, rusqlite::OpenFlags::SQLITE_OPEN_READ_ONLY).map_err(|e| format!("open {}: {e}", path.display()))?;
+    let db = rusqlite::Connection::open_with_flags(&path, rusqlite::OpenFlags::SQLITE_OPEN_READ_ONLY)
+        .map_err(|e| format!("open {}: {e}", path.display()))?;
     let mut stmt = db
         .prepare("SELECT conversation_id, seq, id, content, is_ai FROM messages ORDER BY conversation_id, seq")
         .map_err(|e| e.to_string())?;
     let rows = stmt
         .query_map([], |r| {
-            Ok((r.get::<_, String>(0)?, Stored { seq: r.get(1)?, id: r.get(2)?, content: r.get(3)?, is_ai: r.get::<_, i64>(4)? != 0 }))
+            Ok((
+                r.get::<_, String>(0)?,
+                Stored { seq: r.get(1)?, id: r.get(2)?, content: r.get(3)?, is_ai: r.get::<_, i64>(4)? != 0 },
+            ))
         })
         .map_err(|e| e.to_string())?;
     let mut out: BTreeMap<String, Vec<Stored>> = BTreeMap::new();
@@ -555,7 +650,8 @@ async fn faults_body(run: Run<'_>) -> TestResult {
     // The Rust client writes all along, alternating Lobby and the direct conversation.
     let rust_done: Arc<Mutex<Vec<(String, String, i64)>>> = Default::default();
     let rust_task = {
-        let (base, token, lobby, direct, done) = (chat.base.clone(), token.clone(), ids.lobby.clone(), ids.direct.clone(), rust_done.clone());
+        let (base, token, lobby, direct, done) =
+            (chat.base.clone(), token.clone(), ids.lobby.clone(), ids.direct.clone(), rust_done.clone());
         tokio::spawn(async move {
             let mut client = RustClient { base, token, ws: None, over_ws: 0, over_http: 0, retries: 0 };
             for n in 1..=PER_WRITER {
@@ -570,7 +666,10 @@ async fn faults_body(run: Run<'_>) -> TestResult {
     };
 
     // 1. Normal: both write in the Lobby; alice then opens her conversation with Ada.
-    let (ra, rb) = tokio::join!(write(a, 'A', 1, 30, "in the Lobby", &written_a), write(b, 'B', 1, 20, "in the Lobby", &written_b));
+    let (ra, rb) = tokio::join!(
+        write(a, 'A', 1, 30, "in the Lobby", &written_a),
+        write(b, 'B', 1, 20, "in the Lobby", &written_b)
+    );
     ra?;
     rb?;
     open_conversation(a, &ids.direct).await?;
@@ -581,7 +680,10 @@ async fn faults_body(run: Run<'_>) -> TestResult {
     chat.process.kill();
     eprintln!("[faults {}] kill 1 (SIGKILL)", t());
     wait_state(a, "alice", &["disconnected", "connecting"], STEP).await?;
-    let (ra, rb) = tokio::join!(write(a, 'A', 41, 45, "to Ada, before the reload", &written_a), write(b, 'B', 21, 25, "in the Lobby, server down", &written_b));
+    let (ra, rb) = tokio::join!(
+        write(a, 'A', 41, 45, "to Ada, before the reload", &written_a),
+        write(b, 'B', 21, 25, "in the Lobby, server down", &written_b)
+    );
     ra?;
     rb?;
     let before_reload: Vec<String> = (41..=45).map(|n| format!("A-{n:03}")).collect();
@@ -608,14 +710,18 @@ async fn faults_body(run: Run<'_>) -> TestResult {
     // the final Lobby check reads the live state (joined, fed by frames), not a fresh load.
     open_conversation(a, &ids.lobby).await?;
     open_conversation(a, &ids.direct).await?;
-    let (ra, rb) = tokio::join!(write(a, 'A', 46, 55, "to Ada", &written_a), write(b, 'B', 26, 40, "in the Lobby", &written_b));
+    let (ra, rb) =
+        tokio::join!(write(a, 'A', 46, 55, "to Ada", &written_a), write(b, 'B', 26, 40, "in the Lobby", &written_b));
     ra?;
     rb?;
 
     // 3. Kill 2: back without WebSocket: the windows must carry on over polling.
     restart(chat, &app.base, &["--disable-websocket"])?;
     eprintln!("[faults {}] kill 2, restarted with --disable-websocket", t());
-    let (ra, rb) = tokio::join!(write(a, 'A', 56, 60, "to Ada, socket refused", &written_a), write(b, 'B', 41, 45, "in the Lobby, socket refused", &written_b));
+    let (ra, rb) = tokio::join!(
+        write(a, 'A', 56, 60, "to Ada, socket refused", &written_a),
+        write(b, 'B', 41, 45, "in the Lobby, socket refused", &written_b)
+    );
     ra?;
     rb?;
     wait_state(a, "alice", &["polling"], Duration::from_secs(60)).await?;
@@ -623,14 +729,20 @@ async fn faults_body(run: Run<'_>) -> TestResult {
     eprintln!("[faults {}] both polling", t());
     dom_check(a, b, "once polling").await?;
     screenshot(b, "faults-bob-polling").await?;
-    let (ra, rb) = tokio::join!(write(a, 'A', 61, 70, "to Ada, polling", &written_a), write(b, 'B', 46, 60, "in the Lobby, polling", &written_b));
+    let (ra, rb) = tokio::join!(
+        write(a, 'A', 61, 70, "to Ada, polling", &written_a),
+        write(b, 'B', 46, 60, "in the Lobby, polling", &written_b)
+    );
     ra?;
     rb?;
 
     // 4. Kill 3: WebSocket is back: the windows switch back to it.
     restart(chat, &app.base, &[])?;
     eprintln!("[faults {}] kill 3, restarted with WebSocket", t());
-    let (ra, rb) = tokio::join!(write(a, 'A', 71, 75, "to Ada, after kill 3", &written_a), write(b, 'B', 61, 65, "in the Lobby, after kill 3", &written_b));
+    let (ra, rb) = tokio::join!(
+        write(a, 'A', 71, 75, "to Ada, after kill 3", &written_a),
+        write(b, 'B', 61, 65, "in the Lobby, after kill 3", &written_b)
+    );
     ra?;
     rb?;
     wait_state(a, "alice", &["connected"], Duration::from_secs(75)).await?;
@@ -644,7 +756,10 @@ async fn faults_body(run: Run<'_>) -> TestResult {
     cable.set(false);
     wait_state(b, "bob", &["offline"], STEP).await?;
     eprintln!("[faults {}] bob offline", t());
-    let (ra, rb) = tokio::join!(write(a, 'A', 76, 90, "to Ada, bob offline", &written_a), write(b, 'B', 66, 80, "in the Lobby, offline", &written_b));
+    let (ra, rb) = tokio::join!(
+        write(a, 'A', 76, 90, "to Ada, bob offline", &written_a),
+        write(b, 'B', 66, 80, "in the Lobby, offline", &written_b)
+    );
     ra?;
     rb?;
     let offline: Vec<String> = (66..=80).map(|n| format!("B-{n:03}")).collect();
@@ -657,14 +772,20 @@ async fn faults_body(run: Run<'_>) -> TestResult {
     wait_state(b, "bob", &["connected"], Duration::from_secs(40)).await?;
     eprintln!("[faults {}] bob online again", t());
     dom_check(a, b, "bob back online").await?;
-    let (ra, rb) = tokio::join!(write(a, 'A', 91, 100, "to Ada, the end", &written_a), write(b, 'B', 81, 100, "in the Lobby, the end", &written_b));
+    let (ra, rb) = tokio::join!(
+        write(a, 'A', 91, 100, "to Ada, the end", &written_a),
+        write(b, 'B', 81, 100, "in the Lobby, the end", &written_b)
+    );
     ra?;
     rb?;
 
     // 6. The Rust client finishes; everything settles.
     let (over_ws, over_http, retries) = rust_task.await.map_err(|e| e.to_string())??;
     eprintln!("[faults {}] all written; the Rust client sent {over_ws} over WebSocket, {over_http} over HTTP, retried {retries} times", t());
-    ensure!(over_ws > 0 && over_http > 0, "both paths must have carried messages: {over_ws} over WebSocket, {over_http} over HTTP");
+    ensure!(
+        over_ws > 0 && over_http > 0,
+        "both paths must have carried messages: {over_ws} over WebSocket, {over_http} over HTTP"
+    );
     eventually(Duration::from_secs(60), "no message pending in either window", || async {
         let pa = pending_tags(a).await.ok()?;
         let pb = pending_tags(b).await.ok()?;
@@ -744,23 +865,37 @@ async fn faults_body(run: Run<'_>) -> TestResult {
             open_conversation(client, id).await?;
             load_full_history(client, id).await?;
             let want = &expected[*id];
-            let outcome = eventually(Duration::from_secs(30), &format!("{who}'s window to hold {label} exactly"), || async {
-                let view = tab_view(client).await.ok()?;
-                let held = view.conversations.get(*id).cloned().unwrap_or_default();
-                let p = compare(want, &held, true);
-                p.is_empty().then_some(held.len())
-            })
-            .await;
+            let outcome =
+                eventually(Duration::from_secs(30), &format!("{who}'s window to hold {label} exactly"), || async {
+                    let view = tab_view(client).await.ok()?;
+                    let held = view.conversations.get(*id).cloned().unwrap_or_default();
+                    let p = compare(want, &held, true);
+                    p.is_empty().then_some(held.len())
+                })
+                .await;
             let view = tab_view(client).await?;
             let held = view.conversations.get(*id).cloned().unwrap_or_default();
             let rendered = dom_sanity(client, who).await;
             match outcome {
-                Ok(n) => counts.push(format!("{who}'s window, {label}: holds {n} of {} (rendered {})", want.len(), rendered.as_ref().map(|n| n.to_string()).unwrap_or_else(|e| e.clone()))),
-                Err(_) => problems.push(format!("{who}'s window, {label} (holds {} of {}): {}", held.len(), want.len(), compare(want, &held, true).join("; "))),
+                Ok(n) => counts.push(format!(
+                    "{who}'s window, {label}: holds {n} of {} (rendered {})",
+                    want.len(),
+                    rendered.as_ref().map(|n| n.to_string()).unwrap_or_else(|e| e.clone())
+                )),
+                Err(_) => problems.push(format!(
+                    "{who}'s window, {label} (holds {} of {}): {}",
+                    held.len(),
+                    want.len(),
+                    compare(want, &held, true).join("; ")
+                )),
             }
             // Everything is quiet: no reply may still show as streaming, nothing stored lacks a seq.
             if !view.streams.is_empty() {
-                problems.push(format!("{who}'s window still shows {} reply(s) streaming (ghosts): {:?}", view.streams.len(), view.streams));
+                problems.push(format!(
+                    "{who}'s window still shows {} reply(s) streaming (ghosts): {:?}",
+                    view.streams.len(),
+                    view.streams
+                ));
             }
             if !view.unsequenced.is_empty() {
                 problems.push(format!("{who}'s window holds messages without a seq: {:?}", view.unsequenced));
@@ -776,7 +911,10 @@ async fn faults_body(run: Run<'_>) -> TestResult {
     let bob_view = tab_view(b).await?;
     let foreign: Vec<&String> = bob_view.conversations.keys().filter(|id| **id != ids.lobby).collect();
     if !foreign.is_empty() || bob_view.streams.iter().any(|(c, _)| *c != ids.lobby) {
-        problems.push(format!("bob's window holds conversations he is not in: {foreign:?} (streams {:?})", bob_view.streams));
+        problems.push(format!(
+            "bob's window holds conversations he is not in: {foreign:?} (streams {:?})",
+            bob_view.streams
+        ));
     }
 
     // The database file, read after the server is gone.
@@ -819,9 +957,23 @@ async fn faults_body(run: Run<'_>) -> TestResult {
         problems.push("A-076 is not in alice+Ada".into());
     }
     eprintln!("[faults] counts after {}:", t());
-    eprintln!("[faults]   written: {} (alice's window {}, bob's window {}, Rust client {})", written.len(), written_a.lock().unwrap().len(), written_b.lock().unwrap().len(), rust_done.lock().unwrap().len());
-    eprintln!("[faults]   written offline (bob): {}, pending across alice's reload: {}", offline.len(), before_reload.len());
-    eprintln!("[faults]   database: Lobby {lobby_n} messages, alice+Ada {} ({} from people, {replies} persona replies)", direct.len(), direct.len() - replies);
+    eprintln!(
+        "[faults]   written: {} (alice's window {}, bob's window {}, Rust client {})",
+        written.len(),
+        written_a.lock().unwrap().len(),
+        written_b.lock().unwrap().len(),
+        rust_done.lock().unwrap().len()
+    );
+    eprintln!(
+        "[faults]   written offline (bob): {}, pending across alice's reload: {}",
+        offline.len(),
+        before_reload.len()
+    );
+    eprintln!(
+        "[faults]   database: Lobby {lobby_n} messages, alice+Ada {} ({} from people, {replies} persona replies)",
+        direct.len(),
+        direct.len() - replies
+    );
     for c in &counts {
         eprintln!("[faults]   {c}");
     }
@@ -839,7 +991,8 @@ async fn faults_every_message_once_through_kills_polling_offline_and_reload() {
     // bob's window reaches the chat server through a cable that can be cut; the app may use
     // both addresses (its meta tag lists them).
     let cable = Cable::lay(chat_port).await.expect("the cable is laid");
-    let app = TestServer::start_app_for_all(app_data.path(), &[&format!("http://127.0.0.1:{chat_port}"), &cable.base]).expect("the app's server starts");
+    let app = TestServer::start_app_for_all(app_data.path(), &[&format!("http://127.0.0.1:{chat_port}"), &cable.base])
+        .expect("the app's server starts");
     let args = chat_args(&app.base, &[]);
     let args: Vec<&str> = args.iter().map(String::as_str).collect();
     let mut chat = TestServer::start_with_args(chat_data.path(), chat_port, &args).expect("chat server starts");

@@ -30,15 +30,32 @@ fn field(body: &str, pointer: &str) -> TestResult<String> {
 async fn ghost_body(server: &mut TestServer, a: &Client) -> TestResult {
     let base = server.base.clone();
     sign_in(a, &base, "alice", "alice-password").await?;
-    let (_, session) = http_request("POST", &format!("{base}/api/session"), None, Some(r#"{"username":"alice","password":"alice-password"}"#)).await?;
+    let (_, session) = http_request(
+        "POST",
+        &format!("{base}/api/session"),
+        None,
+        Some(r#"{"username":"alice","password":"alice-password"}"#),
+    )
+    .await?;
     let token = field(&session, "/token")?;
     let (_, personas) = http_request("GET", &format!("{base}/api/personas"), Some(&token), None).await?;
     let ada = field(&personas, "/0/id")?;
-    let (status, direct) = http_request("POST", &format!("{base}/api/conversations"), Some(&token), Some(&format!(r#"{{"persona_id":"{ada}"}}"#))).await?;
+    let (status, direct) = http_request(
+        "POST",
+        &format!("{base}/api/conversations"),
+        Some(&token),
+        Some(&format!(r#"{{"persona_id":"{ada}"}}"#)),
+    )
+    .await?;
     ensure!(status == 200, "POST /api/conversations: {status} {direct}");
     let direct = field(&direct, "/id")?;
     a.goto(&format!("{base}/c/{direct}")).await.map_err(|e| e.to_string())?;
-    let input = a.wait().at_most(LIMIT).for_element(Locator::Id("composer-input")).await.map_err(|e| format!("no composer: {e}"))?;
+    let input = a
+        .wait()
+        .at_most(LIMIT)
+        .for_element(Locator::Id("composer-input"))
+        .await
+        .map_err(|e| format!("no composer: {e}"))?;
     input.send_keys("Tell me a long story about the sea\u{E007}").await.map_err(|e| e.to_string())?;
     eventually(LIMIT, "the reply to stream with the badge on responding", || async {
         let streaming = count(a, ".message.streaming .caret").await.ok()? == 1;
@@ -54,13 +71,18 @@ async fn ghost_body(server: &mut TestServer, a: &Client) -> TestResult {
         (attr_of(a, ".connection", "data-state").await.as_deref() == Some("connected")).then_some(())
     })
     .await?;
-    let settled = eventually(Duration::from_secs(10), "no streaming line and no Responding badge after the reconnect", || async {
-        let streaming = count(a, ".message.streaming").await.ok()?;
-        let badge = attr_of(a, ".chat-header .badge", "data-status").await?;
-        let state: serde_json::Value = serde_json::from_str(js(a, "return personaChatState()").await.ok()?.as_str()?).ok()?;
-        let streams = state.get("streams")?.as_array()?.len();
-        (streaming == 0 && streams == 0 && badge != "responding").then_some(badge)
-    })
+    let settled = eventually(
+        Duration::from_secs(10),
+        "no streaming line and no Responding badge after the reconnect",
+        || async {
+            let streaming = count(a, ".message.streaming").await.ok()?;
+            let badge = attr_of(a, ".chat-header .badge", "data-status").await?;
+            let state: serde_json::Value =
+                serde_json::from_str(js(a, "return personaChatState()").await.ok()?.as_str()?).ok()?;
+            let streams = state.get("streams")?.as_array()?.len();
+            (streaming == 0 && streams == 0 && badge != "responding").then_some(badge)
+        },
+    )
     .await;
     screenshot(a, "ghost-after-reconnect").await?;
     let badge = settled?;

@@ -39,7 +39,11 @@ pub fn free_port() -> u16 {
 
 fn wait_for_http(url: &str, deadline: Duration) -> TestResult {
     let start = Instant::now();
-    let (host_port, path) = url.trim_start_matches("http://").split_once('/').map(|(h, p)| (h.to_owned(), format!("/{p}"))).unwrap_or((url.to_owned(), "/".into()));
+    let (host_port, path) = url
+        .trim_start_matches("http://")
+        .split_once('/')
+        .map(|(h, p)| (h.to_owned(), format!("/{p}")))
+        .unwrap_or((url.to_owned(), "/".into()));
     while start.elapsed() < deadline {
         if let Ok(mut stream) = std::net::TcpStream::connect(&host_port) {
             use std::io::{Read, Write};
@@ -85,7 +89,6 @@ impl ProcessGuard {
             let _ = child.wait();
         }
     }
-
 }
 
 impl Drop for ProcessGuard {
@@ -151,9 +154,11 @@ impl TestServer {
         }
         let index = std::fs::read_to_string(copy.join("index.html")).map_err(|e| e.to_string())?;
         let at = index.find("persona-chat-server").ok_or("dist/index.html has no persona-chat-server meta tag")?;
-        let start = index[..at].rfind("<meta").ok_or("dist/index.html: the persona-chat-server tag is not a meta tag")?;
+        let start =
+            index[..at].rfind("<meta").ok_or("dist/index.html: the persona-chat-server tag is not a meta tag")?;
         let end = at + index[at..].find('>').ok_or("dist/index.html: unclosed meta tag")? + 1;
-        let filled = format!(r#"{}<meta name="persona-chat-server" content="{listed}">{}"#, &index[..start], &index[end..]);
+        let filled =
+            format!(r#"{}<meta name="persona-chat-server" content="{listed}">{}"#, &index[..start], &index[end..]);
         std::fs::write(copy.join("index.html"), filled).map_err(|e| e.to_string())?;
         // Precompressed copies would serve the unedited page.
         for ext in ["br", "gz"] {
@@ -171,12 +176,20 @@ impl TestServer {
         let bin = server_binary();
         ensure!(bin.exists(), "server binary {} not found: build it with `cargo build -p persona-chat-server` (or set PERSONA_SERVER_BIN)", bin.display());
         let dist = dist.to_owned();
-        ensure!(dist.join("index.html").exists(), "built app not found in {}: run `trunk build --release --offline` (or set PERSONA_DIST)", dist.display());
-        let log = std::fs::File::create(artifacts_dir().join(format!("server-{port}.log"))).map_err(|e| e.to_string())?;
+        ensure!(
+            dist.join("index.html").exists(),
+            "built app not found in {}: run `trunk build --release --offline` (or set PERSONA_DIST)",
+            dist.display()
+        );
+        let log =
+            std::fs::File::create(artifacts_dir().join(format!("server-{port}.log"))).map_err(|e| e.to_string())?;
         let mut cmd = Command::new(&bin);
-        cmd.arg("--addr").arg(format!("127.0.0.1:{port}"))
-            .arg("--data-dir").arg(data_dir)
-            .arg("--static-dir").arg(&dist)
+        cmd.arg("--addr")
+            .arg(format!("127.0.0.1:{port}"))
+            .arg("--data-dir")
+            .arg(data_dir)
+            .arg("--static-dir")
+            .arg(&dist)
             .args(args)
             .env("RUST_LOG", "info")
             .stdout(Stdio::from(log.try_clone().map_err(|e| e.to_string())?))
@@ -216,10 +229,8 @@ impl Driver {
 /// Resizes the window so that the page's viewport is exactly `width` x `height`.
 pub async fn set_viewport(client: &Client, width: u32, height: u32) -> TestResult {
     client.set_window_size(width, height).await.map_err(|e| e.to_string())?;
-    let inner = client
-        .execute("return [window.innerWidth, window.innerHeight];", vec![])
-        .await
-        .map_err(|e| e.to_string())?;
+    let inner =
+        client.execute("return [window.innerWidth, window.innerHeight];", vec![]).await.map_err(|e| e.to_string())?;
     let (w, h) = (inner[0].as_u64().unwrap_or(width as u64) as u32, inner[1].as_u64().unwrap_or(height as u64) as u32);
     client.set_window_size(2 * width - w, 2 * height - h).await.map_err(|e| e.to_string())
 }
@@ -294,9 +305,16 @@ impl Driver {
     pub async fn window_with_args(&self, extra: &[&str]) -> TestResult<Client> {
         let chromium = std::env::var("CHROMIUM").unwrap_or_else(|_| "/usr/bin/chromium".into());
         let mut args: Vec<String> = [
-            "--headless=new", "--no-sandbox", "--disable-gpu", "--disable-dev-shm-usage",
-            "--disable-background-networking", "--disable-component-update", "--disable-sync",
-            "--no-first-run", "--disable-quic", "--window-size=1280,800",
+            "--headless=new",
+            "--no-sandbox",
+            "--disable-gpu",
+            "--disable-dev-shm-usage",
+            "--disable-background-networking",
+            "--disable-component-update",
+            "--disable-sync",
+            "--no-first-run",
+            "--disable-quic",
+            "--window-size=1280,800",
         ]
         .iter()
         .map(|s| s.to_string())
@@ -319,7 +337,8 @@ impl Driver {
     /// Runs a Chrome DevTools Protocol command in `client`'s window, through chromedriver's
     /// `goog/cdp/execute` endpoint; answers the command's result.
     pub async fn cdp(&self, client: &Client, cmd: &str, params: serde_json::Value) -> TestResult<serde_json::Value> {
-        let session = client.session_id().await.map_err(|e| e.to_string())?.ok_or("the window has no WebDriver session")?;
+        let session =
+            client.session_id().await.map_err(|e| e.to_string())?.ok_or("the window has no WebDriver session")?;
         let body = serde_json::json!({ "cmd": cmd, "params": params }).to_string();
         let url = format!("{}/session/{session}/goog/cdp/execute", self.url);
         let answer = http_request("POST", &url, None, Some(&body)).await?;
@@ -352,7 +371,12 @@ impl Driver {
 
 /// A minimal HTTP/1.1 request over loopback (no TLS): answers (status, body). `token` goes in
 /// `Authorization: Bearer`; `body` is sent as JSON.
-pub async fn http_request(method: &str, url: &str, token: Option<&str>, body: Option<&str>) -> TestResult<(u16, String)> {
+pub async fn http_request(
+    method: &str,
+    url: &str,
+    token: Option<&str>,
+    body: Option<&str>,
+) -> TestResult<(u16, String)> {
     use tokio::io::{AsyncReadExt, AsyncWriteExt};
     let rest = url.strip_prefix("http://").ok_or_else(|| format!("not an http URL: {url}"))?;
     let (host, path) = match rest.split_once('/') {
@@ -361,7 +385,8 @@ pub async fn http_request(method: &str, url: &str, token: Option<&str>, body: Op
     };
     let io = async {
         let mut stream = tokio::net::TcpStream::connect(&host).await.map_err(|e| format!("{method} {url}: {e}"))?;
-        let mut req = format!("{method} {path} HTTP/1.1\r\nHost: {host}\r\nConnection: close\r\nAccept: application/json\r\n");
+        let mut req =
+            format!("{method} {path} HTTP/1.1\r\nHost: {host}\r\nConnection: close\r\nAccept: application/json\r\n");
         if let Some(token) = token {
             req.push_str(&format!("Authorization: Bearer {token}\r\n"));
         }
@@ -387,14 +412,18 @@ pub async fn http_request(method: &str, url: &str, token: Option<&str>, body: Op
         }
         parse_http_response(&raw).ok_or_else(|| format!("{method} {url}: not an HTTP answer"))
     };
-    tokio::time::timeout(Duration::from_secs(30), io).await.map_err(|_| format!("{method} {url}: no answer within 30 s"))?
+    tokio::time::timeout(Duration::from_secs(30), io)
+        .await
+        .map_err(|_| format!("{method} {url}: no answer within 30 s"))?
 }
 
 fn http_response_complete(raw: &[u8]) -> bool {
     let Some(split) = raw.windows(4).position(|w| w == b"\r\n\r\n") else { return false };
     let head = String::from_utf8_lossy(&raw[..split]).to_ascii_lowercase();
     let body = &raw[split + 4..];
-    if let Some(len) = head.lines().find_map(|l| l.strip_prefix("content-length:")).and_then(|v| v.trim().parse::<usize>().ok()) {
+    if let Some(len) =
+        head.lines().find_map(|l| l.strip_prefix("content-length:")).and_then(|v| v.trim().parse::<usize>().ok())
+    {
         return body.len() >= len;
     }
     if head.contains("transfer-encoding: chunked") {
@@ -435,7 +464,9 @@ pub async fn app_state(client: &Client) -> TestResult<serde_json::Value> {
         .await
         .map_err(|e| format!("reading window.personaChatState(): {e}"))?;
     match value {
-        serde_json::Value::String(text) => serde_json::from_str(&text).map_err(|e| format!("personaChatState() is not JSON ({e}): {text}")),
+        serde_json::Value::String(text) => {
+            serde_json::from_str(&text).map_err(|e| format!("personaChatState() is not JSON ({e}): {text}"))
+        }
         serde_json::Value::Object(_) => Ok(value),
         serde_json::Value::Null => Err("the app has no window.personaChatState() hook".into()),
         other => Err(format!("personaChatState() returned {other}")),

@@ -2,11 +2,11 @@
 //! Run by scripts/test.sh (`cargo test --test e2e`); needs the server binary, dist/ and
 //! chromedriver (see harness.rs for the environment variables that override their paths).
 
-mod harness;
 mod faults;
+mod ghost;
+mod harness;
 mod screens;
 mod security;
-mod ghost;
 mod tabs;
 
 use std::time::Duration;
@@ -21,13 +21,37 @@ async fn sign_in(client: &Client, base: &str, username: &str, password: &str) ->
 }
 
 /// Signs in and waits until the connection indicator shows `state` in the Lobby.
-async fn sign_in_until(client: &Client, base: &str, username: &str, password: &str, state: &str, limit: Duration) -> TestResult {
+async fn sign_in_until(
+    client: &Client,
+    base: &str,
+    username: &str,
+    password: &str,
+    state: &str,
+    limit: Duration,
+) -> TestResult {
     ensure_account(base, username, password).await?;
     client.goto(&format!("{base}/login")).await.map_err(|e| e.to_string())?;
-    let field = client.wait().at_most(LIMIT).for_element(Locator::Id("username")).await.map_err(|e| format!("no sign-in form: {e}"))?;
+    let field = client
+        .wait()
+        .at_most(LIMIT)
+        .for_element(Locator::Id("username"))
+        .await
+        .map_err(|e| format!("no sign-in form: {e}"))?;
     field.send_keys(username).await.map_err(|e| e.to_string())?;
-    client.find(Locator::Id("password")).await.map_err(|e| e.to_string())?.send_keys(password).await.map_err(|e| e.to_string())?;
-    client.find(Locator::Css(".login-card button[type=submit]")).await.map_err(|e| e.to_string())?.click().await.map_err(|e| e.to_string())?;
+    client
+        .find(Locator::Id("password"))
+        .await
+        .map_err(|e| e.to_string())?
+        .send_keys(password)
+        .await
+        .map_err(|e| e.to_string())?;
+    client
+        .find(Locator::Css(".login-card button[type=submit]"))
+        .await
+        .map_err(|e| e.to_string())?
+        .click()
+        .await
+        .map_err(|e| e.to_string())?;
     eventually(limit, &format!("{username} to be {state} in the Lobby"), || async {
         let connected = attr_of(client, ".connection", "data-state").await.as_deref() == Some(state);
         let lobby = text_of(client, ".chat-header h1").await.as_deref() == Some("Lobby");
@@ -91,7 +115,11 @@ async fn two_tabs_body(server: &mut TestServer, a: &Client, b: &Client) -> TestR
         (texts == [text.to_owned(), reply.to_owned()]).then_some(())
     })
     .await?;
-    ensure!(message_texts(b).await == [text.to_owned(), reply.to_owned()], "Bob's window shows {:?}", message_texts(b).await);
+    ensure!(
+        message_texts(b).await == [text.to_owned(), reply.to_owned()],
+        "Bob's window shows {:?}",
+        message_texts(b).await
+    );
 
     screenshot(a, "two-tabs-alice").await?;
     screenshot(b, "two-tabs-bob").await?;
@@ -133,7 +161,8 @@ async fn two_tabs_body(server: &mut TestServer, a: &Client, b: &Client) -> TestR
     })
     .await?;
     eventually(LIMIT, "Alice's offline message to be marked sent", || async {
-        (attr_of(a, ".messages .message.own:last-child", "data-delivery").await.as_deref() == Some("sent")).then_some(())
+        (attr_of(a, ".messages .message.own:last-child", "data-delivery").await.as_deref() == Some("sent"))
+            .then_some(())
     })
     .await?;
     let after = "Back again";
@@ -186,7 +215,8 @@ async fn polling_body(server: &TestServer, a: &Client, b: &Client) -> TestResult
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn without_websocket_both_windows_carry_on_over_polling() {
     let data = tempfile::tempdir().expect("temp dir");
-    let server = TestServer::start_with_args(data.path(), free_port(), &["--disable-websocket"]).expect("server starts");
+    let server =
+        TestServer::start_with_args(data.path(), free_port(), &["--disable-websocket"]).expect("server starts");
     let driver = Driver::start().expect("chromedriver starts");
     let a = driver.window().await.expect("window A");
     let b = driver.window().await.expect("window B");
@@ -200,10 +230,23 @@ async fn reload_body(app: &TestServer, chat: &mut TestServer, a: &Client, b: &Cl
     for (client, user) in [(a, "alice"), (b, "bob")] {
         ensure_account(&chat.base, user, "a password").await?;
         client.goto(&login(())).await.map_err(|e| e.to_string())?;
-        let field = client.wait().at_most(LIMIT).for_element(Locator::Id("username")).await.map_err(|e| e.to_string())?;
+        let field =
+            client.wait().at_most(LIMIT).for_element(Locator::Id("username")).await.map_err(|e| e.to_string())?;
         field.send_keys(user).await.map_err(|e| e.to_string())?;
-        client.find(Locator::Id("password")).await.map_err(|e| e.to_string())?.send_keys("a password").await.map_err(|e| e.to_string())?;
-        client.find(Locator::Css(".login-card button[type=submit]")).await.map_err(|e| e.to_string())?.click().await.map_err(|e| e.to_string())?;
+        client
+            .find(Locator::Id("password"))
+            .await
+            .map_err(|e| e.to_string())?
+            .send_keys("a password")
+            .await
+            .map_err(|e| e.to_string())?;
+        client
+            .find(Locator::Css(".login-card button[type=submit]"))
+            .await
+            .map_err(|e| e.to_string())?
+            .click()
+            .await
+            .map_err(|e| e.to_string())?;
         eventually(LIMIT, &format!("{user} to be connected to the other origin"), || async {
             (attr_of(client, ".connection", "data-state").await.as_deref() == Some("connected")
                 && text_of(client, ".chat-header h1").await.as_deref() == Some("Lobby"))
@@ -245,7 +288,9 @@ async fn reload_body(app: &TestServer, chat: &mut TestServer, a: &Client, b: &Cl
     // Once more after a reload: still exactly once.
     a.refresh().await.map_err(|e| e.to_string())?;
     eventually(LIMIT, "the history after another reload to hold each once", || async {
-        (attr_of(a, ".connection", "data-state").await.as_deref() == Some("connected") && message_texts(a).await == written.map(str::to_owned)).then_some(())
+        (attr_of(a, ".connection", "data-state").await.as_deref() == Some("connected")
+            && message_texts(a).await == written.map(str::to_owned))
+        .then_some(())
     })
     .await?;
     Ok(())
@@ -256,8 +301,10 @@ async fn messages_written_while_away_survive_a_reload_and_arrive_once() {
     let app_data = tempfile::tempdir().expect("temp dir");
     let chat_data = tempfile::tempdir().expect("temp dir");
     let chat_port = free_port();
-    let app = TestServer::start_app_for(app_data.path(), &format!("http://127.0.0.1:{chat_port}")).expect("the app's server starts");
-    let mut chat = TestServer::start_with_args(chat_data.path(), chat_port, &["--allowed-origin", &app.base]).expect("chat server starts");
+    let app = TestServer::start_app_for(app_data.path(), &format!("http://127.0.0.1:{chat_port}"))
+        .expect("the app's server starts");
+    let mut chat = TestServer::start_with_args(chat_data.path(), chat_port, &["--allowed-origin", &app.base])
+        .expect("chat server starts");
     let driver = Driver::start().expect("chromedriver starts");
     let a = driver.window().await.expect("window A");
     let b = driver.window().await.expect("window B");

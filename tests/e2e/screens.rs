@@ -14,11 +14,23 @@ use crate::sign_in;
 const LIMIT: Duration = Duration::from_secs(15);
 
 async fn click(client: &Client, css: &str) -> TestResult {
-    client.find(Locator::Css(css)).await.map_err(|e| format!("{css}: {e}"))?.click().await.map_err(|e| format!("click {css}: {e}"))
+    client
+        .find(Locator::Css(css))
+        .await
+        .map_err(|e| format!("{css}: {e}"))?
+        .click()
+        .await
+        .map_err(|e| format!("click {css}: {e}"))
 }
 
 async fn type_in(client: &Client, css: &str, text: &str) -> TestResult {
-    client.find(Locator::Css(css)).await.map_err(|e| format!("{css}: {e}"))?.send_keys(text).await.map_err(|e| e.to_string())
+    client
+        .find(Locator::Css(css))
+        .await
+        .map_err(|e| format!("{css}: {e}"))?
+        .send_keys(text)
+        .await
+        .map_err(|e| e.to_string())
 }
 
 async fn js(client: &Client, script: &str) -> TestResult<serde_json::Value> {
@@ -45,19 +57,37 @@ async fn screens_body(server: &TestServer, driver: &Driver, a: &Client, b: &Clie
     let base = &server.base;
     sign_in(a, base, "alice", "alice-password").await?;
     sign_in(b, base, "bob", "bob-password").await?;
-    let (_, session) = http_request("POST", &format!("{base}/api/session"), None, Some(r#"{"username":"bob","password":"bob-password"}"#)).await?;
+    let (_, session) = http_request(
+        "POST",
+        &format!("{base}/api/session"),
+        None,
+        Some(r#"{"username":"bob","password":"bob-password"}"#),
+    )
+    .await?;
     let bob_token = json_field(&session, "/token")?;
-    let lobby = js(a, "return JSON.parse(personaChatState()).active").await?.as_str().map(str::to_owned).ok_or("no active conversation")?;
+    let lobby = js(a, "return JSON.parse(personaChatState()).active")
+        .await?
+        .as_str()
+        .map(str::to_owned)
+        .ok_or("no active conversation")?;
 
     // 1. Scrolled up, new messages wait on a button instead of pulling the reader down.
     for i in 1..=80 {
         let body = serde_json::json!({ "content": format!("history line {i:02}"), "client_id": format!("seed-{i:02}-0000-0000-000000000000") }).to_string();
-        let (status, answer) = http_request("POST", &format!("{base}/api/conversations/{lobby}/messages"), Some(&bob_token), Some(&body)).await?;
+        let (status, answer) =
+            http_request("POST", &format!("{base}/api/conversations/{lobby}/messages"), Some(&bob_token), Some(&body))
+                .await?;
         ensure!(status == 200, "seeding answered {status}: {answer}");
     }
     eventually(LIMIT, "Alice's window to show the 80th line at the bottom", || async {
         let last = text_of(a, ".messages .message:last-child .content").await;
-        let at_bottom = js(a, "const s = document.querySelector('.scroller'); return s.scrollHeight - s.scrollTop - s.clientHeight < 60").await.ok()?.as_bool()?;
+        let at_bottom = js(
+            a,
+            "const s = document.querySelector('.scroller'); return s.scrollHeight - s.scrollTop - s.clientHeight < 60",
+        )
+        .await
+        .ok()?
+        .as_bool()?;
         (last.as_deref() == Some("history line 80") && at_bottom).then_some(())
     })
     .await?;
@@ -68,9 +98,19 @@ async fn screens_body(server: &TestServer, driver: &Driver, a: &Client, b: &Clie
         (text_of(a, ".messages .message:last-child .content").await.as_deref() == Some("history line 80")).then_some(())
     })
     .await?;
-    let first_held = js(a, "return JSON.parse(personaChatState()).conversations[arguments[0]]?.[0]?.content ?? null".replace("arguments[0]", &format!("'{lobby}'")).as_str()).await?;
-    let first_held = first_held.as_str().ok_or_else(|| format!("the hook holds nothing of the Lobby ({first_held})"))?;
-    ensure!(first_held.starts_with("history line ") && first_held != "history line 01", "the whole history was loaded at once (first held: {first_held})");
+    let first_held = js(
+        a,
+        "return JSON.parse(personaChatState()).conversations[arguments[0]]?.[0]?.content ?? null"
+            .replace("arguments[0]", &format!("'{lobby}'"))
+            .as_str(),
+    )
+    .await?;
+    let first_held =
+        first_held.as_str().ok_or_else(|| format!("the hook holds nothing of the Lobby ({first_held})"))?;
+    ensure!(
+        first_held.starts_with("history line ") && first_held != "history line 01",
+        "the whole history was loaded at once (first held: {first_held})"
+    );
     let place = r#"const s = document.querySelector('.scroller');
         const row = [...document.querySelectorAll('.messages .message')].find(r => r.textContent.includes('history line 31'));
         return row ? row.getBoundingClientRect().top - s.getBoundingClientRect().top : null;"#;
@@ -78,8 +118,11 @@ async fn screens_body(server: &TestServer, driver: &Driver, a: &Client, b: &Clie
     ensure!(js(a, older).await?.as_bool() == Some(false), "the older page was there before the scroll");
     // Scrolled to the top and measured in one go (one script, one task): the older page, fetched
     // on the scroll, cannot have arrived yet.
-    let before = number(a, &format!("document.querySelector('.scroller').scrollTop = 0; {place}")).await.map_err(|e| format!("line 31 before older history loaded: {e}"))?;
-    eventually(LIMIT, "older history to load above", || async { js(a, older).await.ok()?.as_bool()?.then_some(()) }).await?;
+    let before = number(a, &format!("document.querySelector('.scroller').scrollTop = 0; {place}"))
+        .await
+        .map_err(|e| format!("line 31 before older history loaded: {e}"))?;
+    eventually(LIMIT, "older history to load above", || async { js(a, older).await.ok()?.as_bool()?.then_some(()) })
+        .await?;
     // The place is kept once the older lines are laid out (waiting for that, not a fixed time).
     let kept = eventually(Duration::from_secs(3), "the reader's place to stay put", || async {
         let after = number(a, place).await.ok()?;
@@ -104,7 +147,13 @@ async fn screens_body(server: &TestServer, driver: &Driver, a: &Client, b: &Clie
     click(a, ".new-messages").await?;
     eventually(LIMIT, "the button to take Alice to the newest message", || async {
         let gone = !exists(a, ".new-messages").await.ok()?;
-        let at_bottom = js(a, "const s = document.querySelector('.scroller'); return s.scrollHeight - s.scrollTop - s.clientHeight < 60").await.ok()?.as_bool()?;
+        let at_bottom = js(
+            a,
+            "const s = document.querySelector('.scroller'); return s.scrollHeight - s.scrollTop - s.clientHeight < 60",
+        )
+        .await
+        .ok()?
+        .as_bool()?;
         (gone && at_bottom).then_some(())
     })
     .await?;
@@ -112,11 +161,18 @@ async fn screens_body(server: &TestServer, driver: &Driver, a: &Client, b: &Clie
 
     // 2. A persona from the picker: its reply streams, its badge goes responding, then online.
     click(a, ".sidebar-header .icon-button").await?;
-    a.wait().at_most(LIMIT).for_element(Locator::Css(".persona-choice[data-persona]")).await.map_err(|e| format!("no persona picker: {e}"))?;
+    a.wait()
+        .at_most(LIMIT)
+        .for_element(Locator::Css(".persona-choice[data-persona]"))
+        .await
+        .map_err(|e| format!("no persona picker: {e}"))?;
     screenshot(a, "screens-new-conversation-1280").await?;
     // The dialog takes the focus and keeps it: Shift+Tab from its first control wraps to its last.
     let inside = "return !!document.activeElement && !!document.activeElement.closest('.dialog')";
-    eventually(LIMIT, "the focus to move into the dialog", || async { (js(a, inside).await.ok()?.as_bool() == Some(true)).then_some(()) }).await?;
+    eventually(LIMIT, "the focus to move into the dialog", || async {
+        (js(a, inside).await.ok()?.as_bool() == Some(true)).then_some(())
+    })
+    .await?;
     let focused = a.active_element().await.map_err(|e| e.to_string())?;
     focused.send_keys("\u{E008}\u{E004}\u{E000}").await.map_err(|e| e.to_string())?;
     let wrapped = js(a, "const d = document.querySelector('.dialog'); const all = d.querySelectorAll('button:not([disabled]), input:not([disabled])'); return document.activeElement === all[all.length - 1]").await?;
@@ -161,7 +217,10 @@ async fn screens_body(server: &TestServer, driver: &Driver, a: &Client, b: &Clie
     type_in(a, "#composer-input", "a thought half written").await?;
     // Wait until the draft is saved (not a fixed time).
     let saved = "for (const s of [localStorage, sessionStorage]) for (let i = 0; i < s.length; i++) { const k = s.key(i); if (k.startsWith('persona-chat.draft.') && s.getItem(k).includes('a thought half written')) return true; } return false";
-    eventually(LIMIT, "the draft to be saved", || async { (js(a, saved).await.ok()?.as_bool() == Some(true)).then_some(()) }).await?;
+    eventually(LIMIT, "the draft to be saved", || async {
+        (js(a, saved).await.ok()?.as_bool() == Some(true)).then_some(())
+    })
+    .await?;
     a.goto(persona_url.as_str()).await.map_err(|e| e.to_string())?;
     eventually(LIMIT, "the draft and the conversation to be back after the reload", || async {
         let draft = js(a, "return document.querySelector('#composer-input')?.value ?? null").await.ok()?;
@@ -188,23 +247,42 @@ async fn screens_body(server: &TestServer, driver: &Driver, a: &Client, b: &Clie
         };"#;
     driver.cdp(b, "Page.addScriptToEvaluateOnNewDocument", serde_json::json!({ "source": recorder })).await?;
     b.goto(&format!("{base}/c/{lobby}")).await.map_err(|e| e.to_string())?;
-    let enable = b.wait().at_most(LIMIT).for_element(Locator::Css(".enable-notifications")).await.map_err(|e| format!("no Enable notifications button: {e}"))?;
+    let enable = b
+        .wait()
+        .at_most(LIMIT)
+        .for_element(Locator::Css(".enable-notifications"))
+        .await
+        .map_err(|e| format!("no Enable notifications button: {e}"))?;
     enable.click().await.map_err(|e| e.to_string())?;
-    eventually(LIMIT, "the button to go once notifications are allowed", || async { (!exists(b, ".enable-notifications").await.ok()?).then_some(()) }).await?;
-    eventually(LIMIT, "Bob to be connected again", || async { (attr_of(b, ".connection", "data-state").await.as_deref() == Some("connected")).then_some(()) }).await?;
+    eventually(LIMIT, "the button to go once notifications are allowed", || async {
+        (!exists(b, ".enable-notifications").await.ok()?).then_some(())
+    })
+    .await?;
+    eventually(LIMIT, "Bob to be connected again", || async {
+        (attr_of(b, ".connection", "data-state").await.as_deref() == Some("connected")).then_some(())
+    })
+    .await?;
     js(b, "window.__setHidden(true); return true").await?;
     a.goto(&format!("{base}/c/{lobby}")).await.map_err(|e| e.to_string())?;
-    eventually(LIMIT, "Alice back in the Lobby", || async { (text_of(a, ".chat-header h1").await.as_deref() == Some("Lobby")).then_some(()) }).await?;
+    eventually(LIMIT, "Alice back in the Lobby", || async {
+        (text_of(a, ".chat-header h1").await.as_deref() == Some("Lobby")).then_some(())
+    })
+    .await?;
     type_in(a, "#composer-input", "Bob, a word while you are away\u{E007}").await?;
     eventually(LIMIT, "a notification and an unread title in Bob's hidden tab", || async {
         let notes = js(b, "return window.__notes").await.ok()?;
         let title = b.title().await.ok()?;
-        let noted = notes.as_array()?.iter().any(|n| n[0].as_str() == Some("alice in Lobby") && n[1].as_str() == Some("Bob, a word while you are away"));
+        let noted = notes.as_array()?.iter().any(|n| {
+            n[0].as_str() == Some("alice in Lobby") && n[1].as_str() == Some("Bob, a word while you are away")
+        });
         (noted && title.starts_with("(1)")).then_some(())
     })
     .await?;
     js(b, "window.__setHidden(false); return true").await?;
-    eventually(LIMIT, "the title to clear when Bob looks again", || async { (b.title().await.ok()?.as_str() == "persona-chat").then_some(()) }).await?;
+    eventually(LIMIT, "the title to clear when Bob looks again", || async {
+        (b.title().await.ok()?.as_str() == "persona-chat").then_some(())
+    })
+    .await?;
 
     // 5. Every main screen at 1280x800 and at 390x844.
     a.goto(&format!("{base}/diagnostics")).await.map_err(|e| e.to_string())?;
@@ -215,20 +293,31 @@ async fn screens_body(server: &TestServer, driver: &Driver, a: &Client, b: &Clie
     .await?;
     screenshot(a, "screens-diagnostics-1280").await?;
     set_viewport(b, 390, 844).await?;
-    eventually(LIMIT, "the narrow layout", || async { (js(b, "return window.innerWidth").await.ok()?.as_f64()? <= 390.0).then_some(()) }).await?;
+    eventually(LIMIT, "the narrow layout", || async {
+        (js(b, "return window.innerWidth").await.ok()?.as_f64()? <= 390.0).then_some(())
+    })
+    .await?;
     screenshot(b, "screens-chat-390").await?;
     b.goto(&format!("{base}/")).await.map_err(|e| e.to_string())?;
     eventually(LIMIT, "the list alone on a narrow screen", || async {
         let list = exists(b, ".conversation-row").await.ok()?;
-        let chat_hidden = js(b, "const c = document.querySelector('.chat-pane'); return !c || c.offsetParent === null").await.ok()?.as_bool()?;
+        let chat_hidden = js(b, "const c = document.querySelector('.chat-pane'); return !c || c.offsetParent === null")
+            .await
+            .ok()?
+            .as_bool()?;
         (list && chat_hidden).then_some(())
     })
     .await?;
     screenshot(b, "screens-list-390").await?;
     click(b, &format!(".conversation-row[data-id='{lobby}']")).await?;
     eventually(LIMIT, "the chat alone, with a back button, on a narrow screen", || async {
-        let back = js(b, "const e = document.querySelector('.chat-header .back'); return !!e && e.offsetParent !== null").await.ok()?.as_bool()?;
-        let list_hidden = js(b, "return document.querySelector('.sidebar').offsetParent === null").await.ok()?.as_bool()?;
+        let back =
+            js(b, "const e = document.querySelector('.chat-header .back'); return !!e && e.offsetParent !== null")
+                .await
+                .ok()?
+                .as_bool()?;
+        let list_hidden =
+            js(b, "return document.querySelector('.sidebar').offsetParent === null").await.ok()?.as_bool()?;
         (back && list_hidden).then_some(())
     })
     .await?;
@@ -239,8 +328,12 @@ async fn screens_body(server: &TestServer, driver: &Driver, a: &Client, b: &Clie
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_screens_in_two_windows() {
     let data = tempfile::tempdir().expect("temp dir");
-    let server = TestServer::start_with_args(data.path(), free_port(), &["--rate-limit-per-sec", "200", "--rate-limit-burst", "200", "--persona-pace-ms", "90"])
-        .expect("server starts");
+    let server = TestServer::start_with_args(
+        data.path(),
+        free_port(),
+        &["--rate-limit-per-sec", "200", "--rate-limit-burst", "200", "--persona-pace-ms", "90"],
+    )
+    .expect("server starts");
     let driver = Driver::start().expect("chromedriver starts");
     let a = driver.window().await.expect("window A");
     let b = driver.window().await.expect("window B");

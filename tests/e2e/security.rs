@@ -40,8 +40,19 @@ async fn violations(client: &Client) -> TestResult<Vec<String>> {
 }
 
 async fn fill_and_submit(client: &Client, mode: &str, user: &str, password: &str) -> TestResult {
-    client.wait().at_most(LIMIT).for_element(Locator::Id("username")).await.map_err(|e| format!("no sign-in form: {e}"))?;
-    client.find(Locator::Id(mode)).await.map_err(|e| format!("no {mode} tab: {e}"))?.click().await.map_err(|e| e.to_string())?;
+    client
+        .wait()
+        .at_most(LIMIT)
+        .for_element(Locator::Id("username"))
+        .await
+        .map_err(|e| format!("no sign-in form: {e}"))?;
+    client
+        .find(Locator::Id(mode))
+        .await
+        .map_err(|e| format!("no {mode} tab: {e}"))?
+        .click()
+        .await
+        .map_err(|e| e.to_string())?;
     let name = client.find(Locator::Id("username")).await.map_err(|e| e.to_string())?;
     name.clear().await.map_err(|e| e.to_string())?;
     name.send_keys(user).await.map_err(|e| e.to_string())?;
@@ -73,7 +84,12 @@ async fn wait_signed_out(client: &Client, who: &str, why: &str) -> TestResult {
 async fn stored_token(client: &Client, base: &str) -> TestResult<Option<String>> {
     let v = run_js(client, &format!("return localStorage.getItem('persona-chat.session@{base}');")).await?;
     Ok(match v.as_str() {
-        Some(text) => Some(serde_json::from_str::<serde_json::Value>(text).map_err(|e| e.to_string())?["token"].as_str().ok_or("no token in the stored session")?.to_owned()),
+        Some(text) => Some(
+            serde_json::from_str::<serde_json::Value>(text).map_err(|e| e.to_string())?["token"]
+                .as_str()
+                .ok_or("no token in the stored session")?
+                .to_owned(),
+        ),
         None => None,
     })
 }
@@ -95,8 +111,14 @@ impl Decoy {
             use tokio::io::AsyncReadExt;
             while let Ok((mut stream, _)) = listener.accept().await {
                 let mut buf = vec![0u8; 4096];
-                let n = tokio::time::timeout(Duration::from_secs(2), stream.read(&mut buf)).await.ok().and_then(Result::ok).unwrap_or(0);
-                seen.lock().unwrap().push(String::from_utf8_lossy(&buf[..n]).lines().next().unwrap_or("(nothing)").to_owned());
+                let n = tokio::time::timeout(Duration::from_secs(2), stream.read(&mut buf))
+                    .await
+                    .ok()
+                    .and_then(Result::ok)
+                    .unwrap_or(0);
+                seen.lock()
+                    .unwrap()
+                    .push(String::from_utf8_lossy(&buf[..n]).lines().next().unwrap_or("(nothing)").to_owned());
             }
         });
         Ok(Decoy { base, hits, _task: task })
@@ -113,7 +135,10 @@ async fn security_body(server: &TestServer, driver: &Driver, a: &Client, b: &Cli
     let headers = http_headers(&format!("{base}/")).await?;
     let header = |name: &str| headers.iter().find(|(k, _)| k == name).map(|(_, v)| v.clone());
     let csp = header("content-security-policy").ok_or("the app is served without a Content-Security-Policy")?;
-    ensure!(csp.contains("'wasm-unsafe-eval'") && !csp.contains("'unsafe-inline'") && !csp.contains("'unsafe-eval' "), "unexpected CSP: {csp}");
+    ensure!(
+        csp.contains("'wasm-unsafe-eval'") && !csp.contains("'unsafe-inline'") && !csp.contains("'unsafe-eval' "),
+        "unexpected CSP: {csp}"
+    );
     ensure!(header("x-content-type-options").as_deref() == Some("nosniff"), "no X-Content-Type-Options: nosniff");
     for window in [a, b] {
         driver.cdp(window, "Page.addScriptToEvaluateOnNewDocument", json!({ "source": CSP_RECORDER })).await?;
@@ -126,11 +151,20 @@ async fn security_body(server: &TestServer, driver: &Driver, a: &Client, b: &Cli
         text_of(a, ".login-card .error").await.filter(|t| t.contains("wrong username or password"))
     })
     .await?;
-    let (status, _) = http_request("POST", &format!("{base}/api/session"), None, Some(&json!({"username": "carol", "password": PASSWORD}).to_string())).await?;
+    let (status, _) = http_request(
+        "POST",
+        &format!("{base}/api/session"),
+        None,
+        Some(&json!({"username": "carol", "password": PASSWORD}).to_string()),
+    )
+    .await?;
     ensure!(status == 401, "carol was registered by a sign-in attempt (sign-in answered {status})");
     // A short password is refused before it reaches the server, with the rule in words.
     fill_and_submit(a, "mode-sign-up", "carol", "short").await?;
-    eventually(LIMIT, "the password rule", || async { text_of(a, ".login-card .error").await.filter(|t| t.contains("at least 8")) }).await?;
+    eventually(LIMIT, "the password rule", || async {
+        text_of(a, ".login-card .error").await.filter(|t| t.contains("at least 8"))
+    })
+    .await?;
     // Creating the account signs in.
     fill_and_submit(a, "mode-sign-up", "carol", PASSWORD).await?;
     wait_connected_in_lobby(a, "carol (tab 1)").await?;
@@ -162,7 +196,12 @@ async fn security_body(server: &TestServer, driver: &Driver, a: &Client, b: &Cli
 
     // Signing out in tab 1 signs out tab 2, and the server refuses the old token at once.
     a.switch_to_window(first.clone()).await.map_err(|e| e.to_string())?;
-    a.find(Locator::Id("sign-out")).await.map_err(|e| format!("no Sign out button: {e}"))?.click().await.map_err(|e| e.to_string())?;
+    a.find(Locator::Id("sign-out"))
+        .await
+        .map_err(|e| format!("no Sign out button: {e}"))?
+        .click()
+        .await
+        .map_err(|e| e.to_string())?;
     eventually(LIMIT, "tab 1 on the sign-in page", || async {
         (run_js(a, "return location.pathname;").await.ok()? == "/login").then_some(())
     })
@@ -174,7 +213,8 @@ async fn security_body(server: &TestServer, driver: &Driver, a: &Client, b: &Cli
         (status == 401).then_some(())
     })
     .await?;
-    let (status, _) = http_request("GET", &format!("{base}/api/events?after=0&timeout_ms=0"), Some(&token), None).await?;
+    let (status, _) =
+        http_request("GET", &format!("{base}/api/events?after=0&timeout_ms=0"), Some(&token), None).await?;
     ensure!(status == 401, "the long poll still takes the signed-out token ({status})");
     ensure!(stored_token(a, base).await?.is_none(), "the signed-out session is still stored");
 
@@ -185,13 +225,19 @@ async fn security_body(server: &TestServer, driver: &Driver, a: &Client, b: &Cli
     fill_and_submit(b, "mode-sign-in", "carol", PASSWORD).await?;
     wait_connected_in_lobby(b, "carol on another device").await?;
     let again = stored_token(a, base).await?.ok_or("no session after signing in again")?;
-    b.find(Locator::Id("sign-out-everywhere")).await.map_err(|e| format!("no Sign out everywhere: {e}"))?.click().await.map_err(|e| e.to_string())?;
+    b.find(Locator::Id("sign-out-everywhere"))
+        .await
+        .map_err(|e| format!("no Sign out everywhere: {e}"))?
+        .click()
+        .await
+        .map_err(|e| e.to_string())?;
     wait_signed_out(a, "carol's tab 2 (signed out from another device)", "Your session has ended").await?;
     let (status, _) = http_request("GET", &format!("{base}/api/conversations"), Some(&again), None).await?;
     ensure!(status == 401, "a session ended everywhere still answers ({status})");
 
     // Not one CSP violation in any window or tab along the way.
-    for (client, handle, name) in [(a, Some(first), "tab 1"), (a, Some(second), "tab 2"), (b, None, "the other device")] {
+    for (client, handle, name) in [(a, Some(first), "tab 1"), (a, Some(second), "tab 2"), (b, None, "the other device")]
+    {
         if let Some(handle) = handle {
             client.switch_to_window(handle).await.map_err(|e| e.to_string())?;
         }
@@ -237,7 +283,9 @@ async fn refresh_body(server: &TestServer, a: &Client) -> TestResult {
     input.send_keys("still here after the refresh\u{E007}").await.map_err(|e| e.to_string())?;
     eventually(LIMIT, "the message to be sent", || async {
         let rows = rendered_rows(a).await.ok()?;
-        rows.iter().any(|(seq, delivery, text)| seq.is_some() && delivery == "sent" && text == "still here after the refresh").then_some(())
+        rows.iter()
+            .any(|(seq, delivery, text)| seq.is_some() && delivery == "sent" && text == "still here after the refresh")
+            .then_some(())
     })
     .await?;
     ensure!(run_js(a, "return location.pathname;").await? != "/login", "dave was signed out");
@@ -248,7 +296,8 @@ async fn refresh_body(server: &TestServer, a: &Client) -> TestResult {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_open_app_stays_signed_in_across_token_refreshes() {
     let data = tempfile::tempdir().expect("temp dir");
-    let server = TestServer::start_with_args(data.path(), free_port(), &["--token-ttl-secs", "3"]).expect("server starts");
+    let server =
+        TestServer::start_with_args(data.path(), free_port(), &["--token-ttl-secs", "3"]).expect("server starts");
     let driver = Driver::start().expect("chromedriver starts");
     let a = driver.window().await.expect("window A");
     let outcome = tokio::time::timeout(Duration::from_secs(90), refresh_body(&server, &a)).await;

@@ -62,7 +62,10 @@ async fn every_tab_shows(client: &Client, tabs: &[WindowHandle], expected: &[&st
     let expected: Vec<String> = expected.iter().map(|s| s.to_string()).collect();
     for (n, tab) in tabs.iter().enumerate() {
         switch(client, tab).await?;
-        eventually(LIMIT, &format!("tab {n} to show {what}"), || async { (message_texts(client).await == expected).then_some(()) }).await?;
+        eventually(LIMIT, &format!("tab {n} to show {what}"), || async {
+            (message_texts(client).await == expected).then_some(())
+        })
+        .await?;
     }
     Ok(())
 }
@@ -76,11 +79,20 @@ async fn four_tabs_body(server: &TestServer, a: &Client, b: &Client) -> TestResu
     for _ in 0..3 {
         tabs.push(open_tab(a, &format!("{base}/")).await?);
     }
-    eventually(LIMIT, "Alice's four tabs to hold one socket", || async { (sockets_open(base).await == Some(1)).then_some(()) }).await?;
+    eventually(LIMIT, "Alice's four tabs to hold one socket", || async {
+        (sockets_open(base).await == Some(1)).then_some(())
+    })
+    .await?;
     let r = roles(a, &tabs).await?;
-    ensure!(r.iter().filter(|r| *r == "leader").count() == 1 && r.iter().filter(|r| *r == "follower").count() == 3, "roles {r:?}");
+    ensure!(
+        r.iter().filter(|r| *r == "leader").count() == 1 && r.iter().filter(|r| *r == "follower").count() == 3,
+        "roles {r:?}"
+    );
     sign_in(b, base, "bob", PASSWORD).await?;
-    eventually(LIMIT, "two sockets: Alice's shared one and Bob's", || async { (sockets_open(base).await == Some(2)).then_some(()) }).await?;
+    eventually(LIMIT, "two sockets: Alice's shared one and Bob's", || async {
+        (sockets_open(base).await == Some(2)).then_some(())
+    })
+    .await?;
 
     // Presence: every tab of Alice sees Bob online.
     for (n, tab) in tabs.iter().enumerate() {
@@ -97,8 +109,10 @@ async fn four_tabs_body(server: &TestServer, a: &Client, b: &Client) -> TestResu
     input.send_keys("Hello all four").await.map_err(|e| e.to_string())?;
     for (n, tab) in tabs.iter().enumerate() {
         switch(a, tab).await?;
-        eventually(LIMIT, &format!("tab {n} to show Bob typing"), || async { text_of(a, ".typing-text").await.filter(|t| t.contains("bob")).map(|_| ()) })
-            .await?;
+        eventually(LIMIT, &format!("tab {n} to show Bob typing"), || async {
+            text_of(a, ".typing-text").await.filter(|t| t.contains("bob")).map(|_| ())
+        })
+        .await?;
     }
     input.send_keys("\u{E007}").await.map_err(|e| e.to_string())?;
     every_tab_shows(a, &tabs, &["Hello all four"], "Bob's message once").await?;
@@ -124,7 +138,10 @@ async fn four_tabs_body(server: &TestServer, a: &Client, b: &Client) -> TestResu
     })
     .await?;
     let _ = a.goto(&format!("{base}/diagnostics")).await;
-    eventually(LIMIT, "the diagnostics page to name the leading tab", || async { text_of(a, "[data-diag=leader]").await.filter(|t| t.len() >= 8) }).await?;
+    eventually(LIMIT, "the diagnostics page to name the leading tab", || async {
+        text_of(a, "[data-diag=leader]").await.filter(|t| t.len() >= 8)
+    })
+    .await?;
     // A tab loaded after the connection started learns from the leader who is online.
     eventually(LIMIT, "the reloaded follower to list Bob online", || async {
         app_state(a).await.ok()?["online"].as_array()?.iter().any(|u| u.as_str() == Some("bob")).then_some(())
@@ -143,17 +160,24 @@ async fn four_tabs_body(server: &TestServer, a: &Client, b: &Client) -> TestResu
     send(b, "while the leader was away").await?;
     let expected = ["Hello all four", "from a follower", "while the leader was away"];
     every_tab_shows(a, &tabs, &expected, "Bob's message sent during the hand-over, once").await?;
-    eprintln!("[e2e] tabs: the three remaining tabs showed Bob's message {} ms after the leader closed", closed_at.elapsed().as_millis());
+    eprintln!(
+        "[e2e] tabs: the three remaining tabs showed Bob's message {} ms after the leader closed",
+        closed_at.elapsed().as_millis()
+    );
     eventually(LIMIT, "one leader among the three left", || async {
         let r = roles(a, &tabs).await.ok()?;
         (r.iter().filter(|r| *r == "leader").count() == 1).then_some(())
     })
     .await?;
-    eventually(LIMIT, "still one socket for Alice", || async { (sockets_open(base).await == Some(2)).then_some(()) }).await?;
+    eventually(LIMIT, "still one socket for Alice", || async { (sockets_open(base).await == Some(2)).then_some(()) })
+        .await?;
     // And the new leader carries Alice's sends.
     switch(a, &tabs[0]).await?;
     send(a, "after the hand-over").await?;
-    eventually(LIMIT, "Bob to receive it", || async { message_texts(b).await.iter().any(|t| t == "after the hand-over").then_some(()) }).await?;
+    eventually(LIMIT, "Bob to receive it", || async {
+        message_texts(b).await.iter().any(|t| t == "after the hand-over").then_some(())
+    })
+    .await?;
     Ok(())
 }
 
@@ -174,12 +198,27 @@ async fn outbox_body(app: &TestServer, chat: &mut TestServer, a: &Client, b: &Cl
     create_account(&chat.base, "bob").await;
     for (client, user) in [(a, "alice"), (b, "bob")] {
         client.goto(&format!("{}/login?server={}", app.base, chat.base)).await.map_err(|e| e.to_string())?;
-        let field = client.wait().at_most(LIMIT).for_element(Locator::Id("username")).await.map_err(|e| e.to_string())?;
+        let field =
+            client.wait().at_most(LIMIT).for_element(Locator::Id("username")).await.map_err(|e| e.to_string())?;
         field.send_keys(user).await.map_err(|e| e.to_string())?;
-        client.find(Locator::Id("password")).await.map_err(|e| e.to_string())?.send_keys(PASSWORD).await.map_err(|e| e.to_string())?;
-        client.find(Locator::Css(".login-card button[type=submit]")).await.map_err(|e| e.to_string())?.click().await.map_err(|e| e.to_string())?;
+        client
+            .find(Locator::Id("password"))
+            .await
+            .map_err(|e| e.to_string())?
+            .send_keys(PASSWORD)
+            .await
+            .map_err(|e| e.to_string())?;
+        client
+            .find(Locator::Css(".login-card button[type=submit]"))
+            .await
+            .map_err(|e| e.to_string())?
+            .click()
+            .await
+            .map_err(|e| e.to_string())?;
         eventually(LIMIT, &format!("{user} to be connected"), || async {
-            (link_state(client).await.as_deref() == Some("connected") && text_of(client, ".chat-header h1").await.as_deref() == Some("Lobby")).then_some(())
+            (link_state(client).await.as_deref() == Some("connected")
+                && text_of(client, ".chat-header h1").await.as_deref() == Some("Lobby"))
+            .then_some(())
         })
         .await?;
     }
@@ -190,8 +229,10 @@ async fn outbox_body(app: &TestServer, chat: &mut TestServer, a: &Client, b: &Cl
     chat.process.kill();
     for tab in [&first, &second] {
         switch(a, tab).await?;
-        eventually(LIMIT, "the tab to see the connection lost", || async { (link_state(a).await.as_deref().is_some_and(|s| s != "connected")).then_some(()) })
-            .await?;
+        eventually(LIMIT, "the tab to see the connection lost", || async {
+            (link_state(a).await.as_deref().is_some_and(|s| s != "connected")).then_some(())
+        })
+        .await?;
     }
     switch(a, &first).await?;
     send(a, "first tab one").await?;
@@ -224,7 +265,10 @@ async fn outbox_body(app: &TestServer, chat: &mut TestServer, a: &Client, b: &Cl
     // Each tab's own order holds.
     let got = message_texts(b).await;
     let pos = |t: &str| got.iter().position(|g| g == t).unwrap_or(usize::MAX);
-    ensure!(pos("first tab one") < pos("first tab two") && pos("first tab two") < pos("first tab three"), "first tab's order: {got:?}");
+    ensure!(
+        pos("first tab one") < pos("first tab two") && pos("first tab two") < pos("first tab three"),
+        "first tab's order: {got:?}"
+    );
     ensure!(pos("second tab one") < pos("second tab two"), "second tab's order: {got:?}");
     eventually(LIMIT, "the remaining tab to show all five sent, once each", || async {
         let mut texts = message_texts(a).await;
@@ -243,8 +287,10 @@ async fn messages_written_in_two_tabs_offline_arrive_once_after_the_writer_tab_c
     let app_data = tempfile::tempdir().expect("temp dir");
     let chat_data = tempfile::tempdir().expect("temp dir");
     let chat_port = free_port();
-    let app = TestServer::start_app_for(app_data.path(), &format!("http://127.0.0.1:{chat_port}")).expect("the app's server starts");
-    let mut chat = TestServer::start_with_args(chat_data.path(), chat_port, &["--allowed-origin", &app.base]).expect("chat server starts");
+    let app = TestServer::start_app_for(app_data.path(), &format!("http://127.0.0.1:{chat_port}"))
+        .expect("the app's server starts");
+    let mut chat = TestServer::start_with_args(chat_data.path(), chat_port, &["--allowed-origin", &app.base])
+        .expect("chat server starts");
     let driver = Driver::start().expect("chromedriver starts");
     let a = driver.window().await.expect("window A");
     let b = driver.window().await.expect("window B");
@@ -285,13 +331,18 @@ async fn reload_leader_body(server: &TestServer, a: &Client, b: &Client) -> Test
     switch(a, &tabs[leader]).await?;
     // Eight messages, 15 ms apart; the page reloads right after the sixth is written (some
     // are then still in flight).
-    a.execute(SEND_THEN_RELOAD, vec![serde_json::json!(8), serde_json::json!(15), serde_json::json!(5), serde_json::json!("reload burst ")])
-        .await
-        .map_err(|e| e.to_string())?;
+    a.execute(
+        SEND_THEN_RELOAD,
+        vec![serde_json::json!(8), serde_json::json!(15), serde_json::json!(5), serde_json::json!("reload burst ")],
+    )
+    .await
+    .map_err(|e| e.to_string())?;
     let want: Vec<String> = (0..6).map(|i| format!("reload burst {i}")).collect();
-    eventually(Duration::from_secs(30), "Bob to receive the six written before the reload, once each, in order", || async {
-        (message_texts(b).await == want).then_some(())
-    })
+    eventually(
+        Duration::from_secs(30),
+        "Bob to receive the six written before the reload, once each, in order",
+        || async { (message_texts(b).await == want).then_some(()) },
+    )
     .await?;
     for (n, tab) in tabs.iter().enumerate() {
         switch(a, tab).await?;
@@ -302,7 +353,10 @@ async fn reload_leader_body(server: &TestServer, a: &Client, b: &Client) -> Test
         })
         .await?;
     }
-    eventually(LIMIT, "one socket for Alice's two tabs again", || async { (sockets_open(base).await == Some(2)).then_some(()) }).await?;
+    eventually(LIMIT, "one socket for Alice's two tabs again", || async {
+        (sockets_open(base).await == Some(2)).then_some(())
+    })
+    .await?;
     Ok(())
 }
 
@@ -325,16 +379,30 @@ async fn too_many_body(server: &TestServer, a: &Client, b: &Client) -> TestResul
     b.goto(&format!("{base}/login")).await.map_err(|e| e.to_string())?;
     let field = b.wait().at_most(LIMIT).for_element(Locator::Id("username")).await.map_err(|e| e.to_string())?;
     field.send_keys("alice").await.map_err(|e| e.to_string())?;
-    b.find(Locator::Id("password")).await.map_err(|e| e.to_string())?.send_keys(PASSWORD).await.map_err(|e| e.to_string())?;
-    b.find(Locator::Css(".login-card button[type=submit]")).await.map_err(|e| e.to_string())?.click().await.map_err(|e| e.to_string())?;
+    b.find(Locator::Id("password"))
+        .await
+        .map_err(|e| e.to_string())?
+        .send_keys(PASSWORD)
+        .await
+        .map_err(|e| e.to_string())?;
+    b.find(Locator::Css(".login-card button[type=submit]"))
+        .await
+        .map_err(|e| e.to_string())?
+        .click()
+        .await
+        .map_err(|e| e.to_string())?;
     eventually(Duration::from_secs(30), "the refused profile to say why and carry on over polling", || async {
         let notice = text_of(b, ".notice").await.unwrap_or_default();
-        (notice.contains("Too many open connections for this account") && link_state(b).await.as_deref() == Some("polling")).then_some(())
+        (notice.contains("Too many open connections for this account")
+            && link_state(b).await.as_deref() == Some("polling"))
+        .then_some(())
     })
     .await?;
     send(b, "sent over polling").await?;
-    eventually(LIMIT, "the message to reach the first profile", || async { message_texts(a).await.iter().any(|t| t == "sent over polling").then_some(()) })
-        .await?;
+    eventually(LIMIT, "the message to reach the first profile", || async {
+        message_texts(a).await.iter().any(|t| t == "sent over polling").then_some(())
+    })
+    .await?;
     ensure!(sockets_open(base).await == Some(1), "sockets open: {:?}", sockets_open(base).await);
     Ok(())
 }
@@ -342,7 +410,8 @@ async fn too_many_body(server: &TestServer, a: &Client, b: &Client) -> TestResul
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_socket_refused_for_the_per_user_limit_is_explained_and_polling_carries_on() {
     let data = tempfile::tempdir().expect("temp dir");
-    let server = TestServer::start_with_args(data.path(), free_port(), &["--max-sockets-per-user", "1"]).expect("server starts");
+    let server =
+        TestServer::start_with_args(data.path(), free_port(), &["--max-sockets-per-user", "1"]).expect("server starts");
     let driver = Driver::start().expect("chromedriver starts");
     let a = driver.window().await.expect("window A");
     let b = driver.window().await.expect("window B");
@@ -358,10 +427,17 @@ async fn lead_here_body(server: &TestServer, a: &Client) -> TestResult {
     let second = open_tab(a, &format!("{base}/")).await?;
     a.goto(&format!("{base}/diagnostics")).await.map_err(|e| e.to_string())?;
     let tabs = [first.clone(), second.clone()];
-    eventually(LIMIT, "the first tab to lead and the second to follow", || async { (roles(a, &tabs).await.ok()? == ["leader", "follower"]).then_some(()) })
-        .await?;
+    eventually(LIMIT, "the first tab to lead and the second to follow", || async {
+        (roles(a, &tabs).await.ok()? == ["leader", "follower"]).then_some(())
+    })
+    .await?;
     switch(a, &second).await?;
-    a.find(Locator::Css("[data-diag=lead-here]")).await.map_err(|e| e.to_string())?.click().await.map_err(|e| e.to_string())?;
+    a.find(Locator::Css("[data-diag=lead-here]"))
+        .await
+        .map_err(|e| e.to_string())?
+        .click()
+        .await
+        .map_err(|e| e.to_string())?;
     eventually(LIMIT, "the second tab to lead, the first to follow, on one socket", || async {
         let r = roles(a, &tabs).await.ok()?;
         (r == ["follower", "leader"] && sockets_open(base).await == Some(1)).then_some(())

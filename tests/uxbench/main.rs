@@ -42,7 +42,16 @@ struct Opts {
 }
 
 fn opts() -> Opts {
-    let mut o = Opts { loads: 20, messages: 1000, gap_ms: 20, history: 10_000, stream_secs: 10, tokens_per_sec: 200, recoveries: 5, only: Vec::new() };
+    let mut o = Opts {
+        loads: 20,
+        messages: 1000,
+        gap_ms: 20,
+        history: 10_000,
+        stream_secs: 10,
+        tokens_per_sec: 200,
+        recoveries: 5,
+        only: Vec::new(),
+    };
     let args: Vec<String> = std::env::args().skip(1).collect();
     let mut i = 0;
     while i < args.len() {
@@ -143,17 +152,30 @@ async fn session(base: &str, user: &str) -> TestResult<(String, Value)> {
 async fn sign_in(client: &Client, base: &str, user: &str) -> TestResult {
     ensure_account(base, user, PASSWORD).await?;
     client.goto(&format!("{base}/login")).await.map_err(e)?;
-    let field = client.wait().at_most(STEP).for_element(Locator::Id("username")).await.map_err(|x| format!("no sign-in form: {x}"))?;
+    let field = client
+        .wait()
+        .at_most(STEP)
+        .for_element(Locator::Id("username"))
+        .await
+        .map_err(|x| format!("no sign-in form: {x}"))?;
     field.send_keys(user).await.map_err(e)?;
     client.find(Locator::Id("password")).await.map_err(e)?.send_keys(PASSWORD).await.map_err(e)?;
     client.find(Locator::Css(".login-card button[type=submit]")).await.map_err(e)?.click().await.map_err(e)?;
     wait_connected(client, user).await?;
-    client.wait().at_most(STEP).for_element(Locator::Id("composer-input")).await.map_err(|x| format!("{user}: no composer: {x}"))?;
+    client
+        .wait()
+        .at_most(STEP)
+        .for_element(Locator::Id("composer-input"))
+        .await
+        .map_err(|x| format!("{user}: no composer: {x}"))?;
     Ok(())
 }
 
 async fn wait_connected(client: &Client, who: &str) -> TestResult {
-    eventually(STEP, &format!("{who} to be connected"), || async { (link_state(client).await.as_deref() == Some("connected")).then_some(()) }).await
+    eventually(STEP, &format!("{who} to be connected"), || async {
+        (link_state(client).await.as_deref() == Some("connected")).then_some(())
+    })
+    .await
 }
 
 async fn active(client: &Client) -> Option<String> {
@@ -168,14 +190,20 @@ async fn open_conversation(client: &Client, base: &str, id: &str) -> TestResult<
     }
     let script = "history.pushState(null, '', '/c/' + arguments[0]); window.dispatchEvent(new PopStateEvent('popstate', { state: null }));";
     client.execute(script, vec![json!(id)]).await.map_err(e)?;
-    let ok = eventually(Duration::from_secs(3), "in-app navigation", || async { (active(client).await.as_deref() == Some(id)).then_some(()) }).await;
+    let ok = eventually(Duration::from_secs(3), "in-app navigation", || async {
+        (active(client).await.as_deref() == Some(id)).then_some(())
+    })
+    .await;
     if ok.is_ok() {
         return Ok(true);
     }
     let script = "sessionStorage.setItem('persona-chat.active', arguments[0]); localStorage.setItem('persona-chat.active', arguments[0]);";
     client.execute(script, vec![json!(id)]).await.map_err(e)?;
     client.goto(&format!("{base}/")).await.map_err(e)?;
-    eventually(STEP, "the conversation to open", || async { (active(client).await.as_deref() == Some(id)).then_some(()) }).await?;
+    eventually(STEP, "the conversation to open", || async {
+        (active(client).await.as_deref() == Some(id)).then_some(())
+    })
+    .await?;
     Ok(false)
 }
 
@@ -184,7 +212,8 @@ async fn seed(base: &str, token: &str, conversation: &str, prefix: &str, n: usiz
     let next = std::sync::Arc::new(std::sync::atomic::AtomicUsize::new(1));
     let mut tasks = Vec::new();
     for w in 0..workers {
-        let (base, token, conversation, prefix, next) = (base.to_owned(), token.to_owned(), conversation.to_owned(), prefix.to_owned(), next.clone());
+        let (base, token, conversation, prefix, next) =
+            (base.to_owned(), token.to_owned(), conversation.to_owned(), prefix.to_owned(), next.clone());
         tasks.push(tokio::spawn(async move {
             loop {
                 let i = next.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
@@ -227,18 +256,30 @@ fn start_server(data: &std::path::Path, args: &[&str]) -> TestResult<TestServer>
 
 fn size(rows: &mut Vec<Row>) -> TestResult {
     let script = workspace_root().join("scripts/size-report.sh");
-    let out = std::process::Command::new("bash").arg(script).arg("--no-build").current_dir(workspace_root()).output().map_err(e)?;
+    let out = std::process::Command::new("bash")
+        .arg(script)
+        .arg("--no-build")
+        .current_dir(workspace_root())
+        .output()
+        .map_err(e)?;
     let text = String::from_utf8_lossy(&out.stdout).to_string();
     println!("{text}");
     ensure!(out.status.success(), "size-report.sh failed: {}", String::from_utf8_lossy(&out.stderr));
-    let total = text.lines().find(|l| l.starts_with("total ") && !l.contains("KiB")).ok_or("no total in the size report")?;
+    let total =
+        text.lines().find(|l| l.starts_with("total ") && !l.contains("KiB")).ok_or("no total in the size report")?;
     let n: Vec<u64> = total.split_whitespace().skip(1).filter_map(|x| x.parse().ok()).collect();
     ensure!(n.len() == 3, "cannot read {total:?}");
     for f in text.lines().skip(1).filter(|l| !l.starts_with("total")) {
         let parts: Vec<&str> = f.split_whitespace().collect();
         if parts.len() == 4 {
             let kind = parts[0].rsplit('.').next().unwrap_or("");
-            row(rows, &format!("size: {kind}"), format!("{} raw, {} gzip, {} brotli", kib(parts[1]), kib(parts[2]), kib(parts[3])), "", None);
+            row(
+                rows,
+                &format!("size: {kind}"),
+                format!("{} raw, {} gzip, {} brotli", kib(parts[1]), kib(parts[2]), kib(parts[3])),
+                "",
+                None,
+            );
         }
     }
     let br_kb = n[2] as f64 / 1000.0;
@@ -271,7 +312,10 @@ async fn start(driver: &Driver, o: &Opts, rows: &mut Vec<Row>) -> TestResult {
             client.goto("about:blank").await.map_err(e)?;
             client.goto(&format!("{}/", server.base)).await.map_err(e)?;
             let at = eventually(STEP, "Connected after a cold load", || async {
-                let v = client.execute("return [window.__connectedAt ?? null, window.__wasmStartedAt ?? null];", vec![]).await.ok()?;
+                let v = client
+                    .execute("return [window.__connectedAt ?? null, window.__wasmStartedAt ?? null];", vec![])
+                    .await
+                    .ok()?;
                 v[0].as_f64().map(|c| (c, v[1].as_f64()))
             })
             .await?;
@@ -283,8 +327,20 @@ async fn start(driver: &Driver, o: &Opts, rows: &mut Vec<Row>) -> TestResult {
         let mut sorted = times.clone();
         sorted.sort_by(|a, b| a.total_cmp(b));
         let med = percentile(&sorted, 50.0);
-        row(rows, &format!("start: navigation to Connected, median of {}", o.loads), format!("{med:.0} ms"), "<= 150 ms", Some(med <= 150.0));
-        row(rows, "start: navigation to Connected, worst", format!("{:.0} ms", sorted.last().copied().unwrap_or(f64::NAN)), "", None);
+        row(
+            rows,
+            &format!("start: navigation to Connected, median of {}", o.loads),
+            format!("{med:.0} ms"),
+            "<= 150 ms",
+            Some(med <= 150.0),
+        );
+        row(
+            rows,
+            "start: navigation to Connected, worst",
+            format!("{:.0} ms", sorted.last().copied().unwrap_or(f64::NAN)),
+            "",
+            None,
+        );
         if !wasm_start.is_empty() {
             row(rows, "start: navigation to wasm started, median", format!("{:.0} ms", median(&wasm_start)), "", None);
         }
@@ -411,7 +467,10 @@ async fn crosstab_same_user(driver: &Driver, o: &Opts, rows: &mut Vec<Row>) -> T
         a.goto(&format!("{}/", server.base)).await.map_err(e)?;
         eventually(STEP, "the second tab to be connected, following", || async {
             let state = app_state(&a).await?;
-            (state["link"].as_str()? == "connected" && state["tab"]["role"].as_str()? == "follower" && state["active"].is_string()).then_some(())
+            (state["link"].as_str()? == "connected"
+                && state["tab"]["role"].as_str()? == "follower"
+                && state["active"].is_string())
+            .then_some(())
         })
         .await?;
         a.execute(SEEN_PROBE, vec![]).await.map_err(e)?;
@@ -440,9 +499,21 @@ async fn crosstab_same_user(driver: &Driver, o: &Opts, rows: &mut Vec<Row>) -> T
         lat.sort_by(|x, y| x.total_cmp(y));
         let (p50, p99, max) = (percentile(&lat, 50.0), percentile(&lat, 99.0), lat.last().copied().unwrap_or(f64::NAN));
         if arrived.is_err() {
-            row(rows, "cross-tab, same user: rendered in the following tab", format!("only {} of {n}", lat.len()), &format!("{n}"), Some(false));
+            row(
+                rows,
+                "cross-tab, same user: rendered in the following tab",
+                format!("only {} of {n}", lat.len()),
+                &format!("{n}"),
+                Some(false),
+            );
         }
-        row(rows, &format!("cross-tab latency, same user, relayed by the leader, p50 ({} messages)", lat.len()), format!("{p50:.1} ms"), "<= 5 ms", Some(p50 <= 5.0));
+        row(
+            rows,
+            &format!("cross-tab latency, same user, relayed by the leader, p50 ({} messages)", lat.len()),
+            format!("{p50:.1} ms"),
+            "<= 5 ms",
+            Some(p50 <= 5.0),
+        );
         row(rows, "cross-tab latency, same user, relayed, p99", format!("{p99:.1} ms"), "<= 25 ms", Some(p99 <= 25.0));
         row(rows, "cross-tab latency, same user, relayed, max", format!("{max:.1} ms"), "", None);
         Ok(())
@@ -470,7 +541,13 @@ async fn history(driver: &Driver, o: &Opts, rows: &mut Vec<Row>) -> TestResult {
     let data = tempfile::tempdir().map_err(e)?;
     let server = start_server(data.path(), &[])?;
     let (token, _) = session(&server.base, "historian").await?;
-    let (status, body) = http_request("POST", &format!("{}/api/conversations", server.base), Some(&token), Some(&json!({"title": "History", "member_ids": [], "persona_ids": []}).to_string())).await?;
+    let (status, body) = http_request(
+        "POST",
+        &format!("{}/api/conversations", server.base),
+        Some(&token),
+        Some(&json!({"title": "History", "member_ids": [], "persona_ids": []}).to_string()),
+    )
+    .await?;
     ensure!((200..300).contains(&status), "creating the room: {status} {body}");
     let room: Value = serde_json::from_str(&body).map_err(e)?;
     let room = room["id"].as_str().or(room["conversation"]["id"].as_str()).ok_or("no room id")?.to_owned();
@@ -542,7 +619,11 @@ async fn fake_llm(tokens: usize, every: Duration) -> TestResult<(u16, std::sync:
                     raw.extend_from_slice(&buf[..n]);
                     if let Some(split) = raw.windows(4).position(|w| w == b"\r\n\r\n") {
                         let head = String::from_utf8_lossy(&raw[..split]).to_ascii_lowercase();
-                        let len = head.lines().find_map(|l| l.strip_prefix("content-length:")).and_then(|v| v.trim().parse::<usize>().ok()).unwrap_or(0);
+                        let len = head
+                            .lines()
+                            .find_map(|l| l.strip_prefix("content-length:"))
+                            .and_then(|v| v.trim().parse::<usize>().ok())
+                            .unwrap_or(0);
                         if raw.len() >= split + 4 + len {
                             break;
                         }
@@ -591,17 +672,25 @@ async fn stream(driver: &Driver, o: &Opts, rows: &mut Vec<Row>) -> TestResult {
     let data = tempfile::tempdir().map_err(e)?;
     let url = format!("http://127.0.0.1:{llm_port}/v1");
     let pace = (1000 / o.tokens_per_sec.max(1)).max(1).to_string();
-    let server = start_server(data.path(), &["--persona-llm-url", &url, "--persona-pace-ms", &pace, "--persona-think-ms", "0"])?;
+    let server =
+        start_server(data.path(), &["--persona-llm-url", &url, "--persona-pace-ms", &pace, "--persona-think-ms", "0"])?;
     let (token, _) = session(&server.base, "streamer").await?;
     let (status, body) = http_request("GET", &format!("{}/api/personas", server.base), Some(&token), None).await?;
     ensure!(status == 200, "personas: {status}");
     let personas: Value = serde_json::from_str(&body).map_err(e)?;
     let list = personas.as_array().cloned().or_else(|| personas["personas"].as_array().cloned()).unwrap_or_default();
     let ada = list.iter().find(|p| p["name"] == "Ada").ok_or("no Ada")?["id"].as_str().unwrap_or("").to_owned();
-    let (status, body) = http_request("POST", &format!("{}/api/conversations", server.base), Some(&token), Some(&json!({"persona_id": ada}).to_string())).await?;
+    let (status, body) = http_request(
+        "POST",
+        &format!("{}/api/conversations", server.base),
+        Some(&token),
+        Some(&json!({"persona_id": ada}).to_string()),
+    )
+    .await?;
     ensure!((200..300).contains(&status), "direct conversation: {status} {body}");
     let direct: Value = serde_json::from_str(&body).map_err(e)?;
-    let direct = direct["id"].as_str().or(direct["conversation"]["id"].as_str()).ok_or("no conversation id")?.to_owned();
+    let direct =
+        direct["id"].as_str().or(direct["conversation"]["id"].as_str()).ok_or("no conversation id")?.to_owned();
     let client = window(driver).await?;
     let result = async {
         sign_in(&client, &server.base, "streamer").await?;
@@ -743,7 +832,12 @@ async fn main() {
     let o = opts();
     let want = |s: &str| o.only.is_empty() || o.only.iter().any(|x| x == s);
     let started = Instant::now();
-    let load_at_start = std::fs::read_to_string("/proc/loadavg").unwrap_or_default().split_whitespace().take(3).collect::<Vec<_>>().join(" ");
+    let load_at_start = std::fs::read_to_string("/proc/loadavg")
+        .unwrap_or_default()
+        .split_whitespace()
+        .take(3)
+        .collect::<Vec<_>>()
+        .join(" ");
     let mut rows = Vec::new();
     let mut failures = Vec::new();
     if want("size") {

@@ -1,11 +1,11 @@
 //! Personas, conversations and their messages.
 
 use axum::extract::{Path, Query, State};
-use axum::Json;
 use axum::http::StatusCode;
+use axum::Json;
 use persona_chat_protocol::http::{
-    ConversationKind, ConversationSummary, CreateConversationRequest, Member, MessagesResponse, Persona, PostMessageRequest,
-    ReadRequest,
+    ConversationKind, ConversationSummary, CreateConversationRequest, Member, MessagesResponse, Persona,
+    PostMessageRequest, ReadRequest,
 };
 use persona_chat_protocol::{Ack, ErrorCode, ServerFrame, User};
 use serde::Deserialize;
@@ -106,7 +106,9 @@ pub async fn create(
             })
             .await
             .map_err(|e| match e {
-                crate::store::StoreError::NotFound => HttpError::new(StatusCode::NOT_FOUND, ErrorCode::NotFound, "no such persona"),
+                crate::store::StoreError::NotFound => {
+                    HttpError::new(StatusCode::NOT_FOUND, ErrorCode::NotFound, "no such persona")
+                }
                 e => e.into(),
             })?;
         return summary.map(Json).ok_or_else(|| HttpError::from_code(ErrorCode::Internal, "conversation vanished"));
@@ -149,7 +151,12 @@ pub async fn create(
 /// Tells every member of a conversation who is in it now (`user_joined` for each of
 /// `joined`, and for every other member too when the conversation is new to them). Keeps the
 /// hub's membership cache in step.
-fn announce_joins(store: &crate::store::Store, shared: &crate::Shared, conversation_id: &str, joined: &[User]) -> Result<(), crate::store::StoreError> {
+fn announce_joins(
+    store: &crate::store::Store,
+    shared: &crate::Shared,
+    conversation_id: &str,
+    joined: &[User],
+) -> Result<(), crate::store::StoreError> {
     let members = store.user_members(conversation_id)?;
     for member in &members {
         shared.hub.add_member(conversation_id, member);
@@ -157,7 +164,11 @@ fn announce_joins(store: &crate::store::Store, shared: &crate::Shared, conversat
     for user in joined {
         shared.hub.send_to_users(
             members.iter().map(String::as_str),
-            &ServerFrame::UserJoined { conversation_id: conversation_id.to_owned(), user_id: user.id.clone(), username: user.username.clone() },
+            &ServerFrame::UserJoined {
+                conversation_id: conversation_id.to_owned(),
+                user_id: user.id.clone(),
+                username: user.username.clone(),
+            },
         );
     }
     Ok(())
@@ -214,20 +225,31 @@ pub async fn add_members(
 }
 
 /// `DELETE /api/conversations/{id}/members/me`: leave a room (not the Lobby).
-pub async fn leave(State(app): State<AppState>, AuthUser(user): AuthUser, Path(id): Path<String>) -> Result<StatusCode, HttpError> {
+pub async fn leave(
+    State(app): State<AppState>,
+    AuthUser(user): AuthUser,
+    Path(id): Path<String>,
+) -> Result<StatusCode, HttpError> {
     app.db(move |store, shared| {
         if !store.is_member(&id, &user.id)? {
             return Ok(Err(HttpError::not_member()));
         }
         if store.conversation_kind(&id)? != Some((ConversationKind::Room, false)) {
-            return Ok(Err(HttpError::bad_request(ErrorCode::InvalidField, "only rooms other than the Lobby can be left")));
+            return Ok(Err(HttpError::bad_request(
+                ErrorCode::InvalidField,
+                "only rooms other than the Lobby can be left",
+            )));
         }
         let members = store.user_members(&id)?;
         store.remove_member(&id, &user.id)?;
         shared.hub.remove_member(&id, &user.id);
         shared.hub.send_to_users(
             members.iter().map(String::as_str),
-            &ServerFrame::UserLeft { conversation_id: id.clone(), user_id: user.id.clone(), username: user.username.clone() },
+            &ServerFrame::UserLeft {
+                conversation_id: id.clone(),
+                user_id: user.id.clone(),
+                username: user.username.clone(),
+            },
         );
         Ok(Ok(StatusCode::NO_CONTENT))
     })
@@ -235,7 +257,11 @@ pub async fn leave(State(app): State<AppState>, AuthUser(user): AuthUser, Path(i
 }
 
 /// `GET /api/conversations/{id}/members`: who is in a conversation, people online first.
-pub async fn members(State(app): State<AppState>, AuthUser(user): AuthUser, Path(id): Path<String>) -> Result<Json<Vec<Member>>, HttpError> {
+pub async fn members(
+    State(app): State<AppState>,
+    AuthUser(user): AuthUser,
+    Path(id): Path<String>,
+) -> Result<Json<Vec<Member>>, HttpError> {
     let rows = app
         .read(move |store| {
             if !store.is_member(&id, &user.id)? {
@@ -247,9 +273,16 @@ pub async fn members(State(app): State<AppState>, AuthUser(user): AuthUser, Path
         .ok_or_else(HttpError::not_member)?;
     let mut out: Vec<Member> = rows
         .into_iter()
-        .map(|(id, name, is_persona)| Member { online: !is_persona && app.hub.is_online(&id), kind: if is_persona { "persona" } else { "user" }.to_owned(), id, name })
+        .map(|(id, name, is_persona)| Member {
+            online: !is_persona && app.hub.is_online(&id),
+            kind: if is_persona { "persona" } else { "user" }.to_owned(),
+            id,
+            name,
+        })
         .collect();
-    out.sort_by(|a, b| b.online.cmp(&a.online).then(a.kind.cmp(&b.kind)).then(a.name.to_lowercase().cmp(&b.name.to_lowercase())));
+    out.sort_by(|a, b| {
+        b.online.cmp(&a.online).then(a.kind.cmp(&b.kind)).then(a.name.to_lowercase().cmp(&b.name.to_lowercase()))
+    });
     Ok(Json(out))
 }
 
@@ -275,7 +308,10 @@ pub async fn users(
     let prefix: String = q.q.trim().chars().take(32).collect();
     let min = persona_chat_protocol::http::USER_SEARCH_MIN_CHARS;
     if prefix.chars().count() < min {
-        return Err(HttpError::bad_request(ErrorCode::InvalidField, format!("type at least {min} characters of a name to search")));
+        return Err(HttpError::bad_request(
+            ErrorCode::InvalidField,
+            format!("type at least {min} characters of a name to search"),
+        ));
     }
     let limit = q.limit.unwrap_or(20).clamp(1, USERS_PAGE_MAX);
     let offset = q.offset.unwrap_or(0).min(100_000);

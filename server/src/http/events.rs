@@ -60,7 +60,9 @@ pub async fn poll(
         }
         match app.hub.events.read(&user.id, after, MAX_EVENTS) {
             Read::Resync { next } => return Ok(json(format!("{{\"resync\":true,\"events\":[],\"next\":{next}}}"))),
-            Read::Events { events, next } if !events.is_empty() || tokio::time::Instant::now() >= deadline || *shutdown.borrow() => {
+            Read::Events { events, next }
+                if !events.is_empty() || tokio::time::Instant::now() >= deadline || *shutdown.borrow() =>
+            {
                 let mut body = String::with_capacity(64 + events.iter().map(|(_, f)| f.len() + 32).sum::<usize>());
                 body.push_str("{\"events\":[");
                 for (i, (id, frame)) in events.iter().enumerate() {

@@ -34,8 +34,12 @@ pub async fn check_origin(State(app): State<AppState>, request: Request, next: N
     let host = request.headers().get(header::HOST).and_then(|v| v.to_str().ok()).map(str::to_owned);
     if !origin_allowed(origin.as_deref(), host.as_deref(), &app.public_origins, &app.config.allowed_origins) {
         crate::metrics::inc(&app.metrics.sockets_refused);
-        return HttpError::new(StatusCode::FORBIDDEN, ErrorCode::Unauthorized, "this origin may not use this server (see --public-origin and --allowed-origin)")
-            .into_response();
+        return HttpError::new(
+            StatusCode::FORBIDDEN,
+            ErrorCode::Unauthorized,
+            "this origin may not use this server (see --public-origin and --allowed-origin)",
+        )
+        .into_response();
     }
     let cross_origin = origin.filter(|o| !origin_allowed(Some(o), host.as_deref(), &app.public_origins, &[]));
     if request.method() == Method::OPTIONS {
@@ -184,11 +188,17 @@ mod tests {
         assert!(origin_allowed(None, Some("h:1"), &public, &[]), "no Origin: not a browser");
         assert!(origin_allowed(Some("http://127.0.0.1:8080"), Some("127.0.0.1:8080"), &public, &[]), "same origin");
         assert!(!origin_allowed(Some("http://evil.example"), Some("127.0.0.1:8080"), &public, &[]));
-        assert!(!origin_allowed(Some("http://evil.example"), Some("evil.example"), &public, &[]), "Host is not trusted");
+        assert!(
+            !origin_allowed(Some("http://evil.example"), Some("evil.example"), &public, &[]),
+            "Host is not trusted"
+        );
         assert!(origin_allowed(Some("https://app.example"), Some("127.0.0.1:8080"), &public, &allowed));
         assert!(!origin_allowed(Some("https://app.example.evil"), Some("127.0.0.1:8080"), &public, &allowed));
         assert!(!origin_allowed(Some("null"), Some("127.0.0.1:8080"), &public, &[]));
-        assert!(origin_allowed(Some("http://10.0.0.5:9000"), Some("10.0.0.5:9000"), &[], &[]), "no public origin known: Host");
+        assert!(
+            origin_allowed(Some("http://10.0.0.5:9000"), Some("10.0.0.5:9000"), &[], &[]),
+            "no public origin known: Host"
+        );
     }
 
     #[test]
@@ -198,7 +208,8 @@ mod tests {
         assert_eq!(hashes.len(), 1);
         use base64::Engine;
         use sha2::Digest;
-        let expected = base64::engine::general_purpose::STANDARD.encode(sha2::Sha256::digest(b"import init from '/x.js';await init();"));
+        let expected = base64::engine::general_purpose::STANDARD
+            .encode(sha2::Sha256::digest(b"import init from '/x.js';await init();"));
         assert_eq!(hashes[0], expected);
     }
 

@@ -30,10 +30,7 @@ pub fn router(state: AppState) -> Router {
         .route("/api/conversations", get(conversations::list).post(conversations::create))
         .route("/api/conversations/{id}/members", get(conversations::members).post(conversations::add_members))
         .route("/api/conversations/{id}/members/me", axum::routing::delete(conversations::leave))
-        .route(
-            "/api/conversations/{id}/messages",
-            get(conversations::messages).post(conversations::post_message),
-        )
+        .route("/api/conversations/{id}/messages", get(conversations::messages).post(conversations::post_message))
         .route("/api/conversations/{id}/typing", post(conversations::typing))
         .route("/api/conversations/{id}/read", post(conversations::mark_read))
         .route("/api/conversations/{id}/stop", post(conversations::stop_response))
@@ -62,7 +59,9 @@ async fn metrics(State(app): State<AppState>, request: axum::extract::Request) -
         .and_then(|v| v.strip_prefix("Bearer "))
         .map(str::trim);
     let token_ok = match (&app.config.metrics_token, bearer) {
-        (Some(expected), Some(given)) if !expected.is_empty() => guard::constant_time_eq(expected.as_bytes(), given.as_bytes()),
+        (Some(expected), Some(given)) if !expected.is_empty() => {
+            guard::constant_time_eq(expected.as_bytes(), given.as_bytes())
+        }
         _ => false,
     };
     if !loopback && !token_ok {

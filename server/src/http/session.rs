@@ -13,11 +13,11 @@
 use std::net::SocketAddr;
 use std::time::{Duration, Instant};
 
+use axum::body::Bytes;
 use axum::extract::{ConnectInfo, State};
+use axum::http::HeaderMap;
 use axum::http::StatusCode;
 use axum::Json;
-use axum::body::Bytes;
-use axum::http::HeaderMap;
 use persona_chat_protocol::http::{RefreshRequest, SessionRequest, SessionResponse, PASSWORD_MAX, PASSWORD_MIN};
 use persona_chat_protocol::{ErrorCode, User};
 
@@ -31,7 +31,10 @@ use crate::AppState;
 pub use crate::names::USERNAME_MAX;
 
 fn invalid_name() -> HttpError {
-    HttpError::bad_request(ErrorCode::InvalidField, format!("a username has 1 to {USERNAME_MAX} letters, digits, '_', '-' or '.'"))
+    HttpError::bad_request(
+        ErrorCode::InvalidField,
+        format!("a username has 1 to {USERNAME_MAX} letters, digits, '_', '-' or '.'"),
+    )
 }
 
 fn wrong_credentials() -> HttpError {
@@ -86,7 +89,11 @@ pub async fn sign_up(
 }
 
 fn taken() -> HttpError {
-    HttpError::new(StatusCode::CONFLICT, ErrorCode::UsernameTaken, "that name is taken (or too close to an existing one)")
+    HttpError::new(
+        StatusCode::CONFLICT,
+        ErrorCode::UsernameTaken,
+        "that name is taken (or too close to an existing one)",
+    )
 }
 
 /// `POST /api/session`.
@@ -100,7 +107,10 @@ pub async fn sign_in(
         return Err(invalid_name());
     }
     if req.password.chars().count() > PASSWORD_MAX {
-        return Err(HttpError::bad_request(ErrorCode::InvalidField, format!("a password has at most {PASSWORD_MAX} characters")));
+        return Err(HttpError::bad_request(
+            ErrorCode::InvalidField,
+            format!("a password has at most {PASSWORD_MAX} characters"),
+        ));
     }
     let address = format!("ip:{}", peer.ip());
     let account = format!("name:{}", names::canonical(&username));
@@ -151,11 +161,20 @@ async fn start_session(app: &AppState, user: User) -> Result<SessionResponse, Ht
 
 /// `POST /api/session/refresh`: with a body `{refresh_token}` (good while the session lives,
 /// even after the token expired), else with the unexpired token in `Authorization: Bearer`.
-pub async fn refresh(State(app): State<AppState>, headers: HeaderMap, body: Bytes) -> Result<Json<SessionResponse>, HttpError> {
+pub async fn refresh(
+    State(app): State<AppState>,
+    headers: HeaderMap,
+    body: Bytes,
+) -> Result<Json<SessionResponse>, HttpError> {
     let req: RefreshRequest = if body.iter().all(u8::is_ascii_whitespace) {
         RefreshRequest::default()
     } else {
-        serde_json::from_slice(&body).map_err(|e| HttpError::bad_request(ErrorCode::InvalidField, format!("a refresh takes {{refresh_token}} or nothing: {e}")))?
+        serde_json::from_slice(&body).map_err(|e| {
+            HttpError::bad_request(
+                ErrorCode::InvalidField,
+                format!("a refresh takes {{refresh_token}} or nothing: {e}"),
+            )
+        })?
     };
     let (user, session_id) = if req.refresh_token.trim().is_empty() {
         let token = headers

@@ -309,7 +309,10 @@ const BRAMBLE: Voice = Voice {
         "Oh dear, {user}. Even oaks have bare winters, you know, and spring comes back.",
         "I'm sorry. Sometimes we're just roots in the dark for a while, gathering strength.",
     ],
-    high: &["Oh, marvellous! That's positively blooming news!", "Splendid, {user}! I could do a little jig among the ferns."],
+    high: &[
+        "Oh, marvellous! That's positively blooming news!",
+        "Splendid, {user}! I could do a little jig among the ferns.",
+    ],
     asked: &[
         "Oh! A question about {topic}! My favourite sort.",
         "{Topic}? Oh, splendid question. Let me dig into it.",
@@ -494,7 +497,10 @@ pub fn compose(persona_name: &str, history: &[Message], trigger: &Message, rng: 
     // Each part: (how readily it is dropped when the reply runs long, text).
     let mut parts: Vec<(u8, String)> = Vec::new();
     let mut used: HashSet<&'static str> = HashSet::new();
-    let take = |pool: &'static [&'static str], rng: &mut dyn rand::RngCore, used: &mut HashSet<&'static str>| -> Option<String> {
+    let take = |pool: &'static [&'static str],
+                rng: &mut dyn rand::RngCore,
+                used: &mut HashSet<&'static str>|
+     -> Option<String> {
         let fresh: Vec<&'static str> = pool.iter().copied().filter(|t| !used.contains(t)).collect();
         let chosen = *fresh.choose(rng)?;
         used.insert(chosen);
@@ -545,7 +551,9 @@ pub fn compose(persona_name: &str, history: &[Message], trigger: &Message, rng: 
     }
 
     // At least MIN_WORDS: more on the topic, or more of the persona.
-    let count = |parts: &[(u8, String)]| parts.iter().map(|(_, t)| t.replace(TOPIC_MARK, &topic).split_whitespace().count()).sum::<usize>();
+    let count = |parts: &[(u8, String)]| {
+        parts.iter().map(|(_, t)| t.replace(TOPIC_MARK, &topic).split_whitespace().count()).sum::<usize>()
+    };
     for _ in 0..6 {
         if count(&parts) >= MIN_WORDS {
             break;
@@ -607,44 +615,396 @@ fn decapitalise(s: &str) -> String {
 
 /// Words that carry no topic: function words, everyday verbs, fillers, moods, times.
 const STOPWORDS: &[&str] = &[
-    "a", "about", "above", "actually", "after", "again", "against", "all", "almost", "also", "always", "am", "an",
-    "and", "any", "anyone", "anything", "anyway", "are", "around", "as", "at", "away", "back", "bad", "be",
-    "because", "been", "before", "being", "below", "best", "better", "between", "big", "bit", "both", "but", "by",
-    "can", "cannot", "could", "day", "days", "did", "do", "does", "doing", "done", "down", "during", "each",
-    "either", "else", "enough", "even", "ever", "every", "everyone", "everything", "explain", "feel", "feeling",
-    "few", "find", "first", "for", "from", "get", "gets", "getting", "give", "go", "goes", "going", "good",
-    "got", "gonna", "great", "guess", "had", "has", "have", "having", "he", "hello", "her", "here", "hers",
-    "hey", "hi", "him", "his", "how", "however", "i", "idea", "if", "in", "into", "is", "it", "its", "itself",
-    "just", "keep", "kind", "know", "last", "later", "least", "less", "let", "like", "little", "lot", "lots",
-    "love", "made", "make", "makes", "many", "maybe", "me", "mean", "might", "mine", "more", "most", "much",
-    "must", "my", "myself", "need", "never", "new", "next", "no", "nope", "not", "nothing", "now", "of", "off",
-    "oh", "ok", "okay", "old", "on", "once", "one", "only", "opinion", "or", "other", "others", "our", "ours",
-    "out", "over", "own", "part", "people", "perhaps", "please", "pretty", "quite", "rather", "really", "right",
-    "said", "same", "say", "says", "see", "seem", "seems", "she", "should", "since", "so", "some", "someone",
-    "something", "sometimes", "soon", "sort", "still", "stuff", "such", "sure", "take", "talk", "talking",
-    "tell", "than", "thank", "thanks", "that", "the", "their", "theirs", "them", "then", "there", "these",
-    "they", "thing", "things", "think", "thinking", "this", "those", "though", "thought", "through", "thx", "to",
-    "today", "together", "tomorrow", "tonight", "too", "totally", "toward", "try", "trying", "two", "under",
-    "until", "up", "upon", "us", "use", "used", "very", "via", "want", "wanted", "wants", "was", "way", "we",
-    "week", "well", "went", "were", "what", "whatever", "when", "where", "whether", "which", "while", "who",
-    "whole", "whom", "whose", "why", "will", "with", "without", "wonder", "would", "yeah", "year", "yes", "yet",
-    "yesterday", "yo", "you", "your", "yours", "yourself", "morning", "evening", "afternoon", "night", "time",
-    "happy", "sad", "tired", "exhausted", "stressed", "anxious", "worried", "lonely", "angry", "upset",
-    "depressed", "bored", "sick", "awful", "terrible", "frustrated", "scared", "hurt", "excited", "awesome",
-    "amazing", "glad", "thrilled", "wonderful", "fantastic", "hate", "hard", "nice", "cool", "fun", "interesting",
-    "favorite", "favourite", "question", "answer", "hmm", "lol", "haha", "wow", "greetings", "howdy", "hiya",
-    "seen", "saw", "heard", "hear", "came", "come", "coming", "looked", "look", "looking", "watched", "tried",
-    "started", "start", "bought", "spent", "met", "learned", "learn", "wondering", "wanna", "discuss",
-    "discussing", "discussed", "talked", "told", "asked", "ask", "curious", "lately", "recently",
+    "a",
+    "about",
+    "above",
+    "actually",
+    "after",
+    "again",
+    "against",
+    "all",
+    "almost",
+    "also",
+    "always",
+    "am",
+    "an",
+    "and",
+    "any",
+    "anyone",
+    "anything",
+    "anyway",
+    "are",
+    "around",
+    "as",
+    "at",
+    "away",
+    "back",
+    "bad",
+    "be",
+    "because",
+    "been",
+    "before",
+    "being",
+    "below",
+    "best",
+    "better",
+    "between",
+    "big",
+    "bit",
+    "both",
+    "but",
+    "by",
+    "can",
+    "cannot",
+    "could",
+    "day",
+    "days",
+    "did",
+    "do",
+    "does",
+    "doing",
+    "done",
+    "down",
+    "during",
+    "each",
+    "either",
+    "else",
+    "enough",
+    "even",
+    "ever",
+    "every",
+    "everyone",
+    "everything",
+    "explain",
+    "feel",
+    "feeling",
+    "few",
+    "find",
+    "first",
+    "for",
+    "from",
+    "get",
+    "gets",
+    "getting",
+    "give",
+    "go",
+    "goes",
+    "going",
+    "good",
+    "got",
+    "gonna",
+    "great",
+    "guess",
+    "had",
+    "has",
+    "have",
+    "having",
+    "he",
+    "hello",
+    "her",
+    "here",
+    "hers",
+    "hey",
+    "hi",
+    "him",
+    "his",
+    "how",
+    "however",
+    "i",
+    "idea",
+    "if",
+    "in",
+    "into",
+    "is",
+    "it",
+    "its",
+    "itself",
+    "just",
+    "keep",
+    "kind",
+    "know",
+    "last",
+    "later",
+    "least",
+    "less",
+    "let",
+    "like",
+    "little",
+    "lot",
+    "lots",
+    "love",
+    "made",
+    "make",
+    "makes",
+    "many",
+    "maybe",
+    "me",
+    "mean",
+    "might",
+    "mine",
+    "more",
+    "most",
+    "much",
+    "must",
+    "my",
+    "myself",
+    "need",
+    "never",
+    "new",
+    "next",
+    "no",
+    "nope",
+    "not",
+    "nothing",
+    "now",
+    "of",
+    "off",
+    "oh",
+    "ok",
+    "okay",
+    "old",
+    "on",
+    "once",
+    "one",
+    "only",
+    "opinion",
+    "or",
+    "other",
+    "others",
+    "our",
+    "ours",
+    "out",
+    "over",
+    "own",
+    "part",
+    "people",
+    "perhaps",
+    "please",
+    "pretty",
+    "quite",
+    "rather",
+    "really",
+    "right",
+    "said",
+    "same",
+    "say",
+    "says",
+    "see",
+    "seem",
+    "seems",
+    "she",
+    "should",
+    "since",
+    "so",
+    "some",
+    "someone",
+    "something",
+    "sometimes",
+    "soon",
+    "sort",
+    "still",
+    "stuff",
+    "such",
+    "sure",
+    "take",
+    "talk",
+    "talking",
+    "tell",
+    "than",
+    "thank",
+    "thanks",
+    "that",
+    "the",
+    "their",
+    "theirs",
+    "them",
+    "then",
+    "there",
+    "these",
+    "they",
+    "thing",
+    "things",
+    "think",
+    "thinking",
+    "this",
+    "those",
+    "though",
+    "thought",
+    "through",
+    "thx",
+    "to",
+    "today",
+    "together",
+    "tomorrow",
+    "tonight",
+    "too",
+    "totally",
+    "toward",
+    "try",
+    "trying",
+    "two",
+    "under",
+    "until",
+    "up",
+    "upon",
+    "us",
+    "use",
+    "used",
+    "very",
+    "via",
+    "want",
+    "wanted",
+    "wants",
+    "was",
+    "way",
+    "we",
+    "week",
+    "well",
+    "went",
+    "were",
+    "what",
+    "whatever",
+    "when",
+    "where",
+    "whether",
+    "which",
+    "while",
+    "who",
+    "whole",
+    "whom",
+    "whose",
+    "why",
+    "will",
+    "with",
+    "without",
+    "wonder",
+    "would",
+    "yeah",
+    "year",
+    "yes",
+    "yet",
+    "yesterday",
+    "yo",
+    "you",
+    "your",
+    "yours",
+    "yourself",
+    "morning",
+    "evening",
+    "afternoon",
+    "night",
+    "time",
+    "happy",
+    "sad",
+    "tired",
+    "exhausted",
+    "stressed",
+    "anxious",
+    "worried",
+    "lonely",
+    "angry",
+    "upset",
+    "depressed",
+    "bored",
+    "sick",
+    "awful",
+    "terrible",
+    "frustrated",
+    "scared",
+    "hurt",
+    "excited",
+    "awesome",
+    "amazing",
+    "glad",
+    "thrilled",
+    "wonderful",
+    "fantastic",
+    "hate",
+    "hard",
+    "nice",
+    "cool",
+    "fun",
+    "interesting",
+    "favorite",
+    "favourite",
+    "question",
+    "answer",
+    "hmm",
+    "lol",
+    "haha",
+    "wow",
+    "greetings",
+    "howdy",
+    "hiya",
+    "seen",
+    "saw",
+    "heard",
+    "hear",
+    "came",
+    "come",
+    "coming",
+    "looked",
+    "look",
+    "looking",
+    "watched",
+    "tried",
+    "started",
+    "start",
+    "bought",
+    "spent",
+    "met",
+    "learned",
+    "learn",
+    "wondering",
+    "wanna",
+    "discuss",
+    "discussing",
+    "discussed",
+    "talked",
+    "told",
+    "asked",
+    "ask",
+    "curious",
+    "lately",
+    "recently",
 ];
 
 const NEGATIVE: &[&str] = &[
-    "sad", "tired", "exhausted", "stressed", "anxious", "worried", "lonely", "angry", "upset", "depressed",
-    "bored", "sick", "awful", "terrible", "frustrated", "scared", "hurt", "miserable", "rough",
+    "sad",
+    "tired",
+    "exhausted",
+    "stressed",
+    "anxious",
+    "worried",
+    "lonely",
+    "angry",
+    "upset",
+    "depressed",
+    "bored",
+    "sick",
+    "awful",
+    "terrible",
+    "frustrated",
+    "scared",
+    "hurt",
+    "miserable",
+    "rough",
 ];
 const POSITIVE: &[&str] = &[
-    "happy", "excited", "awesome", "amazing", "glad", "thrilled", "wonderful", "fantastic", "celebrate",
-    "celebrating", "won", "promoted", "passed", "yay",
+    "happy",
+    "excited",
+    "awesome",
+    "amazing",
+    "glad",
+    "thrilled",
+    "wonderful",
+    "fantastic",
+    "celebrate",
+    "celebrating",
+    "won",
+    "promoted",
+    "passed",
+    "yay",
 ];
 const GREETINGS: &[&str] = &["hi", "hello", "hey", "hiya", "greetings", "howdy", "yo", "morning", "evening", "heya"];
 const QUESTION_STARTS: &[&str] = &[
@@ -797,8 +1157,7 @@ fn topics(words: &[Word], persona_name: &str) -> (Option<String>, Option<String>
         determiner
             .into_iter()
             .map(str::to_owned)
-            .chain(run.iter()
-            .map(|w| {
+            .chain(run.iter().map(|w| {
                 let proper = !w.sentence_start && w.text.chars().next().is_some_and(char::is_uppercase);
                 if proper {
                     w.text.clone()
@@ -811,7 +1170,8 @@ fn topics(words: &[Word], persona_name: &str) -> (Option<String>, Option<String>
     };
     let Some((_, _, determiner, best)) = scored.first() else { return (None, None) };
     let best_words: HashSet<&str> = best.iter().map(|w| w.lower.as_str()).collect();
-    let second = scored.iter().skip(1).find(|(_, _, _, run)| run.iter().all(|w| !best_words.contains(w.lower.as_str())));
+    let second =
+        scored.iter().skip(1).find(|(_, _, _, run)| run.iter().all(|w| !best_words.contains(w.lower.as_str())));
     (Some(phrase(*determiner, best)), second.map(|(_, _, d, run)| phrase(*d, run)))
 }
 
@@ -844,15 +1204,10 @@ fn earlier_topic(history: &[Message], trigger: &Message, persona_name: &str, now
         .flatten()
         .flat_map(|t| t.split_whitespace().map(str::to_lowercase).collect::<Vec<_>>())
         .collect();
-    history
-        .iter()
-        .rev()
-        .filter(|m| m.id != trigger.id && m.sender_name != persona_name)
-        .take(6)
-        .find_map(|m| {
-            let (topic, _) = topics(&split_words(&m.content), persona_name);
-            topic.filter(|t| t.split_whitespace().all(|w| !current.contains(&w.to_lowercase())))
-        })
+    history.iter().rev().filter(|m| m.id != trigger.id && m.sender_name != persona_name).take(6).find_map(|m| {
+        let (topic, _) = topics(&split_words(&m.content), persona_name);
+        topic.filter(|t| t.split_whitespace().all(|w| !current.contains(&w.to_lowercase())))
+    })
 }
 
 #[cfg(test)]
@@ -904,11 +1259,14 @@ mod tests {
     fn replies_vary_between_calls() {
         let mut rng = StdRng::seed_from_u64(7);
         for persona in PERSONAS {
-            let replies: HashSet<String> = (0..8).map(|_| reply(persona, "I love baking sourdough bread", &mut rng)).collect();
+            let replies: HashSet<String> =
+                (0..8).map(|_| reply(persona, "I love baking sourdough bread", &mut rng)).collect();
             assert!(replies.len() >= 5, "{persona} repeats itself: {replies:?}");
         }
         // And with the thread's own randomness, as the server uses it.
-        let a = (0..5).map(|_| reply("Juno", "Tell me about volcanoes", &mut StdRng::from_entropy())).collect::<HashSet<_>>();
+        let a = (0..5)
+            .map(|_| reply("Juno", "Tell me about volcanoes", &mut StdRng::from_entropy()))
+            .collect::<HashSet<_>>();
         assert!(a.len() >= 2);
     }
 
@@ -931,7 +1289,12 @@ mod tests {
         let mut all: Vec<HashSet<String>> = Vec::new();
         for persona in PERSONAS {
             let sentences: HashSet<String> = (0..30)
-                .flat_map(|_| reply(persona, "What do you think about chess?", &mut rng).split(['.', '?', '!']).map(|s| s.trim().to_owned()).collect::<Vec<_>>())
+                .flat_map(|_| {
+                    reply(persona, "What do you think about chess?", &mut rng)
+                        .split(['.', '?', '!'])
+                        .map(|s| s.trim().to_owned())
+                        .collect::<Vec<_>>()
+                })
                 .filter(|s| s.split_whitespace().count() >= 4)
                 .collect();
             for (other, theirs) in PERSONAS.iter().zip(&all) {
@@ -988,7 +1351,13 @@ mod tests {
     #[ignore]
     fn print_samples() {
         let mut rng = StdRng::from_entropy();
-        for input in ["hello!", "What do you think about black holes?", "I'm so tired of my commute", "my telescope arrived", "Any tips for baking sourdough bread in Lisbon?"] {
+        for input in [
+            "hello!",
+            "What do you think about black holes?",
+            "I'm so tired of my commute",
+            "my telescope arrived",
+            "Any tips for baking sourdough bread in Lisbon?",
+        ] {
             for persona in PERSONAS {
                 println!("[{input}] {persona}: {}\n", reply(persona, input, &mut rng));
             }

@@ -39,22 +39,32 @@ pub struct PersonaInfo {
 /// OpenAI-compatible responder); personas not seeded by this version get their tagline.
 pub fn personality(name: &str, tagline: &str) -> String {
     let character = match name {
-        "Ada" => "You are precise and patient. You love definitions, small examples, counting \
+        "Ada" => {
+            "You are precise and patient. You love definitions, small examples, counting \
                   things and a clean proof; you gently correct sloppy reasoning and like to \
-                  turn a question into a puzzle. Calm, warm, a little dry.",
-        "Captain Reyes" => "You flew starships for thirty years and retired to tell about it. \
+                  turn a question into a puzzle. Calm, warm, a little dry."
+        }
+        "Captain Reyes" => {
+            "You flew starships for thirty years and retired to tell about it. \
                   Every topic reminds you of a flight, a crew mate or a close call. Gruff but \
                   kind, you call people 'kid' now and then and use pilot talk ('copy that', \
-                  'steady on the stick').",
-        "Mira" => "You are a gentle poet who notices small things: light, textures, sounds, \
+                  'steady on the stick')."
+        }
+        "Mira" => {
+            "You are a gentle poet who notices small things: light, textures, sounds, \
                   the weather in a word. You answer softly with an image or two and ask about \
-                  the small details of people's days.",
-        "Professor Bramble" => "You are an excitable botanist, endlessly curious. You burst \
+                  the small details of people's days."
+        }
+        "Professor Bramble" => {
+            "You are an excitable botanist, endlessly curious. You burst \
                   into enthusiasm ('Oh! Splendid!'), connect everything to plants, seeds, \
-                  roots and soil, and sometimes drop a Latin plant name.",
-        "Juno" => "You are a quick-witted comedian. You cannot resist a pun about whatever \
+                  roots and soil, and sometimes drop a Latin plant name."
+        }
+        "Juno" => {
+            "You are a quick-witted comedian. You cannot resist a pun about whatever \
                   the topic is, you tease kindly, and you keep it light, but you still answer \
-                  the question.",
+                  the question."
+        }
         _ => "",
     };
     format!("{name}: {tagline}. {character}").trim().to_owned()
@@ -145,7 +155,11 @@ mod tests {
     fn personas() -> Vec<PersonaInfo> {
         SEED.iter()
             .enumerate()
-            .map(|(i, (name, tagline))| PersonaInfo { id: format!("p{i}"), name: (*name).into(), tagline: (*tagline).into() })
+            .map(|(i, (name, tagline))| PersonaInfo {
+                id: format!("p{i}"),
+                name: (*name).into(),
+                tagline: (*tagline).into(),
+            })
             .collect()
     }
 

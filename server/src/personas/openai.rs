@@ -33,7 +33,8 @@ impl OpenAi {
     /// a URL that already ends in `/chat/completions` is taken as it is.
     pub fn new(url: &str, model: &str, key: Option<ApiKey>) -> Result<OpenAi, String> {
         let url = url.trim().trim_end_matches('/');
-        let endpoint = if url.ends_with("/chat/completions") { url.to_owned() } else { format!("{url}/chat/completions") };
+        let endpoint =
+            if url.ends_with("/chat/completions") { url.to_owned() } else { format!("{url}/chat/completions") };
         let parsed = reqwest::Url::parse(&endpoint).map_err(|e| format!("PERSONA_LLM_URL is not a URL: {e}"))?;
         if !matches!(parsed.scheme(), "http" | "https") {
             return Err("PERSONA_LLM_URL must be http or https".into());
@@ -95,7 +96,8 @@ pub fn parse_sse_line(line: &str) -> SseLine {
     }
     let Ok(value) = serde_json::from_str::<Value>(data) else { return SseLine::Skip };
     if let Some(error) = value.get("error") {
-        let message = error.get("message").and_then(Value::as_str).map(str::to_owned).unwrap_or_else(|| error.to_string());
+        let message =
+            error.get("message").and_then(Value::as_str).map(str::to_owned).unwrap_or_else(|| error.to_string());
         return SseLine::Error(message);
     }
     match value.pointer("/choices/0/delta/content").and_then(Value::as_str) {
@@ -181,7 +183,10 @@ mod tests {
     #[test]
     fn sse_lines_are_parsed() {
         assert_eq!(parse_sse_line(r#"data: {"choices":[{"delta":{"content":"Hel"}}]}"#), SseLine::Text("Hel".into()));
-        assert_eq!(parse_sse_line(r#"data:{"choices":[{"index":0,"delta":{"content":" lo"}}]}"#), SseLine::Text(" lo".into()));
+        assert_eq!(
+            parse_sse_line(r#"data:{"choices":[{"index":0,"delta":{"content":" lo"}}]}"#),
+            SseLine::Text(" lo".into())
+        );
         assert_eq!(parse_sse_line(r#"data: {"choices":[{"delta":{"role":"assistant"}}]}"#), SseLine::Skip);
         assert_eq!(parse_sse_line(r#"data: {"choices":[{"delta":{},"finish_reason":"stop"}]}"#), SseLine::Skip);
         assert_eq!(parse_sse_line("data: [DONE]"), SseLine::Done);
@@ -205,7 +210,11 @@ mod tests {
             is_ai: sender_id == "p1",
             interrupted: false,
         };
-        let history = vec![m("1", "u1", "alice", "hi Ada"), m("2", "p1", "Ada", "Hello alice."), m("3", "u1", "alice", "what is 2+2?")];
+        let history = vec![
+            m("1", "u1", "alice", "hi Ada"),
+            m("2", "p1", "Ada", "Hello alice."),
+            m("3", "u1", "alice", "what is 2+2?"),
+        ];
         let request = ReplyRequest { persona, conversation_id: "c".into(), trigger: history[2].clone(), history };
         let body = request_body("some-model", &request);
         assert_eq!(body["model"], "some-model");
@@ -221,8 +230,14 @@ mod tests {
     #[test]
     fn the_endpoint_is_derived_from_the_base_url() {
         let key = Some(ApiKey::from("sk-secret".to_owned()));
-        assert_eq!(OpenAi::new("http://localhost:1/v1/", "m", key.clone()).unwrap().endpoint(), "http://localhost:1/v1/chat/completions");
-        assert_eq!(OpenAi::new("https://x.test/v1/chat/completions", "m", None).unwrap().endpoint(), "https://x.test/v1/chat/completions");
+        assert_eq!(
+            OpenAi::new("http://localhost:1/v1/", "m", key.clone()).unwrap().endpoint(),
+            "http://localhost:1/v1/chat/completions"
+        );
+        assert_eq!(
+            OpenAi::new("https://x.test/v1/chat/completions", "m", None).unwrap().endpoint(),
+            "https://x.test/v1/chat/completions"
+        );
         assert!(OpenAi::new("not a url", "m", None).is_err());
         assert!(!format!("{key:?}").contains("sk-secret"), "the key never shows in Debug");
     }

@@ -127,7 +127,8 @@ impl Runtime {
         let seed = config.persona_seed.unwrap_or_else(rand::random::<u64>);
         tracing::debug!("persona seed {seed}");
         let mut rng = StdRng::seed_from_u64(seed);
-        let builtin: Arc<dyn Responder> = Arc::new(Builtin::new(Duration::from_millis(config.persona_think_ms), rng.gen()));
+        let builtin: Arc<dyn Responder> =
+            Arc::new(Builtin::new(Duration::from_millis(config.persona_think_ms), rng.gen()));
         let (responder, fallback) = match config.persona_llm_url.as_deref().map(str::trim).filter(|u| !u.is_empty()) {
             Some(url) => match OpenAi::new(url, &config.persona_llm_model, config.persona_llm_api_key.clone()) {
                 Ok(openai) => {
@@ -135,7 +136,9 @@ impl Runtime {
                     (Arc::new(openai) as Arc<dyn Responder>, Some(builtin))
                 }
                 Err(e) => {
-                    tracing::error!("cannot use the OpenAI-compatible endpoint ({e}); personas use the built-in responder");
+                    tracing::error!(
+                        "cannot use the OpenAI-compatible endpoint ({e}); personas use the built-in responder"
+                    );
                     (builtin, None)
                 }
             },
@@ -277,7 +280,12 @@ impl Runtime {
             } else {
                 format!("{} has too many replies to write; this message gets none. Ask again later.", slot.info.name)
             };
-            tracing::info!("{}: no reply to message {} in {}: {text}", slot.info.name, job.trigger.id, job.conversation_id);
+            tracing::info!(
+                "{}: no reply to message {} in {}: {text}",
+                slot.info.name,
+                job.trigger.id,
+                job.conversation_id
+            );
             crate::metrics::inc(&app.metrics.persona_replies_skipped);
             let frame = ServerFrame::Error {
                 code: ErrorCode::RateLimited,
@@ -323,7 +331,12 @@ fn set_status(hub: &crate::hub::Hub, slot: &mut Slot, status: PersonaState) {
     slot.status = status;
     slot.last_seen = Some(now.clone());
     hub.send_to_all(
-        &ServerFrame::PersonaStatus { persona_id: slot.info.id.clone(), status, last_seen: Some(now.clone()), timestamp: now },
+        &ServerFrame::PersonaStatus {
+            persona_id: slot.info.id.clone(),
+            status,
+            last_seen: Some(now.clone()),
+            timestamp: now,
+        },
         None,
     );
 }
@@ -373,7 +386,12 @@ async fn worker(app: AppState, persona_id: String) {
 
 /// Waits for the first piece with some text (skipping blank ones). None: the responder failed
 /// or had nothing to say, or the server is stopping.
-async fn first_words(chunks: &mut Chunks, persona: &PersonaInfo, responder: &dyn Responder, app: &AppState) -> Option<String> {
+async fn first_words(
+    chunks: &mut Chunks,
+    persona: &PersonaInfo,
+    responder: &dyn Responder,
+    app: &AppState,
+) -> Option<String> {
     let mut shutdown = app.shutdown.clone();
     loop {
         tokio::select! {
@@ -417,7 +435,12 @@ async fn reply(app: AppState, persona: PersonaInfo, job: Job) {
             }
         }
     };
-    let request = ReplyRequest { persona: persona.clone(), conversation_id: conversation_id.clone(), history, trigger: job.trigger };
+    let request = ReplyRequest {
+        persona: persona.clone(),
+        conversation_id: conversation_id.clone(),
+        history,
+        trigger: job.trigger,
+    };
 
     // Busy until the first words.
     let mut chunks = runtime.responder.respond(request.clone());
@@ -432,12 +455,19 @@ async fn reply(app: AppState, persona: PersonaInfo, job: Job) {
 
     let message_id = crate::store::new_id();
     let stop = Arc::new(Notify::new());
-    runtime.lock().active.insert(message_id.clone(), Active { conversation_id: conversation_id.clone(), stop: stop.clone() });
+    runtime
+        .lock()
+        .active
+        .insert(message_id.clone(), Active { conversation_id: conversation_id.clone(), stop: stop.clone() });
     runtime.with_slot(&persona.id, |slot| set_status(&app.hub, slot, PersonaState::Responding));
     let hub = &app.hub;
     hub.send_to_joined(
         &conversation_id,
-        &ServerFrame::StreamStart { conversation_id: conversation_id.clone(), message_id: message_id.clone(), persona_id: persona.id.clone() },
+        &ServerFrame::StreamStart {
+            conversation_id: conversation_id.clone(),
+            message_id: message_id.clone(),
+            persona_id: persona.id.clone(),
+        },
         None,
     );
 
@@ -469,7 +499,11 @@ async fn reply(app: AppState, persona: PersonaInfo, job: Job) {
                 match chunks.try_recv() {
                     Ok(Ok(text)) => pending.push_back(text),
                     Ok(Err(e)) => {
-                        tracing::warn!("the {} responder failed midway as {}: {e}", runtime.responder.name(), persona.name);
+                        tracing::warn!(
+                            "the {} responder failed midway as {}: {e}",
+                            runtime.responder.name(),
+                            persona.name
+                        );
                         (finished, failed) = (true, true);
                     }
                     Err(mpsc::error::TryRecvError::Empty) => break,
@@ -543,7 +577,12 @@ async fn reply(app: AppState, persona: PersonaInfo, job: Job) {
     match stored {
         Ok(message) => hub.send_to_joined(
             &conversation_id,
-            &ServerFrame::StreamEnd { conversation_id: conversation_id.clone(), message_id: message_id.clone(), interrupted, message },
+            &ServerFrame::StreamEnd {
+                conversation_id: conversation_id.clone(),
+                message_id: message_id.clone(),
+                interrupted,
+                message,
+            },
             None,
         ),
         Err(e) => tracing::error!("cannot store the reply of {} in {conversation_id}: {e}", persona.name),

@@ -162,22 +162,24 @@ impl TestServer {
 
     /// The id of the Lobby, as the user's conversation list shows it.
     pub async fn lobby(&self, token: &str) -> String {
-        self.conversations(token)
-            .await
-            .into_iter()
-            .find(|c| c.title == "Lobby")
-            .expect("every user is in the Lobby")
-            .id
+        self.conversations(token).await.into_iter().find(|c| c.title == "Lobby").expect("every user is in the Lobby").id
     }
 
     /// `GET /api/conversations/{id}/messages?after_seq=N`, asserting success.
     pub async fn messages_after(&self, token: &str, conversation_id: &str, after_seq: i64) -> MessagesResponse {
-        let resp = self.get(token, &format!("/api/conversations/{conversation_id}/messages?after_seq={after_seq}")).await;
+        let resp =
+            self.get(token, &format!("/api/conversations/{conversation_id}/messages?after_seq={after_seq}")).await;
         assert_eq!(resp.status(), StatusCode::OK, "GET messages of {conversation_id}");
         json(resp).await
     }
 
-    pub async fn post_message_raw(&self, token: &str, conversation_id: &str, content: &str, client_id: &str) -> reqwest::Response {
+    pub async fn post_message_raw(
+        &self,
+        token: &str,
+        conversation_id: &str,
+        content: &str,
+        client_id: &str,
+    ) -> reqwest::Response {
         let body = serde_json::json!({ "content": content, "client_id": client_id });
         self.post(token, &format!("/api/conversations/{conversation_id}/messages"), &body).await
     }
@@ -193,7 +195,8 @@ impl TestServer {
 
     /// Opens a socket without reading anything from it.
     pub async fn connect_raw(&self, token: Option<&str>) -> Result<Client, tungstenite::Error> {
-        let (ws, _response) = within("the WebSocket upgrade", tokio_tungstenite::connect_async(self.ws_url(token))).await?;
+        let (ws, _response) =
+            within("the WebSocket upgrade", tokio_tungstenite::connect_async(self.ws_url(token))).await?;
         Ok(Client { ws, online_users: Vec::new(), user: None })
     }
 
@@ -212,7 +215,8 @@ impl TestServer {
 pub async fn json<T: DeserializeOwned>(resp: reqwest::Response) -> T {
     let status = resp.status();
     let text = within("a response body", resp.text()).await.expect("the body is read");
-    serde_json::from_str(&text).unwrap_or_else(|e| panic!("body of a {status} response is not the expected JSON ({e}): {text}"))
+    serde_json::from_str(&text)
+        .unwrap_or_else(|e| panic!("body of a {status} response is not the expected JSON ({e}): {text}"))
 }
 
 /// Asserts an HTTP error: its status and its JSON `{code, message}` body.
@@ -373,7 +377,8 @@ impl Client {
 
 /// The message of a `new_message` frame, checking its conversation.
 pub fn new_message_in(frame: ServerFrame, conversation: &str) -> Message {
-    let (id, message) = expect_frame!(frame, ServerFrame::NewMessage { conversation_id, message, .. } => (conversation_id, message));
+    let (id, message) =
+        expect_frame!(frame, ServerFrame::NewMessage { conversation_id, message, .. } => (conversation_id, message));
     assert_eq!(id, conversation, "new_message of the expected conversation");
     message
 }
