@@ -181,11 +181,12 @@ impl SocketContext {
 
     fn apply_typing_step(&self, conversation_id: &str, step: TypingStep) {
         match step.send {
+            // Typing is best effort: not sent when no transport is up.
             Some(TypingSignal::Start) => {
-                drop(self.send_frame(&ClientFrame::TypingStart { conversation_id: conversation_id.to_owned() }))
+                let _ = self.send_frame(&ClientFrame::TypingStart { conversation_id: conversation_id.to_owned() });
             }
             Some(TypingSignal::Stop) => {
-                drop(self.send_frame(&ClientFrame::TypingStop { conversation_id: conversation_id.to_owned() }))
+                let _ = self.send_frame(&ClientFrame::TypingStop { conversation_id: conversation_id.to_owned() });
             }
             None => {}
         }
@@ -585,6 +586,17 @@ impl SocketContext {
             return;
         }
         shared_outbox::store::apply(&user, &merged.writes);
+        // A record whose message this tab already saw stored (the ack was relayed before the
+        // record arrived): acknowledged here too, so it is neither shown nor sent again.
+        let stored: Vec<String> = merged
+            .added
+            .iter()
+            .filter(|i| self.chat.with_untracked(|c| c.holds_client_id(&i.conversation_id, &i.client_id)))
+            .map(|i| i.client_id.clone())
+            .collect();
+        for client_id in &stored {
+            self.with_outbox(|o| o.ack(client_id));
+        }
         self.chat.update(|c| {
             for item in &merged.added {
                 c.add_pending(&item.conversation_id, pending_of(item));

@@ -128,6 +128,11 @@ enum Item<'a> {
 }
 
 impl ConversationLog {
+    /// Whether the stored message sent with `client_id` is held.
+    fn holds_client_id(&self, client_id: &str) -> bool {
+        self.stored.values().rev().any(|m| m.client_id.as_deref() == Some(client_id))
+    }
+
     /// Adds a stored message; false if it was already there.
     pub fn insert(&mut self, message: Message) -> bool {
         if let Some(cid) = &message.client_id {
@@ -441,9 +446,18 @@ impl ChatState {
     /// A message the user just wrote: shown at once as pending.
     pub fn add_pending(&mut self, conversation_id: &str, pending: PendingMessage) {
         let log = self.logs.entry(conversation_id.to_owned()).or_default();
+        // Already stored (its frame came first, e.g. relayed by another tab): shown once.
+        if log.holds_client_id(&pending.client_id) {
+            return;
+        }
         if !log.pending.iter().any(|p| p.client_id == pending.client_id) {
             log.pending.push(pending);
         }
+    }
+
+    /// Whether a conversation already holds the stored message sent with `client_id`.
+    pub fn holds_client_id(&self, conversation_id: &str, client_id: &str) -> bool {
+        self.logs.get(conversation_id).is_some_and(|log| log.holds_client_id(client_id))
     }
 
     /// A failed message is being sent again.
@@ -709,6 +723,27 @@ mod tests {
         let lines = s.log("c").unwrap().lines(None);
         assert_eq!(lines.len(), 1, "the echo is replaced, not doubled");
         assert_eq!((lines[0].seq, lines[0].key.as_str()), (Some(1), "k1"));
+    }
+
+    #[test]
+    fn a_pending_line_added_after_its_stored_message_is_not_shown() {
+        // Another tab's record can arrive after the relayed frame of the stored message.
+        let mut s = ChatState::default();
+        s.apply(new_message(1, Some("k1")));
+        let pending = PendingMessage {
+            client_id: "k1".into(),
+            content: "hi".into(),
+            timestamp: "t".into(),
+            delivery: Delivery::Pending,
+        };
+        assert!(s.holds_client_id("c", "k1"));
+        s.add_pending("c", pending.clone());
+        let lines = s.log("c").unwrap().lines(None);
+        assert_eq!(lines.len(), 1, "shown once: {lines:?}");
+        assert_eq!(lines[0].delivery, Delivery::Sent);
+        // Another message's pending line still shows.
+        s.add_pending("c", PendingMessage { client_id: "k2".into(), ..pending });
+        assert_eq!(s.log("c").unwrap().lines(None).len(), 2);
     }
 
     #[test]
