@@ -12,13 +12,6 @@ use crate::ensure;
 
 const PASSWORD: &str = "a long password";
 
-/// The account, made over HTTP where the server has the route (sign-in alone may not
-/// register a name); otherwise the first sign-in registers it.
-async fn create_account(base: &str, username: &str) {
-    let body = serde_json::json!({ "username": username, "password": PASSWORD }).to_string();
-    let _ = http_request("POST", &format!("{base}/api/users"), None, Some(&body)).await;
-}
-
 /// The server's open-socket gauge.
 async fn sockets_open(base: &str) -> Option<u64> {
     let (status, text) = http_request("GET", &format!("{base}/metrics"), None, None).await.ok()?;
@@ -72,8 +65,8 @@ async fn every_tab_shows(client: &Client, tabs: &[WindowHandle], expected: &[&st
 
 async fn four_tabs_body(server: &TestServer, a: &Client, b: &Client) -> TestResult {
     let base = server.base.as_str();
-    create_account(base, "alice").await;
-    create_account(base, "bob").await;
+    ensure_account(base, "alice", PASSWORD).await?;
+    ensure_account(base, "bob", PASSWORD).await?;
     sign_in(a, base, "alice", PASSWORD).await?;
     let mut tabs = vec![a.window().await.map_err(|e| e.to_string())?];
     for _ in 0..3 {
@@ -194,8 +187,8 @@ async fn four_tabs_of_one_user_share_one_socket_and_hand_over_when_the_leader_cl
 
 async fn outbox_body(app: &TestServer, chat: &mut TestServer, a: &Client, b: &Client) -> TestResult {
     let url = format!("{}/?server={}", app.base, chat.base);
-    create_account(&chat.base, "alice").await;
-    create_account(&chat.base, "bob").await;
+    ensure_account(&chat.base, "alice", PASSWORD).await?;
+    ensure_account(&chat.base, "bob", PASSWORD).await?;
     for (client, user) in [(a, "alice"), (b, "bob")] {
         client.goto(&format!("{}/login?server={}", app.base, chat.base)).await.map_err(|e| e.to_string())?;
         let field =
@@ -319,8 +312,8 @@ const SEND_THEN_RELOAD: &str = r#"
 
 async fn reload_leader_body(server: &TestServer, a: &Client, b: &Client) -> TestResult {
     let base = server.base.as_str();
-    create_account(base, "alice").await;
-    create_account(base, "bob").await;
+    ensure_account(base, "alice", PASSWORD).await?;
+    ensure_account(base, "bob", PASSWORD).await?;
     sign_in(a, base, "alice", PASSWORD).await?;
     sign_in(b, base, "bob", PASSWORD).await?;
     let first = a.window().await.map_err(|e| e.to_string())?;
@@ -373,7 +366,7 @@ async fn reloading_the_leader_while_it_sends_loses_and_doubles_nothing() {
 
 async fn too_many_body(server: &TestServer, a: &Client, b: &Client) -> TestResult {
     let base = server.base.as_str();
-    create_account(base, "alice").await;
+    ensure_account(base, "alice", PASSWORD).await?;
     // Two browser profiles (no shared lock or channel): two sockets wanted, one allowed.
     sign_in(a, base, "alice", PASSWORD).await?;
     b.goto(&format!("{base}/login")).await.map_err(|e| e.to_string())?;
@@ -421,7 +414,7 @@ async fn a_socket_refused_for_the_per_user_limit_is_explained_and_polling_carrie
 
 async fn lead_here_body(server: &TestServer, a: &Client) -> TestResult {
     let base = server.base.as_str();
-    create_account(base, "alice").await;
+    ensure_account(base, "alice", PASSWORD).await?;
     sign_in(a, base, "alice", PASSWORD).await?;
     let first = a.window().await.map_err(|e| e.to_string())?;
     let second = open_tab(a, &format!("{base}/")).await?;
