@@ -210,6 +210,14 @@ impl Serialize for EventsResponse {
     }
 }
 
+/// `POST /api/sync`: the resync exchange over HTTP, answered with a [`crate::SyncState`]
+/// (the same as the `sync` frame's answer).
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct SyncRequest {
+    #[serde(default)]
+    pub since: u64,
+}
+
 /// Every HTTP error body.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct ApiError {

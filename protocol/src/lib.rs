@@ -9,6 +9,8 @@
 
 use serde::{Deserialize, Serialize};
 
+use crate::http::ConversationSummary;
+
 pub mod http;
 
 /// The protocol version announced in `hello`.
@@ -52,8 +54,12 @@ pub enum ClientFrame {
     GetOnlineStatus { user_ids: Vec<String> },
     /// Heartbeat; `ts` is the client's clock, echoed in `pong`.
     Ping { ts: f64 },
-    /// Interrupts a persona's streaming reply.
+    /// Interrupts a persona's streaming reply. Any member may stop it, from any tab.
     StopResponse { conversation_id: String, message_id: String },
+    /// The resync exchange (see [`SyncState`]), sent each time a transport comes up: the
+    /// client names the `version` of the last `sync_state` it applied (0: none) and the server
+    /// answers one `sync_state` with only what changed since. Also `POST /api/sync`.
+    Sync { since: u64 },
 }
 
 /// Every `type` a client may send, for telling `unknown_type` from `invalid_field`.
@@ -66,6 +72,7 @@ pub const CLIENT_FRAME_TYPES: &[&str] = &[
     "get_online_status",
     "ping",
     "stop_response",
+    "sync",
 ];
 
 /// A stored message as it travels in `new_message` and `stream_end`.
@@ -202,6 +209,75 @@ pub struct Ack {
     pub timestamp: String,
 }
 
+/// Why a conversation left a user's list.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum RemovalReason {
+    /// The user left (`DELETE /api/conversations/{id}/members/me`), in this tab or another.
+    Left,
+    /// Someone removed the user.
+    Removed,
+}
+
+/// The resync exchange's answer: everything a tab shows that is not a conversation's message
+/// log (those are filled from their last seq by `join_conversation {after_seq}` or history).
+///
+/// Versions: the server keeps one list version that grows with every change to any user's
+/// list (a message, a read, a title or member change, someone joining or leaving). A client
+/// keeps the `version` of the last `sync_state` it applied and sends it as `since`; live
+/// frames that carry a version (`conversation_update`, `conversation_upserted`,
+/// `conversation_removed`) may advance it while the transport stays up.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct SyncState {
+    /// Send as `since` next time.
+    pub version: u64,
+    /// True when `conversations` is the user's whole list, to replace what the client holds
+    /// (`since` was 0, from the future, or older than the server can answer from). False: only
+    /// the conversations changed since `since`, and `removed` the ones gone from the list.
+    #[serde(default)]
+    pub full: bool,
+    #[serde(default)]
+    pub conversations: Vec<ConversationSummary>,
+    #[serde(default)]
+    pub removed: Vec<String>,
+    /// Every persona's status now (always whole: a few entries).
+    #[serde(default)]
+    pub personas: Vec<PersonaStatusEntry>,
+    /// Who is online now among the people this user may see (always whole).
+    #[serde(default)]
+    pub online: Vec<OnlineUser>,
+    /// The persona replies in progress in the user's conversations, with their text so far.
+    #[serde(default)]
+    pub replies: Vec<ReplyInProgress>,
+    pub timestamp: String,
+}
+
+/// A persona's status as `sync_state` carries it.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct PersonaStatusEntry {
+    pub persona_id: String,
+    pub status: PersonaState,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub last_seen: Option<String>,
+}
+
+/// A persona reply still streaming: its text so far starts at offset 0. Joining a conversation
+/// (`join_conversation`, first time or again) also resumes each reply in progress there, with
+/// `stream_start` then one `stream_delta {offset: 0, text: so far}`; the later deltas follow.
+/// Clients apply deltas by offset: the part before what they hold is skipped, so nothing is
+/// doubled; a delta starting beyond what they hold is a gap, filled by joining again.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct ReplyInProgress {
+    pub conversation_id: String,
+    pub message_id: String,
+    pub persona_id: String,
+    pub text: String,
+}
+
+fn is_zero(v: &u64) -> bool {
+    *v == 0
+}
+
 /// A frame the server sends to a client.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(tag = "type", rename_all = "snake_case")]
@@ -262,6 +338,9 @@ pub enum ServerFrame {
     ConversationUpdate {
         conversation_id: String,
         last_message: LastMessage,
+        /// The list version this change has (see [`SyncState::version`]); 0 from an older server.
+        #[serde(default, skip_serializing_if = "is_zero")]
+        version: u64,
         timestamp: String,
     },
     UserJoined {
@@ -296,6 +375,22 @@ pub enum ServerFrame {
         ts: f64,
         server_time: String,
     },
+    /// The answer of `sync` (and of `POST /api/sync`).
+    SyncState(SyncState),
+    /// A conversation now in the user's list, or changed (title, members): sent to every
+    /// socket and poll of every member as soon as it happens, whether joined or not.
+    ConversationUpserted {
+        conversation: ConversationSummary,
+        version: u64,
+        timestamp: String,
+    },
+    /// A conversation that left the user's list: they left it (in any tab) or were removed.
+    ConversationRemoved {
+        conversation_id: String,
+        reason: RemovalReason,
+        version: u64,
+        timestamp: String,
+    },
     /// Gator.
     Error {
         code: ErrorCode,
@@ -325,6 +420,9 @@ pub const SERVER_FRAME_TYPES: &[&str] = &[
     "stream_end",
     "pong",
     "error",
+    "sync_state",
+    "conversation_upserted",
+    "conversation_removed",
 ];
 
 impl ServerFrame {
@@ -348,6 +446,9 @@ impl ServerFrame {
             ServerFrame::StreamEnd { .. } => "stream_end",
             ServerFrame::Pong { .. } => "pong",
             ServerFrame::Error { .. } => "error",
+            ServerFrame::SyncState(_) => "sync_state",
+            ServerFrame::ConversationUpserted { .. } => "conversation_upserted",
+            ServerFrame::ConversationRemoved { .. } => "conversation_removed",
         }
     }
 
@@ -380,6 +481,7 @@ impl ClientFrame {
             ClientFrame::GetOnlineStatus { .. } => "get_online_status",
             ClientFrame::Ping { .. } => "ping",
             ClientFrame::StopResponse { .. } => "stop_response",
+            ClientFrame::Sync { .. } => "sync",
         }
     }
 

@@ -10,11 +10,13 @@ use std::fmt::Debug;
 
 use persona_chat_protocol::http::{
     ApiError, ConversationKind, ConversationSummary, CreateConversationRequest, Event, EventsResponse,
-    MessagesResponse, Persona, PostMessageRequest, RefreshRequest, SessionRequest, SessionResponse, TypingRequest,
+    MessagesResponse, Persona, PostMessageRequest, RefreshRequest, SessionRequest, SessionResponse, SyncRequest,
+    TypingRequest,
 };
 use persona_chat_protocol::{
-    validate_content, Ack, ClientFrame, ErrorCode, LastMessage, Message, OnlineUser, PersonaState, ServerFrame, User,
-    CLIENT_FRAME_TYPES, MAX_CONTENT_CHARS, PROTOCOL_VERSION, SERVER_FRAME_TYPES,
+    validate_content, Ack, ClientFrame, ErrorCode, LastMessage, Message, OnlineUser, PersonaState, PersonaStatusEntry,
+    RemovalReason, ReplyInProgress, ServerFrame, SyncState, User, CLIENT_FRAME_TYPES, MAX_CONTENT_CHARS,
+    PROTOCOL_VERSION, SERVER_FRAME_TYPES,
 };
 use serde::de::DeserializeOwned;
 use serde::Serialize;
@@ -190,6 +192,10 @@ fn c_stop_response() -> (&'static str, ClientFrame) {
     )
 }
 
+fn c_sync() -> (&'static str, ClientFrame) {
+    (r#"{"type": "sync", "since": 9071}"#, ClientFrame::Sync { since: 9071 })
+}
+
 fn client_samples() -> Vec<(&'static str, ClientFrame)> {
     vec![
         c_join_gator(),
@@ -203,6 +209,7 @@ fn client_samples() -> Vec<(&'static str, ClientFrame)> {
         c_get_online_status(),
         c_ping(),
         c_stop_response(),
+        c_sync(),
     ]
 }
 
@@ -426,6 +433,104 @@ fn sv_conversation_update() -> (&'static str, ServerFrame) {
                 content: s("Hello there!"),
                 timestamp: s(T0),
             },
+            version: 0,
+            timestamp: s(T0),
+        },
+    )
+}
+
+fn sv_conversation_update_versioned() -> (&'static str, ServerFrame) {
+    (
+        r#"{"type": "conversation_update", "conversation_id": "6f1c2a9e-4b3d-4f8a-9e21-7c5d0b8a3f14",
+            "last_message": {"id": "a4c7e2f9-1b3d-4e6a-8c05-9d2f7b1e6a38", "seq": 42,
+                             "sender_name": "alice", "content": "Hello there!",
+                             "timestamp": "2026-11-21T10:00:00.000Z"},
+            "version": 9071,
+            "timestamp": "2026-11-21T10:00:00.000Z"}"#,
+        ServerFrame::ConversationUpdate {
+            conversation_id: s(CONV),
+            last_message: LastMessage {
+                id: s(MSG),
+                seq: 42,
+                sender_name: s("alice"),
+                content: s("Hello there!"),
+                timestamp: s(T0),
+            },
+            version: 9071,
+            timestamp: s(T0),
+        },
+    )
+}
+
+fn room_summary() -> ConversationSummary {
+    ConversationSummary {
+        id: s(CONV),
+        kind: ConversationKind::Room,
+        title: s("Design review"),
+        persona: None,
+        last_message: None,
+        last_seq: 0,
+        unread_count: 0,
+    }
+}
+
+const ROOM_SUMMARY_JSON: &str = r#"{"id": "6f1c2a9e-4b3d-4f8a-9e21-7c5d0b8a3f14", "kind": "room",
+    "title": "Design review", "last_seq": 0, "unread_count": 0}"#;
+
+fn sv_sync_state() -> (String, ServerFrame) {
+    (
+        format!(
+            r#"{{"type": "sync_state", "version": 9071, "full": false,
+                "conversations": [{ROOM_SUMMARY_JSON}],
+                "removed": ["5a2e9c7d-3f1b-4d86-a0e4-8b7c2d6f9e13"],
+                "personas": [{{"persona_id": "e91d4c7b-2a6f-4b19-8d53-0f7a3c6e2b41", "status": "responding"}}],
+                "online": [{{"user_id": "c2a9f1e7-5b4d-4c8e-9f03-a6b1d7e2c954", "username": "bob"}}],
+                "replies": [{{"conversation_id": "6f1c2a9e-4b3d-4f8a-9e21-7c5d0b8a3f14",
+                              "message_id": "a4c7e2f9-1b3d-4e6a-8c05-9d2f7b1e6a38",
+                              "persona_id": "e91d4c7b-2a6f-4b19-8d53-0f7a3c6e2b41",
+                              "text": "Well, the short"}}],
+                "timestamp": "2026-11-21T10:00:00.000Z"}}"#
+        ),
+        ServerFrame::SyncState(SyncState {
+            version: 9071,
+            full: false,
+            conversations: vec![room_summary()],
+            removed: vec![s(CONN)],
+            personas: vec![PersonaStatusEntry {
+                persona_id: s(PERSONA),
+                status: PersonaState::Responding,
+                last_seen: None,
+            }],
+            online: vec![OnlineUser { user_id: s(BOB), username: s("bob") }],
+            replies: vec![ReplyInProgress {
+                conversation_id: s(CONV),
+                message_id: s(MSG),
+                persona_id: s(PERSONA),
+                text: s("Well, the short"),
+            }],
+            timestamp: s(T0),
+        }),
+    )
+}
+
+fn sv_conversation_upserted() -> (String, ServerFrame) {
+    (
+        format!(
+            r#"{{"type": "conversation_upserted", "conversation": {ROOM_SUMMARY_JSON},
+                "version": 9072, "timestamp": "2026-11-21T10:00:00.000Z"}}"#
+        ),
+        ServerFrame::ConversationUpserted { conversation: room_summary(), version: 9072, timestamp: s(T0) },
+    )
+}
+
+fn sv_conversation_removed() -> (&'static str, ServerFrame) {
+    (
+        r#"{"type": "conversation_removed", "conversation_id": "6f1c2a9e-4b3d-4f8a-9e21-7c5d0b8a3f14",
+            "reason": "removed", "version": 9073, "timestamp": "2026-11-21T10:00:00.000Z"}"#,
+        ServerFrame::ConversationRemoved {
+            conversation_id: s(CONV),
+            reason: RemovalReason::Removed,
+            version: 9073,
             timestamp: s(T0),
         },
     )
@@ -563,7 +668,16 @@ fn server_samples() -> Vec<(&'static str, ServerFrame)> {
         sv_pong(),
         sv_error_with_ref(),
         sv_error_gator(),
+        sv_conversation_update_versioned(),
+        leak(sv_sync_state()),
+        leak(sv_conversation_upserted()),
+        sv_conversation_removed(),
     ]
+}
+
+/// A sample built with `format!` as a `&'static str` one (a test process, so the leak is fine).
+fn leak((json, frame): (String, ServerFrame)) -> (&'static str, ServerFrame) {
+    (Box::leak(json.into_boxed_str()), frame)
 }
 
 fn ack() -> Ack {
@@ -581,9 +695,10 @@ fn client_variant(f: &ClientFrame) -> usize {
         ClientFrame::GetOnlineStatus { .. } => 5,
         ClientFrame::Ping { .. } => 6,
         ClientFrame::StopResponse { .. } => 7,
+        ClientFrame::Sync { .. } => 8,
     }
 }
-const CLIENT_VARIANTS: usize = 8;
+const CLIENT_VARIANTS: usize = 9;
 
 fn server_variant(f: &ServerFrame) -> usize {
     match f {
@@ -604,9 +719,12 @@ fn server_variant(f: &ServerFrame) -> usize {
         ServerFrame::StreamEnd { .. } => 14,
         ServerFrame::Pong { .. } => 15,
         ServerFrame::Error { .. } => 16,
+        ServerFrame::SyncState(_) => 17,
+        ServerFrame::ConversationUpserted { .. } => 18,
+        ServerFrame::ConversationRemoved { .. } => 19,
     }
 }
-const SERVER_VARIANTS: usize = 17;
+const SERVER_VARIANTS: usize = 20;
 
 // ---------------------------------------------------------------------------------------
 // Client frames
@@ -756,9 +874,51 @@ fn server_conversation_update() {
     server_roundtrip(sv_conversation_update());
     let update = LastMessage::from(&alice_message());
     assert_eq!(
-        ServerFrame::ConversationUpdate { conversation_id: s(CONV), last_message: update, timestamp: s(T0) },
+        ServerFrame::ConversationUpdate {
+            conversation_id: s(CONV),
+            last_message: update,
+            version: 0,
+            timestamp: s(T0)
+        },
         sv_conversation_update().1
     );
+    server_roundtrip(sv_conversation_update_versioned());
+}
+
+#[test]
+fn server_sync_and_live_list_frames() {
+    let (json, frame) = sv_sync_state();
+    server_roundtrip((&json, frame));
+    let (json, frame) = sv_conversation_upserted();
+    server_roundtrip((&json, frame));
+    server_roundtrip(sv_conversation_removed());
+    for (name, reason) in [("left", RemovalReason::Left), ("removed", RemovalReason::Removed)] {
+        assert_eq!(serde_json::to_value(reason).unwrap(), Value::from(name));
+    }
+    // The smallest answer: nothing changed. Lists absent read as empty, `full` as false.
+    let f = ServerFrame::parse(r#"{"type":"sync_state","version":7,"timestamp":"2026-11-21T10:00:00.000Z"}"#)
+        .unwrap()
+        .unwrap();
+    assert_eq!(
+        f,
+        ServerFrame::SyncState(SyncState {
+            version: 7,
+            full: false,
+            conversations: vec![],
+            removed: vec![],
+            personas: vec![],
+            online: vec![],
+            replies: vec![],
+            timestamp: s(T0),
+        })
+    );
+}
+
+#[test]
+fn client_sync() {
+    client_roundtrip(c_sync());
+    roundtrip(r#"{"since": 9071}"#, &SyncRequest { since: 9071 });
+    assert_eq!(serde_json::from_str::<SyncRequest>("{}").unwrap(), SyncRequest { since: 0 });
 }
 
 #[test]

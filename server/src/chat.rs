@@ -141,6 +141,7 @@ pub fn publish_message(shared: &crate::Shared, conversation_id: &str, message: &
         &ServerFrame::ConversationUpdate {
             conversation_id: conversation_id.to_owned(),
             last_message: LastMessage::from(message),
+            version: 0,
             timestamp: now,
         },
     );

@@ -262,6 +262,12 @@ async fn handle_text(app: &AppState, conn: ConnId, user: &User, text: &str) {
                 reply(refusal_frame(r, Some(message_id)));
             }
         }
+        // Defined in the protocol; the server's answer is being built (issue 11).
+        ClientFrame::Sync { .. } => reply(error_frame(
+            persona_chat_protocol::ErrorCode::UnknownType,
+            "sync is not answered by this server yet",
+            Some("sync".into()),
+        )),
     }
 }
 

@@ -814,6 +814,7 @@ mod tests {
                 content: "x".into(),
                 timestamp: ts.into(),
             },
+            version: 0,
             timestamp: ts.into(),
         }
     }
