@@ -376,11 +376,11 @@ pub enum ServerFrame {
         server_time: String,
     },
     /// The answer of `sync` (and of `POST /api/sync`).
-    SyncState(SyncState),
+    SyncState(Box<SyncState>),
     /// A conversation now in the user's list, or changed (title, members): sent to every
     /// socket and poll of every member as soon as it happens, whether joined or not.
     ConversationUpserted {
-        conversation: ConversationSummary,
+        conversation: Box<ConversationSummary>,
         version: u64,
         timestamp: String,
     },

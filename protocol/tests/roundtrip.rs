@@ -491,7 +491,7 @@ fn sv_sync_state() -> (String, ServerFrame) {
                               "text": "Well, the short"}}],
                 "timestamp": "2026-11-21T10:00:00.000Z"}}"#
         ),
-        ServerFrame::SyncState(SyncState {
+        ServerFrame::SyncState(Box::new(SyncState {
             version: 9071,
             full: false,
             conversations: vec![room_summary()],
@@ -509,7 +509,7 @@ fn sv_sync_state() -> (String, ServerFrame) {
                 text: s("Well, the short"),
             }],
             timestamp: s(T0),
-        }),
+        })),
     )
 }
 
@@ -519,7 +519,7 @@ fn sv_conversation_upserted() -> (String, ServerFrame) {
             r#"{{"type": "conversation_upserted", "conversation": {ROOM_SUMMARY_JSON},
                 "version": 9072, "timestamp": "2026-11-21T10:00:00.000Z"}}"#
         ),
-        ServerFrame::ConversationUpserted { conversation: room_summary(), version: 9072, timestamp: s(T0) },
+        ServerFrame::ConversationUpserted { conversation: Box::new(room_summary()), version: 9072, timestamp: s(T0) },
     )
 }
 
@@ -901,7 +901,7 @@ fn server_sync_and_live_list_frames() {
         .unwrap();
     assert_eq!(
         f,
-        ServerFrame::SyncState(SyncState {
+        ServerFrame::SyncState(Box::new(SyncState {
             version: 7,
             full: false,
             conversations: vec![],
@@ -910,7 +910,7 @@ fn server_sync_and_live_list_frames() {
             online: vec![],
             replies: vec![],
             timestamp: s(T0),
-        })
+        }))
     );
 }
 
