@@ -229,6 +229,10 @@ pub enum RemovalReason {
 /// `conversation_removed`) may advance it while the transport stays up.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct SyncState {
+    /// The `since` this answers (so a tab that receives another tab's answer, relayed, can
+    /// tell whether it covers what that tab holds: it does when `full` or `since` ≤ its own).
+    #[serde(default)]
+    pub since: u64,
     /// Send as `since` next time.
     pub version: u64,
     /// True when `conversations` is the user's whole list, to replace what the client holds

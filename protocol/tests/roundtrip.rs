@@ -480,7 +480,7 @@ const ROOM_SUMMARY_JSON: &str = r#"{"id": "6f1c2a9e-4b3d-4f8a-9e21-7c5d0b8a3f14"
 fn sv_sync_state() -> (String, ServerFrame) {
     (
         format!(
-            r#"{{"type": "sync_state", "version": 9071, "full": false,
+            r#"{{"type": "sync_state", "since": 9002, "version": 9071, "full": false,
                 "conversations": [{ROOM_SUMMARY_JSON}],
                 "removed": ["5a2e9c7d-3f1b-4d86-a0e4-8b7c2d6f9e13"],
                 "personas": [{{"persona_id": "e91d4c7b-2a6f-4b19-8d53-0f7a3c6e2b41", "status": "responding"}}],
@@ -492,6 +492,7 @@ fn sv_sync_state() -> (String, ServerFrame) {
                 "timestamp": "2026-11-21T10:00:00.000Z"}}"#
         ),
         ServerFrame::SyncState(Box::new(SyncState {
+            since: 9002,
             version: 9071,
             full: false,
             conversations: vec![room_summary()],
@@ -902,6 +903,7 @@ fn server_sync_and_live_list_frames() {
     assert_eq!(
         f,
         ServerFrame::SyncState(Box::new(SyncState {
+            since: 0,
             version: 7,
             full: false,
             conversations: vec![],
