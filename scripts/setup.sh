@@ -4,7 +4,7 @@
 #   binaryen's wasm-opt 132 from the npm registry (into tools/, for Node.js; Debian's
 #   binaryen 108 corrupts the externref table export of today's wasm-bindgen output),
 #   Node.js if missing, and Debian's brotli (size report);
-#   with --test also Debian's chromium and chromium-driver.
+#   with --test also Debian's chromium and chromium-driver, postgresql and redis-server.
 # Safe to run again: each step checks first, so a warm machine passes through in a second.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -24,6 +24,10 @@ command -v brotli >/dev/null 2>&1 || apt_missing+=(brotli)
 if [ "$want_test_tools" = 1 ]; then
   [ -x /usr/bin/chromium ] || apt_missing+=(chromium)
   [ -x /usr/bin/chromedriver ] || apt_missing+=(chromium-driver)
+  # The scale-out tests start their own private PostgreSQL and Redis (testkit/), never the
+  # system services these packages come with.
+  compgen -G "/usr/lib/postgresql/*/bin/initdb" >/dev/null || apt_missing+=(postgresql)
+  command -v redis-server >/dev/null 2>&1 || apt_missing+=(redis-server)
 fi
 if [ "${#apt_missing[@]}" -gt 0 ]; then
   say "installing Debian packages: ${apt_missing[*]}"
