@@ -795,7 +795,7 @@ impl SocketContext {
             ServerFrame::Error { message, reference: None, .. } => self.notice.set(Some(message.clone())),
             _ => {}
         }
-        self.chat.update(|c| c.apply(frame));
+        self.chat.update(|c| drop(c.apply(frame)));
     }
 
     /// A seq beyond the next one: messages between were missed (a lost frame, a replay racing

@@ -1,10 +1,27 @@
 //! The chat state and the one reducer that applies server frames to it. Plain Rust: tested
 //! natively, frame by frame.
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::{BTreeMap, HashMap, HashSet};
 
 use persona_chat_protocol::http::{ConversationSummary, Member, Persona};
-use persona_chat_protocol::{Ack, LastMessage, Message, OnlineUser, PersonaState, ServerFrame, User};
+use persona_chat_protocol::{
+    Ack, LastMessage, Message, OnlineUser, PersonaState, RemovalReason, ReplyInProgress, ServerFrame, SyncState, User,
+};
+
+/// What applying a frame revealed, for the sync core to act on.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct Applied {
+    /// The list may have missed a change (a conversation's seq jumped, or an update for a
+    /// conversation not in the list): ask for a sync.
+    pub list_gap: bool,
+    /// A reply's delta starts beyond what is held (or its start was missed): this
+    /// conversation needs joining again, which resumes the reply from offset 0.
+    pub stream_gap: Option<String>,
+    /// A conversation that left the list now: (id, title, reason).
+    pub removed: Vec<(String, String, Option<RemovalReason>)>,
+    /// The frame was older than what is held (a duplicate, or overtaken): nothing changed.
+    pub stale: bool,
+}
 
 /// Where an own message is on its way.
 #[derive(Debug, Clone, PartialEq)]
@@ -340,6 +357,11 @@ pub struct ChatState {
     /// Members of conversations, fetched on demand.
     pub members: HashMap<String, Vec<Member>>,
     notice_counter: u64,
+    /// The list version each conversation's entry was last set at (kept after it left the
+    /// list, as a tombstone): a versioned change older than this is stale.
+    list_versions: HashMap<String, u64>,
+    /// Replies that ended (stored or gone): never resurrected by an older answer.
+    ended: HashSet<String>,
 }
 
 impl ChatState {
@@ -481,6 +503,7 @@ impl ChatState {
         let log = self.logs.entry(conversation_id.to_owned()).or_default();
         for m in messages {
             self.streams.remove(&m.id);
+            self.ended.insert(m.id.clone());
             log.insert(m);
         }
     }
@@ -505,13 +528,14 @@ impl ChatState {
         self.logs.entry(conversation_id.to_owned()).or_default().has_older = Some(has_more);
     }
 
-    /// Applies one server frame.
-    pub fn apply(&mut self, frame: ServerFrame) {
+    /// Applies one server frame, and says what it revealed.
+    pub fn apply(&mut self, frame: ServerFrame) -> Applied {
+        let mut out = Applied::default();
         match frame {
             ServerFrame::Hello { user, .. } => self.me = Some(user),
             ServerFrame::NewMessage { conversation_id, message, .. } => {
                 self.touch_conversation(&conversation_id, LastMessage::from(&message));
-                self.streams.remove(&message.id);
+                self.end_stream(&message.id);
                 self.logs.entry(conversation_id).or_default().insert(message);
             }
             ServerFrame::MessageAck(Ack { client_id, conversation_id, .. }) => {
@@ -523,9 +547,36 @@ impl ChatState {
                     p.delivery = Delivery::Sent;
                 }
             }
-            ServerFrame::ConversationUpdate { conversation_id, last_message, .. } => {
-                self.touch_conversation(&conversation_id, last_message);
+            ServerFrame::ConversationUpdate { conversation_id, last_message, version, .. } => {
+                let held = self.list_versions.get(&conversation_id).copied().unwrap_or(0);
+                if version > 0 && version <= held {
+                    out.stale = true;
+                } else {
+                    match self.conversation(&conversation_id) {
+                        // Every stored message is told to every member: a seq beyond the next
+                        // one means updates were missed (their unread count with them).
+                        Some(c) if c.last_seq > 0 && last_message.seq > c.last_seq + 1 => out.list_gap = true,
+                        Some(_) => {}
+                        None => out.list_gap = version > 0 || !self.conversations.is_empty(),
+                    }
+                    self.touch_conversation(&conversation_id, last_message);
+                    if version > 0 {
+                        self.list_versions.insert(conversation_id, version);
+                    }
+                }
             }
+            ServerFrame::ConversationUpserted { conversation, version, .. } => {
+                if !self.upsert(*conversation, version) {
+                    out.stale = true;
+                }
+            }
+            ServerFrame::ConversationRemoved { conversation_id, reason, version, .. } => {
+                match self.remove_conversation(&conversation_id, version) {
+                    Some(title) => out.removed.push((conversation_id, title, Some(reason))),
+                    None => out.stale = true,
+                }
+            }
+            ServerFrame::SyncState(state) => out = self.apply_sync(*state),
             ServerFrame::OnlineUsers { users, .. } => self.online = users,
             ServerFrame::PresenceUpdate { user_id, username, online, .. } => {
                 self.online.retain(|u| u.user_id != user_id);
@@ -568,6 +619,9 @@ impl ChatState {
                 }
             }
             ServerFrame::StreamStart { conversation_id, message_id, persona_id } => {
+                if self.ended.contains(&message_id) {
+                    return out;
+                }
                 let persona_name =
                     self.persona(&persona_id).map(|p| p.name.clone()).unwrap_or_else(|| "Persona".into());
                 let started_at = stream_start_time(&self.logs, &conversation_id);
@@ -584,21 +638,23 @@ impl ChatState {
                     })
                     .live = true;
             }
-            ServerFrame::StreamDelta { message_id, offset, text, .. } => {
-                if let Some(s) = self.streams.get_mut(&message_id) {
-                    s.live = true;
-                    // Deltas arrive once and in order on one socket; after a reconnect a
-                    // delta may repeat (skip what is held) or be missing (wait for the end,
-                    // which carries the whole text).
-                    let len = text.chars().count() as u64;
-                    if offset <= s.chars && offset + len > s.chars {
-                        s.text.extend(text.chars().skip((s.chars - offset) as usize));
-                        s.chars = offset + len;
+            ServerFrame::StreamDelta { conversation_id, message_id, offset, text } => {
+                match self.streams.get_mut(&message_id) {
+                    Some(s) => {
+                        s.live = true;
+                        // Applied by offset: the part already held is skipped (a repeat, or
+                        // the text so far of a resumed reply); a delta beyond what is held is
+                        // a gap, filled by joining again (the reply resumes from offset 0).
+                        if !extend_by_offset(s, offset, &text) {
+                            out.stream_gap = Some(conversation_id);
+                        }
                     }
+                    None if !self.ended.contains(&message_id) => out.stream_gap = Some(conversation_id),
+                    None => {}
                 }
             }
             ServerFrame::StreamEnd { conversation_id, message_id, message, .. } => {
-                self.streams.remove(&message_id);
+                self.end_stream(&message_id);
                 self.touch_conversation(&conversation_id, LastMessage::from(&message));
                 self.logs.entry(conversation_id).or_default().insert(message);
             }
@@ -611,6 +667,129 @@ impl ChatState {
                 }
             }
             _ => {}
+        }
+        out
+    }
+
+    fn end_stream(&mut self, message_id: &str) {
+        self.streams.remove(message_id);
+        self.ended.insert(message_id.to_owned());
+    }
+
+    /// The list version a conversation's entry was last set at (0: never by a versioned change).
+    pub fn list_version(&self, conversation_id: &str) -> u64 {
+        self.list_versions.get(conversation_id).copied().unwrap_or(0)
+    }
+
+    /// A conversation new to the list or changed, as of list version `version` (0: unknown,
+    /// always applied). False if what is held is newer.
+    pub fn upsert(&mut self, mut summary: ConversationSummary, version: u64) -> bool {
+        let held = self.list_version(&summary.id);
+        if version > 0 && version < held {
+            return false;
+        }
+        if version > 0 {
+            self.list_versions.insert(summary.id.clone(), version);
+        }
+        if self.active.as_deref() == Some(summary.id.as_str()) {
+            summary.unread_count = 0;
+        }
+        if let Some(p) = summary.persona.as_mut() {
+            // The directory's status is the newest this tab has.
+            if let Some(fresh) = self.personas.iter().find(|f| f.id == p.id) {
+                p.status = fresh.status;
+                p.last_seen = fresh.last_seen.clone();
+            }
+        }
+        self.conversations.retain(|c| c.id != summary.id);
+        let at = self
+            .conversations
+            .iter()
+            .position(|x| activity(x) <= activity(&summary))
+            .unwrap_or(self.conversations.len());
+        self.conversations.insert(at, summary);
+        true
+    }
+
+    /// A conversation leaves the list as of `version` (0: unknown, always applied). Its title
+    /// if it was listed and the removal is not older than what is held.
+    pub fn remove_conversation(&mut self, conversation_id: &str, version: u64) -> Option<String> {
+        let held = self.list_version(conversation_id);
+        if version > 0 && version < held {
+            return None;
+        }
+        if version > 0 {
+            self.list_versions.insert(conversation_id.to_owned(), version);
+        }
+        let i = self.conversations.iter().position(|c| c.id == conversation_id)?;
+        let c = self.conversations.remove(i);
+        self.logs.remove(conversation_id);
+        self.members.remove(conversation_id);
+        self.streams.retain(|_, s| s.conversation_id != conversation_id);
+        if self.active.as_deref() == Some(conversation_id) {
+            self.active = None;
+        }
+        Some(c.title)
+    }
+
+    /// A `sync_state` answer (the caller checked that it covers what this tab holds): the list
+    /// (whole, or what changed), persona statuses, who is online and the replies in progress.
+    pub fn apply_sync(&mut self, state: SyncState) -> Applied {
+        let mut out = Applied::default();
+        let version = state.version;
+        if state.full {
+            let listed: HashSet<&str> = state.conversations.iter().map(|c| c.id.as_str()).collect();
+            let gone: Vec<String> = self
+                .conversations
+                .iter()
+                .filter(|c| !listed.contains(c.id.as_str()) && self.list_version(&c.id) <= version)
+                .map(|c| c.id.clone())
+                .collect();
+            for id in gone {
+                if let Some(title) = self.remove_conversation(&id, version) {
+                    out.removed.push((id, title, None));
+                }
+            }
+        }
+        for summary in state.conversations {
+            self.upsert(summary, version);
+        }
+        for id in state.removed {
+            if let Some(title) = self.remove_conversation(&id, version) {
+                out.removed.push((id, title, None));
+            }
+        }
+        for entry in state.personas {
+            self.apply(ServerFrame::PersonaStatus {
+                persona_id: entry.persona_id,
+                status: entry.status,
+                last_seen: entry.last_seen,
+                timestamp: String::new(),
+            });
+        }
+        self.online = state.online;
+        self.online.sort_by(|a, b| a.username.cmp(&b.username));
+        self.set_replies(state.replies);
+        out
+    }
+
+    /// The replies in progress, whole: the ones held and not listed are over (their end
+    /// comes, or came, as a stored message); listed ones show their text so far.
+    fn set_replies(&mut self, replies: Vec<ReplyInProgress>) {
+        let listed: HashSet<&str> = replies.iter().map(|r| r.message_id.as_str()).collect();
+        self.streams.retain(|id, _| listed.contains(id.as_str()));
+        for r in replies {
+            if self.ended.contains(&r.message_id) {
+                continue;
+            }
+            self.apply(ServerFrame::StreamStart {
+                conversation_id: r.conversation_id.clone(),
+                message_id: r.message_id.clone(),
+                persona_id: r.persona_id,
+            });
+            if let Some(s) = self.streams.get_mut(&r.message_id) {
+                extend_by_offset(s, 0, &r.text);
+            }
         }
     }
 
@@ -644,6 +823,19 @@ impl ChatState {
             self.conversations.iter().position(|x| activity(x) <= activity(&c)).unwrap_or(self.conversations.len());
         self.conversations.insert(at, c);
     }
+}
+
+/// Adds a delta's new part to a stream; false if it starts beyond what is held (a gap).
+fn extend_by_offset(s: &mut Stream, offset: u64, text: &str) -> bool {
+    if offset > s.chars {
+        return false;
+    }
+    let len = text.chars().count() as u64;
+    if offset + len > s.chars {
+        s.text.extend(text.chars().skip((s.chars - offset) as usize));
+        s.chars = offset + len;
+    }
+    true
 }
 
 /// When a conversation was last active (its newest message's time; empty sorts last).
