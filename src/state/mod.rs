@@ -5,6 +5,9 @@ pub mod gaps;
 #[cfg(test)]
 pub(crate) mod props;
 pub mod reducer;
+pub mod sync;
+#[cfg(test)]
+mod converge;
 pub mod typing;
 
 use std::collections::{BTreeSet, HashMap, VecDeque};

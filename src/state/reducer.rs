@@ -502,8 +502,9 @@ impl ChatState {
     pub fn add_history(&mut self, conversation_id: &str, messages: Vec<Message>) {
         let log = self.logs.entry(conversation_id.to_owned()).or_default();
         for m in messages {
-            self.streams.remove(&m.id);
-            self.ended.insert(m.id.clone());
+            if self.streams.remove(&m.id).is_some() || m.is_ai {
+                self.ended.insert(m.id.clone());
+            }
             log.insert(m);
         }
     }
@@ -535,7 +536,7 @@ impl ChatState {
             ServerFrame::Hello { user, .. } => self.me = Some(user),
             ServerFrame::NewMessage { conversation_id, message, .. } => {
                 self.touch_conversation(&conversation_id, LastMessage::from(&message));
-                self.end_stream(&message.id);
+                self.stored(&message);
                 self.logs.entry(conversation_id).or_default().insert(message);
             }
             ServerFrame::MessageAck(Ack { client_id, conversation_id, .. }) => {
@@ -558,6 +559,11 @@ impl ChatState {
                         Some(c) if c.last_seq > 0 && last_message.seq > c.last_seq + 1 => out.list_gap = true,
                         Some(_) => {}
                         None => out.list_gap = version > 0 || !self.conversations.is_empty(),
+                    }
+                    // A reply that ended where this tab has not joined (its end went to joined
+                    // sockets only): over.
+                    if self.streams.remove(&last_message.id).is_some() {
+                        self.ended.insert(last_message.id.clone());
                     }
                     self.touch_conversation(&conversation_id, last_message);
                     if version > 0 {
@@ -674,6 +680,22 @@ impl ChatState {
     fn end_stream(&mut self, message_id: &str) {
         self.streams.remove(message_id);
         self.ended.insert(message_id.to_owned());
+    }
+
+    /// A stored message: a persona's ends its reply.
+    fn stored(&mut self, message: &Message) {
+        if self.streams.remove(&message.id).is_some() || message.is_ai {
+            self.ended.insert(message.id.clone());
+        }
+    }
+
+    /// Entries set by versions newer than `version` count as set at `version`: an answer as
+    /// of `version` then replaces them, and the frames that set them, applied again after it,
+    /// set them again (see the sync core's `PostSync`).
+    pub fn rewind_list_versions(&mut self, version: u64) {
+        for v in self.list_versions.values_mut() {
+            *v = (*v).min(version);
+        }
     }
 
     /// The list version a conversation's entry was last set at (0: never by a versioned change).

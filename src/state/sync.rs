@@ -1,0 +1,511 @@
+//! The sync policy as a plain state machine, shaped like `socket/machine.rs`: the glue feeds
+//! it events with the current time (ms) and the chat state to change, and carries out the
+//! actions it returns. No I/O, no timers, no signals: every rule is a native `#[test]`.
+//!
+//! Rules, in short:
+//! - **Resync when a transport comes up** (socket or poll, first time or again) and when the
+//!   event poll says its cursor was too old: `sync {since: version}`, and every conversation
+//!   joined before is joined again from the end of the unbroken run of seqs held.
+//! - **Applying an answer**: `full` replaces the list; otherwise the changed conversations are
+//!   upserted and the removed ones dropped; each entry only if the answer is not older than
+//!   what is held for it (per-entry list versions). Another tab's answer (relayed by the
+//!   leading tab) is applied only if `full` or its `since` ≤ this tab's version; otherwise
+//!   this tab asks for its own.
+//! - **Versions**: the next `since` is the newest answer's `version`, advanced by versioned
+//!   live frames only once this transport's answer was applied (a live frame seen before
+//!   could hide a change lost with the previous transport).
+//! - **Gaps**: a message seq beyond the next one is filled over HTTP if still missing shortly
+//!   after; a conversation's seq jumping in the list (an update lost) asks for a sync from the
+//!   last answer; a reply's delta beyond what is held joins the conversation again (the reply
+//!   resumes from offset 0), or asks for a sync while polling.
+//! - **Read**: the open conversation, while the tab is visible, is reported read shortly
+//!   after it changes (once for a burst).
+//! - **Notify**: a message from someone else while the tab is hidden.
+//! - **Left the list**: the open conversation closes; being removed says so.
+//! - **An older server** that refuses `sync` (or has no `POST /api/sync`): the lists are
+//!   reloaded over HTTP instead.
+
+use std::collections::{BTreeSet, HashMap};
+
+use persona_chat_protocol::http::{ConversationKind, ConversationSummary};
+use persona_chat_protocol::{ClientFrame, Message, RemovalReason, ServerFrame, SyncState};
+
+use super::reducer::{Applied, ChatState};
+use crate::socket::Transport;
+
+/// The knobs of the policy.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Config {
+    /// How long after the open conversation changes it is reported read.
+    pub read_delay_ms: f64,
+    /// How long a seq gap may stay open before it is filled over HTTP.
+    pub gap_delay_ms: f64,
+    /// A conversation is joined again for a reply's gap at most this often.
+    pub rejoin_every_ms: f64,
+}
+
+impl Default for Config {
+    fn default() -> Self {
+        Config { read_delay_ms: 800.0, gap_delay_ms: 1_000.0, rejoin_every_ms: 3_000.0 }
+    }
+}
+
+/// What happened.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Event {
+    /// Signed in (or reloaded): `remembered` is the conversation that was open.
+    Start { remembered: Option<String> },
+    /// A transport is (again) up.
+    TransportUp(Transport),
+    /// No transport is up.
+    TransportDown,
+    /// The event poll's cursor was too old: what came meanwhile is lost.
+    Resync,
+    /// A server frame, from either transport, this tab's or relayed by the leading tab (the
+    /// answers of `POST /api/sync` come as `sync_state` frames too).
+    Frame(ServerFrame),
+    /// The answer of `PostSync` number `ask`.
+    SyncAnswer { ask: u64, state: Box<SyncState> },
+    /// `PostSync` number `ask` failed (the network): asked again when a transport is next up.
+    SyncFailed { ask: u64 },
+    /// The server cannot answer `sync` (`POST /api/sync` not found).
+    SyncRefused,
+    /// The conversation list over HTTP (the older server's way, after `ReloadLists`).
+    ListLoaded(Vec<ConversationSummary>),
+    /// The user opens a conversation.
+    Open(String),
+    /// The newest page of a conversation (`LoadLatest`); None if it could not be loaded.
+    Loaded { conversation_id: String, page: Option<(Vec<Message>, bool)> },
+    /// The user left a conversation (this tab's Leave succeeded).
+    Left(String),
+    /// The tab was hidden or shown.
+    Visibility { hidden: bool },
+    /// The server stored that a conversation is read up to `seq`.
+    ReadReported { conversation_id: String, seq: i64 },
+    /// A wake-up asked for with `WakeAt` (or any time: deadlines are checked against `now`).
+    Tick,
+}
+
+/// What the glue must do, in order.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Action {
+    /// Send on the transport that is up (while polling, each frame's HTTP twin: `sync` is
+    /// `POST /api/sync`, a join fetches the messages after `after_seq`).
+    Send(ClientFrame),
+    /// While polling, `sync` is `POST /api/sync {since}`: tell its answer with `SyncAnswer`
+    /// (or `SyncFailed`) and this number.
+    PostSync { since: u64, ask: u64 },
+    /// Fetch a conversation's newest page, then tell `Loaded`.
+    LoadLatest(String),
+    /// Fetch the messages still missing between these seqs (exclusive).
+    FillGap { conversation_id: String, from: i64, upto: i64 },
+    /// `POST /api/conversations/{id}/read`, then tell `ReadReported`.
+    ReportRead { conversation_id: String, seq: i64 },
+    /// A message from someone else while hidden (if the user allowed notifications).
+    Notify { title: String, body: String, conversation_id: String },
+    /// The older server's resync: the conversation list (then `ListLoaded`) and the personas.
+    ReloadLists,
+    /// Show this conversation (the chat view's selection, remembered across reloads).
+    Show(Option<String>),
+    /// A notice in words.
+    Notice(String),
+    /// Wake (with `Tick`) at this time; replaces any wake asked before. None: no wake needed.
+    WakeAt(Option<f64>),
+}
+
+/// The sync policy's state.
+#[derive(Debug, Clone)]
+pub struct SyncCore {
+    config: Config,
+    transport: Option<Transport>,
+    /// What to send as `since`.
+    version: u64,
+    /// The version of the last answer applied on this transport (None: none yet).
+    answered: Option<u64>,
+    /// The `since` of the `sync` sent and not answered yet.
+    asked: Option<u64>,
+    /// The server does not answer `sync`.
+    refused: bool,
+    /// Numbers the `PostSync`s; the one whose answer is awaited.
+    asks: u64,
+    posted: Option<u64>,
+    /// The frames that came (from the event poll) since the `PostSync` awaited went out: its
+    /// answer is as old as its request, so they are applied again on top of it.
+    since_post: Vec<ServerFrame>,
+    /// Conversations joined (again after every reconnect).
+    joined: BTreeSet<String>,
+    /// Conversations whose newest page is being loaded.
+    loading: BTreeSet<String>,
+    /// The conversation shown, and whether the tab is hidden.
+    open: Option<String>,
+    hidden: bool,
+    /// The list has been filled once (then a default conversation was opened).
+    listed: bool,
+    read_due: Option<f64>,
+    /// How far each conversation was seen (open in a visible tab), and reported read.
+    seen: HashMap<String, i64>,
+    reported_read: HashMap<String, i64>,
+    /// Seq gaps to look at again: (when, conversation, from, upto).
+    gap_checks: Vec<(f64, String, i64, i64)>,
+    rejoined_at: HashMap<String, f64>,
+}
+
+impl SyncCore {
+    pub fn new(config: Config) -> Self {
+        SyncCore {
+            config,
+            transport: None,
+            version: 0,
+            answered: None,
+            asked: None,
+            refused: false,
+            asks: 0,
+            posted: None,
+            since_post: Vec::new(),
+            joined: BTreeSet::new(),
+            loading: BTreeSet::new(),
+            open: None,
+            hidden: false,
+            listed: false,
+            read_due: None,
+            seen: HashMap::new(),
+            reported_read: HashMap::new(),
+            gap_checks: Vec::new(),
+            rejoined_at: HashMap::new(),
+        }
+    }
+
+    /// The `since` this tab would send.
+    pub fn version(&self) -> u64 {
+        self.version
+    }
+
+    pub fn joined(&self) -> &BTreeSet<String> {
+        &self.joined
+    }
+
+    pub fn is_joined(&self, conversation_id: &str) -> bool {
+        self.joined.contains(conversation_id)
+    }
+
+    pub fn open(&self) -> Option<&str> {
+        self.open.as_deref()
+    }
+
+    /// Handles one event at time `now` (ms), changing `chat`, and says what to do.
+    pub fn handle(&mut self, now: f64, event: Event, chat: &mut ChatState) -> Vec<Action> {
+        let mut out = Vec::new();
+        match event {
+            Event::Start { remembered } => {
+                self.open = remembered;
+            }
+            Event::TransportUp(transport) => {
+                self.transport = Some(transport);
+                self.answered = None;
+                self.asked = None;
+                self.posted = None;
+                // Streams seen before may have died with the server: the answer says which
+                // go on (its replies are whole).
+                chat.transport_up();
+                // A read report that failed meanwhile goes again.
+                self.read_soon(now);
+                self.resync(&mut out);
+                for id in &self.joined {
+                    out.push(join(chat, id));
+                }
+            }
+            Event::TransportDown => {
+                self.transport = None;
+                self.answered = None;
+                self.asked = None;
+                self.posted = None;
+            }
+            Event::Resync => {
+                self.asked = None;
+                self.posted = None;
+                self.resync(&mut out);
+                for id in &self.joined {
+                    out.push(join(chat, id));
+                }
+            }
+            Event::Frame(frame) => {
+                if self.posted.is_some() && !matches!(frame, ServerFrame::SyncState(_)) {
+                    self.since_post.push(frame.clone());
+                }
+                self.on_frame(now, frame, chat, &mut out)
+            }
+            Event::SyncAnswer { ask, state } => {
+                // Only the answer awaited: an earlier one may be older than frames lost since.
+                if self.posted == Some(ask) {
+                    self.posted = None;
+                    // The answer is newer than all this tab held when asking; what came since
+                    // is applied again on top of it.
+                    chat.rewind_list_versions(state.version);
+                    self.on_frame(now, ServerFrame::SyncState(state), chat, &mut out);
+                    for frame in std::mem::take(&mut self.since_post) {
+                        chat.apply(frame);
+                    }
+                }
+            }
+            Event::SyncFailed { ask } => {
+                if self.posted == Some(ask) {
+                    self.posted = None;
+                    self.asked = None;
+                    self.since_post.clear();
+                }
+            }
+            Event::SyncRefused => self.on_refused(&mut out),
+            Event::ListLoaded(list) => {
+                chat.set_conversations(list);
+                self.after_list(now, chat, &mut out);
+            }
+            Event::Open(id) => self.show(now, id, chat, &mut out),
+            Event::Loaded { conversation_id, page } => {
+                self.loading.remove(&conversation_id);
+                if chat.conversation(&conversation_id).is_some() || chat.conversations.is_empty() {
+                    if let Some((messages, has_more)) = page {
+                        chat.add_latest(&conversation_id, messages, has_more);
+                    }
+                    self.joined.insert(conversation_id.clone());
+                    out.push(join(chat, &conversation_id));
+                    self.read_soon(now);
+                }
+            }
+            Event::Left(id) => {
+                if chat.remove_conversation(&id, 0).is_some() {
+                    self.forget(&id, None, &mut out);
+                }
+            }
+            Event::Visibility { hidden } => {
+                self.hidden = hidden;
+                chat.set_active(if hidden { None } else { self.open.clone() });
+                if !hidden {
+                    self.read_soon(now);
+                }
+            }
+            Event::ReadReported { conversation_id, seq } => {
+                let r = self.reported_read.entry(conversation_id).or_insert(0);
+                *r = (*r).max(seq);
+            }
+            Event::Tick => {}
+        }
+        // What the open conversation shows, in a visible tab, is read (it shows no unread).
+        if let Some(active) = chat.active.clone() {
+            let seq = chat.last_seq(&active).max(chat.conversation(&active).map_or(0, |c| c.last_seq));
+            let seen = self.seen.entry(active).or_insert(0);
+            if seq > *seen {
+                *seen = seq;
+                self.read_soon(now);
+            }
+        }
+        self.due(now, chat, &mut out);
+        out.push(Action::WakeAt(self.next_wake()));
+        out
+    }
+
+    fn on_frame(&mut self, now: f64, frame: ServerFrame, chat: &mut ChatState, out: &mut Vec<Action>) {
+        match &frame {
+            ServerFrame::SyncState(state) => {
+                let covers = state.full || state.since <= self.version;
+                if !covers {
+                    // Another tab's answer, older than what this tab holds: ask for ours.
+                    if self.asked.is_none() && self.transport.is_some() {
+                        self.ask(self.version, out);
+                    }
+                    return;
+                }
+                if self.asked.is_some_and(|since| state.full || state.since <= since) {
+                    self.asked = None;
+                }
+                self.version = self.version.max(state.version);
+                if self.transport.is_some() {
+                    self.answered = Some(self.answered.unwrap_or(0).max(state.version));
+                }
+                let applied = chat.apply(frame);
+                self.after_apply(now, applied, chat, out);
+                self.after_list(now, chat, out);
+                return;
+            }
+            ServerFrame::Error { reference: Some(reference), .. } if reference == "sync" => {
+                self.on_refused(out);
+                return;
+            }
+            ServerFrame::NewMessage { conversation_id, message, .. }
+            | ServerFrame::StreamEnd { conversation_id, message, .. } => {
+                let last = chat.last_seq(conversation_id);
+                if last > 0 && message.seq > last + 1 {
+                    let due = now + self.config.gap_delay_ms;
+                    self.gap_checks.push((due, conversation_id.clone(), last, message.seq));
+                }
+                let mine = chat.me.as_ref().is_some_and(|u| u.id == message.sender_id);
+                let new = chat.log(conversation_id).is_none_or(|l| !l.stored().any(|m| m.seq == message.seq));
+                if !mine && new {
+                    if self.hidden {
+                        let title = chat.conversation(conversation_id).map(|c| c.title.clone()).unwrap_or_default();
+                        out.push(Action::Notify {
+                            title: format!("{} in {title}", message.sender_name),
+                            body: message.content.clone(),
+                            conversation_id: conversation_id.clone(),
+                        });
+                    } else if self.open.as_deref() == Some(conversation_id.as_str()) {
+                        self.read_soon(now);
+                    }
+                }
+            }
+            _ => {}
+        }
+        let version = match &frame {
+            ServerFrame::ConversationUpdate { version, .. }
+            | ServerFrame::ConversationUpserted { version, .. }
+            | ServerFrame::ConversationRemoved { version, .. } => *version,
+            _ => 0,
+        };
+        let applied = chat.apply(frame);
+        if version > 0 && self.answered.is_some() && !applied.list_gap {
+            self.version = self.version.max(version);
+        }
+        self.after_apply(now, applied, chat, out);
+    }
+
+    fn after_apply(&mut self, now: f64, applied: Applied, chat: &mut ChatState, out: &mut Vec<Action>) {
+        if applied.list_gap {
+            if self.refused {
+                out.push(Action::ReloadLists);
+            } else if self.asked.is_none() && self.transport.is_some() {
+                // From the last answer: everything since comes again (older entries are
+                // kept by their versions).
+                let since = self.answered.unwrap_or(0).min(self.version);
+                self.ask(since, out);
+            }
+        }
+        if let Some(id) = applied.stream_gap {
+            let recent = self.rejoined_at.get(&id).is_some_and(|at| now - at < self.config.rejoin_every_ms);
+            if !recent && self.transport.is_some() {
+                self.rejoined_at.insert(id.clone(), now);
+                if self.transport == Some(Transport::WebSocket) && self.joined.contains(&id) {
+                    out.push(join(chat, &id));
+                } else if self.asked.is_none() && !self.refused {
+                    self.ask(self.version, out);
+                }
+            }
+        }
+        for (id, title, reason) in applied.removed {
+            let notice = (reason == Some(RemovalReason::Removed)).then(|| format!("You were removed from {title}"));
+            self.forget(&id, notice, out);
+        }
+    }
+
+    /// A conversation left the list: no more joins, and the chat view closes it if open.
+    fn forget(&mut self, id: &str, notice: Option<String>, out: &mut Vec<Action>) {
+        self.joined.remove(id);
+        self.loading.remove(id);
+        self.gap_checks.retain(|(_, c, _, _)| c != id);
+        if self.open.as_deref() == Some(id) {
+            self.open = None;
+            out.push(Action::Show(None));
+        }
+        if let Some(notice) = notice {
+            out.push(Action::Notice(notice));
+        }
+    }
+
+    /// The list is filled: the first time, the remembered conversation (or the Lobby, or the
+    /// first) opens.
+    fn after_list(&mut self, now: f64, chat: &mut ChatState, out: &mut Vec<Action>) {
+        if self.listed || chat.conversations.is_empty() {
+            return;
+        }
+        self.listed = true;
+        let remembered = self.open.clone().filter(|id| chat.conversation(id).is_some());
+        let pick = remembered.or_else(|| {
+            chat.conversations
+                .iter()
+                .find(|c| c.kind == ConversationKind::Room && c.title == "Lobby")
+                .or(chat.conversations.first())
+                .map(|c| c.id.clone())
+        });
+        if let Some(id) = pick {
+            self.show(now, id, chat, out);
+        }
+    }
+
+    fn show(&mut self, now: f64, id: String, chat: &mut ChatState, out: &mut Vec<Action>) {
+        if self.open.as_deref() != Some(id.as_str()) || !self.listed {
+            out.push(Action::Show(Some(id.clone())));
+        }
+        self.open = Some(id.clone());
+        chat.set_active((!self.hidden).then(|| id.clone()));
+        if self.joined.contains(&id) {
+            self.read_soon(now);
+        } else if self.loading.insert(id.clone()) {
+            out.push(Action::LoadLatest(id));
+        }
+    }
+
+    fn resync(&mut self, out: &mut Vec<Action>) {
+        if self.refused {
+            out.push(Action::ReloadLists);
+        } else {
+            self.ask(self.version, out);
+        }
+    }
+
+    fn ask(&mut self, since: u64, out: &mut Vec<Action>) {
+        self.asked = Some(since);
+        if self.transport == Some(Transport::Polling) {
+            self.asks += 1;
+            self.posted = Some(self.asks);
+            self.since_post.clear();
+            out.push(Action::PostSync { since, ask: self.asks });
+        } else {
+            out.push(Action::Send(ClientFrame::Sync { since }));
+        }
+    }
+
+    fn on_refused(&mut self, out: &mut Vec<Action>) {
+        self.asked = None;
+        if !self.refused {
+            self.refused = true;
+            out.push(Action::ReloadLists);
+        }
+    }
+
+    fn read_soon(&mut self, now: f64) {
+        if self.read_due.is_none() {
+            self.read_due = Some(now + self.config.read_delay_ms);
+        }
+    }
+
+    fn due(&mut self, now: f64, chat: &ChatState, out: &mut Vec<Action>) {
+        if self.read_due.is_some_and(|at| at <= now) {
+            self.read_due = None;
+            let mut seen: Vec<(&String, &i64)> = self.seen.iter().collect();
+            seen.sort();
+            for (id, &seq) in seen {
+                if seq > self.reported_read.get(id).copied().unwrap_or(0) && chat.conversation(id).is_some() {
+                    out.push(Action::ReportRead { conversation_id: id.clone(), seq });
+                }
+            }
+        }
+        let (due, later): (Vec<_>, Vec<_>) = self.gap_checks.drain(..).partition(|(at, ..)| *at <= now);
+        self.gap_checks = later;
+        for (_, conversation_id, from, upto) in due {
+            if chat.complete_through(&conversation_id) < upto - 1 {
+                out.push(Action::FillGap { conversation_id, from, upto });
+            }
+        }
+    }
+
+    fn next_wake(&self) -> Option<f64> {
+        self.gap_checks.iter().map(|(at, ..)| *at).chain(self.read_due).min_by(f64::total_cmp)
+    }
+}
+
+/// Joins a conversation from the end of the unbroken run of seqs held (a message missed
+/// before a newer one arrived comes again).
+fn join(chat: &ChatState, id: &str) -> Action {
+    Action::Send(ClientFrame::JoinConversation {
+        conversation_id: id.to_owned(),
+        after_seq: Some(chat.complete_through(id)),
+    })
+}
