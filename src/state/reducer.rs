@@ -625,7 +625,7 @@ impl ChatState {
                 }
             }
             ServerFrame::StreamStart { conversation_id, message_id, persona_id } => {
-                if self.ended.contains(&message_id) {
+                if self.ended.contains(&message_id) || self.left(&conversation_id) {
                     return out;
                 }
                 let persona_name =
@@ -645,6 +645,7 @@ impl ChatState {
                     .live = true;
             }
             ServerFrame::StreamDelta { conversation_id, message_id, offset, text } => {
+                let left = self.left(&conversation_id);
                 match self.streams.get_mut(&message_id) {
                     Some(s) => {
                         s.live = true;
@@ -655,7 +656,9 @@ impl ChatState {
                             out.stream_gap = Some(conversation_id);
                         }
                     }
-                    None if !self.ended.contains(&message_id) => out.stream_gap = Some(conversation_id),
+                    None if !self.ended.contains(&message_id) && !left => {
+                        out.stream_gap = Some(conversation_id)
+                    }
                     None => {}
                 }
             }
@@ -696,6 +699,11 @@ impl ChatState {
         for v in self.list_versions.values_mut() {
             *v = (*v).min(version);
         }
+    }
+
+    /// Whether a conversation left the list (a frame about it is an old one).
+    fn left(&self, conversation_id: &str) -> bool {
+        self.list_versions.contains_key(conversation_id) && self.conversation(conversation_id).is_none()
     }
 
     /// The list version a conversation's entry was last set at (0: never by a versioned change).

@@ -243,7 +243,8 @@ impl SyncCore {
                     chat.rewind_list_versions(state.version);
                     self.on_frame(now, ServerFrame::SyncState(state), chat, &mut out);
                     for frame in std::mem::take(&mut self.since_post) {
-                        chat.apply(frame);
+                        let applied = chat.apply(frame);
+                        self.after_apply(now, applied, chat, &mut out);
                     }
                 }
             }
@@ -268,6 +269,11 @@ impl SyncCore {
                     }
                     self.joined.insert(conversation_id.clone());
                     out.push(join(chat, &conversation_id));
+                    // Over the socket the join resumes the replies in progress there; while
+                    // polling a sync brings them (its replies are whole).
+                    if self.transport == Some(Transport::Polling) && self.asked.is_none() && !self.refused {
+                        self.ask(self.version, &mut out);
+                    }
                     self.read_soon(now);
                 }
             }
@@ -381,10 +387,12 @@ impl SyncCore {
         if let Some(id) = applied.stream_gap {
             let recent = self.rejoined_at.get(&id).is_some_and(|at| now - at < self.config.rejoin_every_ms);
             if !recent && self.transport.is_some() {
-                self.rejoined_at.insert(id.clone(), now);
                 if self.transport == Some(Transport::WebSocket) && self.joined.contains(&id) {
+                    self.rejoined_at.insert(id.clone(), now);
                     out.push(join(chat, &id));
                 } else if self.asked.is_none() && !self.refused {
+                    // The answer's replies are whole, with their text so far.
+                    self.rejoined_at.insert(id.clone(), now);
                     self.ask(self.version, out);
                 }
             }
