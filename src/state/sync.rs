@@ -129,6 +129,8 @@ pub struct SyncCore {
     /// Numbers the `PostSync`s; the one whose answer is awaited.
     asks: u64,
     posted: Option<u64>,
+    /// Ask again once the sync awaited is answered.
+    again: bool,
     /// The frames that came (from the event poll) since the `PostSync` awaited went out: its
     /// answer is as old as its request, so they are applied again on top of it.
     since_post: Vec<ServerFrame>,
@@ -161,6 +163,7 @@ impl SyncCore {
             refused: false,
             asks: 0,
             posted: None,
+            again: false,
             since_post: Vec::new(),
             joined: BTreeSet::new(),
             loading: BTreeSet::new(),
@@ -204,6 +207,7 @@ impl SyncCore {
                 self.answered = None;
                 self.asked = None;
                 self.posted = None;
+                self.again = false;
                 // Streams seen before may have died with the server: the answer says which
                 // go on (its replies are whole).
                 chat.transport_up();
@@ -219,10 +223,12 @@ impl SyncCore {
                 self.answered = None;
                 self.asked = None;
                 self.posted = None;
+                self.again = false;
             }
             Event::Resync => {
                 self.asked = None;
                 self.posted = None;
+                self.again = false;
                 self.resync(&mut out);
                 for id in &self.joined {
                     out.push(join(chat, id));
@@ -241,8 +247,9 @@ impl SyncCore {
                     // The answer is newer than all this tab held when asking; what came since
                     // is applied again on top of it.
                     chat.rewind_list_versions(state.version);
+                    let since = std::mem::take(&mut self.since_post);
                     self.on_frame(now, ServerFrame::SyncState(state), chat, &mut out);
-                    for frame in std::mem::take(&mut self.since_post) {
+                    for frame in since {
                         let applied = chat.apply(frame);
                         self.after_apply(now, applied, chat, &mut out);
                     }
@@ -271,8 +278,8 @@ impl SyncCore {
                     out.push(join(chat, &conversation_id));
                     // Over the socket the join resumes the replies in progress there; while
                     // polling a sync brings them (its replies are whole).
-                    if self.transport == Some(Transport::Polling) && self.asked.is_none() && !self.refused {
-                        self.ask(self.version, &mut out);
+                    if self.transport == Some(Transport::Polling) && !self.refused {
+                        self.ask_for_replies(&mut out);
                     }
                     self.read_soon(now);
                 }
@@ -322,6 +329,9 @@ impl SyncCore {
                 }
                 if self.asked.is_some_and(|since| state.full || state.since <= since) {
                     self.asked = None;
+                    if std::mem::take(&mut self.again) && self.transport.is_some() {
+                        self.ask(self.version.max(state.version), out);
+                    }
                 }
                 self.version = self.version.max(state.version);
                 if self.transport.is_some() {
@@ -390,10 +400,10 @@ impl SyncCore {
                 if self.transport == Some(Transport::WebSocket) && self.joined.contains(&id) {
                     self.rejoined_at.insert(id.clone(), now);
                     out.push(join(chat, &id));
-                } else if self.asked.is_none() && !self.refused {
+                } else if !self.refused {
                     // The answer's replies are whole, with their text so far.
                     self.rejoined_at.insert(id.clone(), now);
-                    self.ask(self.version, out);
+                    self.ask_for_replies(out);
                 }
             }
         }
@@ -467,6 +477,16 @@ impl SyncCore {
             out.push(Action::PostSync { since, ask: self.asks });
         } else {
             out.push(Action::Send(ClientFrame::Sync { since }));
+        }
+    }
+
+    /// A sync for the replies in progress: now, or once the one awaited is answered (it may
+    /// have been answered before they began).
+    fn ask_for_replies(&mut self, out: &mut Vec<Action>) {
+        if self.asked.is_none() {
+            self.ask(self.version, out);
+        } else {
+            self.again = true;
         }
     }
 
