@@ -537,3 +537,236 @@ fn join(chat: &ChatState, id: &str) -> Action {
         after_seq: Some(chat.complete_through(id)),
     })
 }
+
+#[cfg(test)]
+mod tests {
+    use persona_chat_protocol::http::ConversationKind;
+    use persona_chat_protocol::{ErrorCode, LastMessage, User};
+
+    use super::*;
+
+    fn summary(id: &str, title: &str, last_seq: i64, unread: i64) -> ConversationSummary {
+        ConversationSummary {
+            id: id.into(),
+            kind: ConversationKind::Room,
+            title: title.into(),
+            persona: None,
+            last_message: (last_seq > 0).then(|| LastMessage {
+                id: format!("{id}-{last_seq}"),
+                seq: last_seq,
+                sender_name: "bob".into(),
+                content: "hi".into(),
+                timestamp: format!("2026-11-21T10:00:{last_seq:02}.000Z"),
+            }),
+            last_seq,
+            unread_count: unread,
+        }
+    }
+
+    fn answer(since: u64, version: u64, full: bool, conversations: Vec<ConversationSummary>) -> ServerFrame {
+        ServerFrame::SyncState(Box::new(SyncState {
+            since,
+            version,
+            full,
+            conversations,
+            removed: Vec::new(),
+            personas: Vec::new(),
+            online: Vec::new(),
+            replies: Vec::new(),
+            timestamp: String::new(),
+        }))
+    }
+
+    fn sent(actions: &[Action]) -> Vec<ClientFrame> {
+        actions
+            .iter()
+            .filter_map(|a| match a {
+                Action::Send(f) => Some(f.clone()),
+                _ => None,
+            })
+            .collect()
+    }
+
+    fn started() -> (SyncCore, ChatState) {
+        let mut core = SyncCore::new(Config::default());
+        let mut chat = ChatState::default();
+        chat.me = Some(User { id: "u1".into(), username: "ada".into() });
+        core.handle(0.0, Event::Start { remembered: None }, &mut chat);
+        (core, chat)
+    }
+
+    #[test]
+    fn every_transport_that_comes_up_syncs_and_rejoins_what_was_joined() {
+        let (mut core, mut chat) = started();
+        let actions = core.handle(0.0, Event::TransportUp(Transport::WebSocket), &mut chat);
+        assert_eq!(sent(&actions), vec![ClientFrame::Sync { since: 0 }]);
+        // The full answer lists the Lobby, which opens.
+        let actions = core.handle(1.0, Event::Frame(answer(0, 7, true, vec![summary("l", "Lobby", 3, 1)])), &mut chat);
+        assert!(actions.contains(&Action::Show(Some("l".into()))) && actions.contains(&Action::LoadLatest("l".into())));
+        core.handle(2.0, Event::Loaded { conversation_id: "l".into(), page: Some((vec![], false)) }, &mut chat);
+        assert!(core.is_joined("l"));
+        core.handle(3.0, Event::TransportDown, &mut chat);
+        // Polling now: the sync is a POST, the join its HTTP twin.
+        let actions = core.handle(4.0, Event::TransportUp(Transport::Polling), &mut chat);
+        assert_eq!(actions[0], Action::PostSync { since: 7, ask: 1 });
+        assert_eq!(
+            sent(&actions),
+            vec![ClientFrame::JoinConversation { conversation_id: "l".into(), after_seq: Some(0) }]
+        );
+        // The event poll's resync asks again.
+        let actions = core.handle(5.0, Event::Resync, &mut chat);
+        assert!(actions.contains(&Action::PostSync { since: 7, ask: 2 }));
+    }
+
+    #[test]
+    fn another_tabs_answer_is_applied_only_when_it_covers_this_tab() {
+        let (mut core, mut chat) = started();
+        core.handle(0.0, Event::TransportUp(Transport::WebSocket), &mut chat);
+        core.handle(1.0, Event::Frame(answer(0, 10, true, vec![summary("a", "A", 1, 0)])), &mut chat);
+        assert_eq!(core.version(), 10);
+        // Asked since 12 by another tab: this tab holds 10, so it asks for its own.
+        let actions = core.handle(2.0, Event::Frame(answer(12, 15, false, vec![summary("b", "B", 1, 1)])), &mut chat);
+        assert_eq!(sent(&actions), vec![ClientFrame::Sync { since: 10 }]);
+        assert!(chat.conversation("b").is_none());
+        // Asked since 4: it covers (older entries are kept by their versions).
+        core.handle(3.0, Event::Frame(answer(4, 16, false, vec![summary("b", "B", 1, 1)])), &mut chat);
+        assert!(chat.conversation("b").is_some());
+        assert_eq!(core.version(), 16);
+    }
+
+    #[test]
+    fn a_conversation_one_is_added_to_appears_and_one_removed_from_closes_with_a_notice() {
+        let (mut core, mut chat) = started();
+        core.handle(0.0, Event::TransportUp(Transport::WebSocket), &mut chat);
+        core.handle(1.0, Event::Frame(answer(0, 1, true, vec![summary("l", "Lobby", 0, 0)])), &mut chat);
+        let up = ServerFrame::ConversationUpserted {
+            conversation: Box::new(summary("r", "Plans", 0, 0)),
+            version: 2,
+            timestamp: String::new(),
+        };
+        core.handle(2.0, Event::Frame(up.clone()), &mut chat);
+        assert_eq!(chat.conversation("r").map(|c| c.title.as_str()), Some("Plans"));
+        core.handle(3.0, Event::Open("r".into()), &mut chat);
+        let removed = ServerFrame::ConversationRemoved {
+            conversation_id: "r".into(),
+            reason: RemovalReason::Removed,
+            version: 3,
+            timestamp: String::new(),
+        };
+        let actions = core.handle(4.0, Event::Frame(removed), &mut chat);
+        assert!(actions.contains(&Action::Show(None)));
+        assert!(actions.contains(&Action::Notice("You were removed from Plans".into())));
+        assert!(chat.conversation("r").is_none() && core.open().is_none());
+        // The upsert again (a duplicate, older than the removal) does not bring it back.
+        core.handle(5.0, Event::Frame(up), &mut chat);
+        assert!(chat.conversation("r").is_none());
+    }
+
+    #[test]
+    fn a_server_that_refuses_sync_gets_the_lists_reloaded() {
+        let (mut core, mut chat) = started();
+        core.handle(0.0, Event::TransportUp(Transport::WebSocket), &mut chat);
+        let refusal = ServerFrame::Error {
+            code: ErrorCode::UnknownType,
+            message: "no".into(),
+            reference: Some("sync".into()),
+            timestamp: String::new(),
+        };
+        let actions = core.handle(1.0, Event::Frame(refusal), &mut chat);
+        assert!(actions.contains(&Action::ReloadLists));
+        let actions = core.handle(2.0, Event::TransportUp(Transport::WebSocket), &mut chat);
+        assert!(actions.contains(&Action::ReloadLists) && sent(&actions).is_empty());
+        let actions = core.handle(3.0, Event::ListLoaded(vec![summary("l", "Lobby", 0, 0)]), &mut chat);
+        assert!(actions.contains(&Action::Show(Some("l".into()))));
+    }
+
+    #[test]
+    fn the_open_conversation_is_reported_read_once_for_a_burst() {
+        let (mut core, mut chat) = started();
+        core.handle(0.0, Event::TransportUp(Transport::WebSocket), &mut chat);
+        core.handle(0.0, Event::Frame(answer(0, 1, true, vec![summary("l", "Lobby", 4, 4)])), &mut chat);
+        core.handle(10.0, Event::Loaded { conversation_id: "l".into(), page: Some((vec![], false)) }, &mut chat);
+        assert_eq!(chat.conversation("l").unwrap().unread_count, 0, "open: nothing unread");
+        let actions = core.handle(500.0, Event::Tick, &mut chat);
+        assert!(!actions.iter().any(|a| matches!(a, Action::ReportRead { .. })));
+        assert_eq!(actions.last(), Some(&Action::WakeAt(Some(800.0))));
+        let actions = core.handle(800.0, Event::Tick, &mut chat);
+        assert!(actions.contains(&Action::ReportRead { conversation_id: "l".into(), seq: 4 }));
+        core.handle(900.0, Event::ReadReported { conversation_id: "l".into(), seq: 4 }, &mut chat);
+        let actions = core.handle(2_000.0, Event::Tick, &mut chat);
+        assert!(!actions.iter().any(|a| matches!(a, Action::ReportRead { .. })));
+        // Hidden: a message notifies and is not read.
+        core.handle(2_000.0, Event::Visibility { hidden: true }, &mut chat);
+        let message = Message {
+            id: "m5".into(),
+            seq: 5,
+            client_id: None,
+            sender_id: "u2".into(),
+            sender_name: "bob".into(),
+            content: "there?".into(),
+            timestamp: String::new(),
+            is_ai: false,
+            interrupted: false,
+        };
+        let actions = core.handle(
+            2_100.0,
+            Event::Frame(ServerFrame::NewMessage { conversation_id: "l".into(), message, timestamp: String::new() }),
+            &mut chat,
+        );
+        assert!(actions.iter().any(|a| matches!(a, Action::Notify { title, .. } if title == "bob in Lobby")));
+        assert_eq!(chat.conversation("l").unwrap().unread_count, 1);
+    }
+
+    #[test]
+    fn a_reply_delta_beyond_what_is_held_rejoins_and_the_resumed_reply_shows_no_word_twice() {
+        let (mut core, mut chat) = started();
+        core.handle(0.0, Event::TransportUp(Transport::WebSocket), &mut chat);
+        core.handle(0.0, Event::Frame(answer(0, 1, true, vec![summary("d", "Ada", 0, 0)])), &mut chat);
+        core.handle(0.0, Event::Loaded { conversation_id: "d".into(), page: Some((vec![], false)) }, &mut chat);
+        let start =
+            ServerFrame::StreamStart { conversation_id: "d".into(), message_id: "r".into(), persona_id: "p".into() };
+        let delta = |offset: u64, text: &str| ServerFrame::StreamDelta {
+            conversation_id: "d".into(),
+            message_id: "r".into(),
+            offset,
+            text: text.into(),
+        };
+        core.handle(1.0, Event::Frame(start.clone()), &mut chat);
+        core.handle(2.0, Event::Frame(delta(0, "Once upon")), &mut chat);
+        // " a time" was lost: the next delta is beyond what is held.
+        let actions = core.handle(3.0, Event::Frame(delta(16, " there")), &mut chat);
+        assert_eq!(
+            sent(&actions),
+            vec![ClientFrame::JoinConversation { conversation_id: "d".into(), after_seq: Some(0) }]
+        );
+        // Rejoined: stream_start, then the text so far at offset 0, then the live deltas.
+        core.handle(4.0, Event::Frame(start), &mut chat);
+        core.handle(5.0, Event::Frame(delta(0, "Once upon a time there")), &mut chat);
+        core.handle(6.0, Event::Frame(delta(16, " there")), &mut chat);
+        core.handle(7.0, Event::Frame(delta(22, " was")), &mut chat);
+        assert_eq!(chat.streams["r"].text, "Once upon a time there was");
+    }
+
+    #[test]
+    fn a_posted_syncs_answer_gets_what_came_since_on_top() {
+        let (mut core, mut chat) = started();
+        core.handle(0.0, Event::TransportUp(Transport::Polling), &mut chat);
+        // The poll brings a message (version 9) before the answer (version 8) arrives.
+        let update = ServerFrame::ConversationUpdate {
+            conversation_id: "x".into(),
+            last_message: summary("x", "X", 3, 0).last_message.unwrap(),
+            version: 9,
+            timestamp: String::new(),
+        };
+        core.handle(1.0, Event::Frame(update), &mut chat);
+        let list = vec![summary("l", "Lobby", 0, 0), summary("x", "X", 2, 2)];
+        let ServerFrame::SyncState(state) = answer(0, 8, true, list) else { panic!() };
+        core.handle(2.0, Event::SyncAnswer { ask: 1, state }, &mut chat);
+        let l = chat.conversation("x").unwrap();
+        assert_eq!((l.last_seq, l.unread_count), (3, 3), "the answer, then the message on top");
+        // An answer to an earlier ask is not applied.
+        let ServerFrame::SyncState(old) = answer(0, 5, true, vec![]) else { panic!() };
+        core.handle(3.0, Event::SyncAnswer { ask: 1, state: old }, &mut chat);
+        assert!(chat.conversation("l").is_some());
+    }
+}
