@@ -72,7 +72,7 @@ pub fn Composer(#[prop(into)] conversation_id: Signal<Option<String>>) -> impl I
     };
     let chars = Memo::new(move |_| draft.with(|d| d.chars().count()));
     let invalid = Memo::new(move |_| draft.with(|d| validate_content(d).is_err()));
-    let down = Memo::new(move |_| !matches!(ctx.status.get(), LinkState::Connected { .. } | LinkState::Polling));
+    let down = Memo::new(move |_| !ctx.status.with(LinkState::is_up));
     let waiting = Memo::new(move |_| {
         let id = conversation_id.get();
         ctx.chat.with(|c| {

@@ -6,7 +6,7 @@ use leptos::prelude::*;
 use leptos_router::hooks::use_navigate;
 
 use crate::app::Clock;
-use crate::components::connection_status::{describe, ConnectionStatus};
+use crate::components::connection_status::ConnectionStatus;
 use crate::socket::{now_ms, LinkState};
 use crate::state::{SocketContext, Stats};
 
@@ -72,7 +72,7 @@ pub fn DiagnosticsPage() -> impl IntoView {
                 <section class="card">
                     <h2>"Connection"</h2>
                     <dl class="facts">
-                        <dt>"State"</dt><dd data-diag="state">{move || describe(&ctx.status.get(), now_ms()).1}</dd>
+                        <dt>"State"</dt><dd data-diag="state">{move || ctx.status.get().describe(now_ms()).1}</dd>
                         <dt>"Transport"</dt><dd data-diag="transport">{move || transport_of(&ctx.status.get())}</dd>
                         <dt>"Latency"</dt><dd data-diag="latency">{latency}</dd>
                         <dt>"Connected since"</dt><dd data-diag="since">{since}</dd>

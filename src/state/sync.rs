@@ -191,6 +191,12 @@ impl SyncCore {
         self.joined.contains(conversation_id)
     }
 
+    /// Whether a list over HTTP is still wanted: until the first sync answer (or always, from
+    /// a server that refuses sync). An answer is newer than a list fetched alongside.
+    pub fn wants_list(&self) -> bool {
+        self.refused || self.version == 0
+    }
+
     pub fn open(&self) -> Option<&str> {
         self.open.as_deref()
     }
