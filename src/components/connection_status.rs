@@ -6,7 +6,7 @@ use leptos::prelude::*;
 use super::icons::{Icon, CONNECTED, DISCONNECTED, POLLING};
 use crate::app::Clock;
 use crate::socket::{now_ms, LinkState};
-use crate::state::SocketContext;
+use crate::state::contexts::ConnectionCtx;
 
 /// The toast for a change of state, if it is one worth telling.
 pub fn toast_for(was_up: bool, ever_up: bool, now: &LinkState) -> Option<&'static str> {
@@ -22,7 +22,7 @@ pub fn toast_for(was_up: bool, ever_up: bool, now: &LinkState) -> Option<&'stati
 
 #[component]
 pub fn ConnectionStatus() -> impl IntoView {
-    let ctx = SocketContext::expect();
+    let ctx = ConnectionCtx::expect();
     let clock = Clock::expect();
     let described = Memo::new(move |_| {
         let state = ctx.status.get();
@@ -71,7 +71,7 @@ pub fn ConnectionStatus() -> impl IntoView {
 /// The toast itself (announced politely).
 #[component]
 pub fn Toast() -> impl IntoView {
-    let ctx = SocketContext::expect();
+    let ctx = ConnectionCtx::expect();
     view! {
         <div class="toast-region" aria-live="polite">
             {move || ctx.toast.get().map(|(_, text)| view! { <div class="toast">{text}</div> })}

@@ -581,9 +581,17 @@ impl Engine {
                 .collect()
         });
         let online: Vec<String> = self.chat.with_untracked(|c| c.online.iter().map(|u| u.username.clone()).collect());
+        // The conversation list as shown: titles, previews, unread counts.
+        let list: Vec<serde_json::Value> = self.chat.with_untracked(|c| {
+            c.conversations
+                .iter()
+                .map(|x| serde_json::json!({ "id": x.id, "title": x.title, "last_seq": x.last_seq, "unread": x.unread_count, "last": x.last_message.as_ref().map(|m| m.content.clone()) }))
+                .collect()
+        });
+        let version = self.core.with_value(SyncCore::version);
         let tabs = self.tabs.get_untracked();
         let tab = serde_json::json!({ "id": tabs.tab, "role": tabs.role.map(|r| r.as_str()), "leader": tabs.leader });
-        serde_json::json!({ "user_id": user_id, "active": active, "link": link, "conversations": conversations, "streams": streams, "pending": pending, "tab": tab, "online": online }).to_string()
+        serde_json::json!({ "user_id": user_id, "active": active, "link": link, "conversations": conversations, "streams": streams, "pending": pending, "tab": tab, "online": online, "list": list, "version": version }).to_string()
     }
 
     /// Sends a message: shown at once as pending, sent now if connected, else when the
