@@ -9,8 +9,8 @@ use wasm_bindgen::JsCast;
 
 use super::icons::{Icon, STOP};
 use super::time::clock_time;
-use crate::state::reducer::{ChatLine, Delivery, LineKind};
 use crate::state::contexts::ChatCtx;
+use crate::state::reducer::{ChatLine, Delivery, LineKind};
 
 /// Lines in the page at once.
 pub const WINDOW: usize = 120;

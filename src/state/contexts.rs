@@ -17,6 +17,12 @@ use crate::socket::LinkState;
 /// (the session's start, the page-wide listeners).
 pub fn provide(base: String) -> Engine {
     let engine = Engine::new(base);
+    provide_engine(engine);
+    engine
+}
+
+/// Provides the four contexts of an engine made elsewhere (tests mount views with one).
+pub fn provide_engine(engine: Engine) {
     provide_context(SessionCtx { session: engine.session, engine });
     provide_context(ChatCtx {
         chat: engine.chat,
@@ -29,7 +35,6 @@ pub fn provide(base: String) -> Engine {
     });
     provide_context(ConnectionCtx { status: engine.status, toast: engine.toast, engine });
     provide_context(DiagnosticsCtx { stats: engine.stats, frames: engine.frames, tabs: engine.tabs, engine });
-    engine
 }
 
 /// Who is signed in, and the server: for sign-in, sign-out and the requests views make

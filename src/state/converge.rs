@@ -145,7 +145,11 @@ impl Server {
         let removed = if full {
             Vec::new()
         } else {
-            self.tombstones.iter().filter(|((u, _), v)| *u == user && **v > since).map(|((_, id), _)| id.clone()).collect()
+            self.tombstones
+                .iter()
+                .filter(|((u, _), v)| *u == user && **v > since)
+                .map(|((_, id), _)| id.clone())
+                .collect()
         };
         let mine: BTreeSet<String> = self.list(user).into_iter().collect();
         SyncState {
@@ -205,7 +209,14 @@ impl Client {
         let mut chat = ChatState::default();
         chat.me = Some(User { id: user_id(user), username: username(user) });
         chat.set_personas(Server::persona_list());
-        Client { user, core: SyncCore::new(Config::default()), chat, link: None, inbox: VecDeque::new(), http: Vec::new() }
+        Client {
+            user,
+            core: SyncCore::new(Config::default()),
+            chat,
+            link: None,
+            inbox: VecDeque::new(),
+            http: Vec::new(),
+        }
     }
 }
 
@@ -293,8 +304,11 @@ impl World {
     fn upsert_to(&mut self, users: &BTreeSet<usize>, id: &str, version: u64) {
         for u in users.clone() {
             let summary = self.server.summary(u, id);
-            let frame =
-                ServerFrame::ConversationUpserted { conversation: Box::new(summary), version, timestamp: String::new() };
+            let frame = ServerFrame::ConversationUpserted {
+                conversation: Box::new(summary),
+                version,
+                timestamp: String::new(),
+            };
             self.send(&BTreeSet::from([u]), None, &frame);
         }
     }
@@ -309,12 +323,8 @@ impl World {
                 link.joined.remove(id);
             }
         }
-        let frame = ServerFrame::ConversationRemoved {
-            conversation_id: id.into(),
-            reason,
-            version,
-            timestamp: String::new(),
-        };
+        let frame =
+            ServerFrame::ConversationRemoved { conversation_id: id.into(), reason, version, timestamp: String::new() };
         self.send(&BTreeSet::from([user]), None, &frame);
         let members = self.members(id);
         self.touch_entries(&members, id, version);
@@ -449,8 +459,11 @@ impl World {
                 });
                 self.set_persona(persona, PersonaState::Responding);
                 let members = self.members(&id);
-                let frame =
-                    ServerFrame::StreamStart { conversation_id: id.clone(), message_id, persona_id: format!("p{persona}") };
+                let frame = ServerFrame::StreamStart {
+                    conversation_id: id.clone(),
+                    message_id,
+                    persona_id: format!("p{persona}"),
+                };
                 self.send(&members, Some(&id), &frame);
             }
             _ => {
@@ -502,8 +515,12 @@ impl World {
             return;
         }
         self.server.personas[p] = status;
-        let frame =
-            ServerFrame::PersonaStatus { persona_id: format!("p{p}"), status, last_seen: None, timestamp: String::new() };
+        let frame = ServerFrame::PersonaStatus {
+            persona_id: format!("p{p}"),
+            status,
+            last_seen: None,
+            timestamp: String::new(),
+        };
         self.send(&(0..USERS).collect(), None, &frame);
     }
 
@@ -622,7 +639,12 @@ impl World {
     fn feed(&mut self, c: usize, event: Event) {
         if let Ok(t) = std::env::var("CONVERGE_TRACE") {
             if t == c.to_string() && !matches!(event, Event::Tick) {
-                let held: Vec<_> = self.clients[c].chat.conversations.iter().map(|x| (x.id.clone(), x.last_seq, x.unread_count)).collect();
+                let held: Vec<_> = self.clients[c]
+                    .chat
+                    .conversations
+                    .iter()
+                    .map(|x| (x.id.clone(), x.last_seq, x.unread_count))
+                    .collect();
                 self.log.push(format!("  client {c} <- {event:?}\n     held {held:?}"));
             }
         }

@@ -5,13 +5,13 @@
 //! reducer -> signals -> views.
 
 pub mod contexts;
+#[cfg(test)]
+mod converge;
 pub mod gaps;
 #[cfg(test)]
 pub(crate) mod props;
 pub mod reducer;
 pub mod sync;
-#[cfg(test)]
-mod converge;
 pub mod typing;
 
 use std::collections::{HashMap, VecDeque};
@@ -20,8 +20,8 @@ use std::rc::Rc;
 use leptos::prelude::*;
 use leptos::task::spawn_local;
 use persona_chat_protocol::http::{ConversationKind, SessionResponse};
-use sync::{Action, Event, SyncCore};
 use persona_chat_protocol::{ClientFrame, ErrorCode, ServerFrame};
+use sync::{Action, Event, SyncCore};
 
 use crate::api;
 use crate::socket::outbox::{OutStatus, Outbox, OutboxConfig, Outgoing, Refusal};

@@ -572,9 +572,7 @@ impl ChatState {
                 }
             }
             ServerFrame::ConversationUpserted { conversation, version, .. } => {
-                if !self.upsert(*conversation, version) {
-                    out.stale = true;
-                }
+                out.stale = !self.upsert(*conversation, version);
             }
             ServerFrame::ConversationRemoved { conversation_id, reason, version, .. } => {
                 match self.remove_conversation(&conversation_id, version) {
@@ -656,9 +654,7 @@ impl ChatState {
                             out.stream_gap = Some(conversation_id);
                         }
                     }
-                    None if !self.ended.contains(&message_id) && !left => {
-                        out.stream_gap = Some(conversation_id)
-                    }
+                    None if !self.ended.contains(&message_id) && !left => out.stream_gap = Some(conversation_id),
                     None => {}
                 }
             }
