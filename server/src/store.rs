@@ -743,7 +743,7 @@ impl Store {
     /// Forgets tombstones that ended before `before` (unix seconds), recording the newest
     /// version forgotten. How many were forgotten.
     pub fn prune_tombstones(&mut self, before: i64) -> Result<usize> {
-        let tx = self.conn.transaction()?;
+        let tx = self.conn.transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)?;
         let newest: Option<i64> =
             tx.query_row("SELECT MAX(version) FROM membership_tombstones WHERE ended_at < ?1", [before], |r| r.get(0))?;
         let Some(newest) = newest else { return Ok(0) };
@@ -966,7 +966,7 @@ impl Store {
     /// Records that a user has seen a conversation up to `seq` (never backwards). When that
     /// moved their read mark, the membership gets a new list version, returned.
     pub fn mark_read(&mut self, conversation_id: &str, user_id: &str, seq: i64) -> Result<Option<u64>> {
-        let tx = self.conn.transaction()?;
+        let tx = self.conn.transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)?;
         let behind: bool = tx.query_row(
             "SELECT EXISTS (SELECT 1 FROM members WHERE conversation_id = ?1 AND member_id = ?2 AND last_read_seq < ?3)",
             params![conversation_id, user_id, seq],

@@ -166,6 +166,11 @@ fn announce_joins(
     for member in &members {
         shared.hub.add_member(conversation_id, member);
     }
+    // The list first (the conversation is known), then who joined it.
+    if !joined.is_empty() {
+        let version = store.conversation_version(conversation_id)?;
+        crate::list::upsert(store, shared, conversation_id, &members, version)?;
+    }
     for user in joined {
         shared.hub.send_to_users(
             members.iter().map(String::as_str),
@@ -175,10 +180,6 @@ fn announce_joins(
                 username: user.username.clone(),
             },
         );
-    }
-    if !joined.is_empty() {
-        let version = store.conversation_version(conversation_id)?;
-        crate::list::upsert(store, shared, conversation_id, &members, version)?;
     }
     Ok(())
 }
