@@ -1016,6 +1016,8 @@ impl Store {
         for (message_id, conversation_id, persona_id, name, content) in drafts {
             let sender = User { id: persona_id, username: name };
             let content = if content.trim().is_empty() { "…".to_owned() } else { content };
+            // Stored already (the server died between storing the reply and dropping its
+            // draft): that message stands as it is.
             let stored = match self.insert_message_with_id(
                 &conversation_id,
                 &sender,
@@ -1024,8 +1026,8 @@ impl Store {
                 true,
                 &message_id,
             ) {
-                Ok(Inserted::New(m)) | Ok(Inserted::Duplicate(m)) => Some(m),
-                Ok(Inserted::ClientIdTaken) | Err(StoreError::NotFound) => None,
+                Ok(Inserted::New(m)) => Some(m),
+                Ok(Inserted::Duplicate(_) | Inserted::ClientIdTaken) | Err(StoreError::NotFound) => None,
                 Err(e) => return Err(e),
             };
             if let Some(mut message) = stored {
@@ -1132,6 +1134,72 @@ mod tests {
         let (page, more) = s.messages(&lobby, Some(2), None, 2).unwrap();
         assert_eq!(page.iter().map(|m| m.seq).collect::<Vec<_>>(), vec![3, 4]);
         assert!(more);
+    }
+}
+
+#[cfg(test)]
+mod version_tests {
+    use super::*;
+
+    #[test]
+    fn every_change_to_a_list_takes_the_next_version_and_ended_memberships_leave_tombstones() {
+        let mut s = Store::init(Connection::open_in_memory().unwrap()).unwrap();
+        s.seed(&[("Ada", "a mathematician")]).unwrap();
+        let alice = s.create_user("alice", "h").unwrap().unwrap();
+        let bob = s.create_user("bob", "h").unwrap().unwrap();
+        let v0 = s.list_version().unwrap();
+        let room = s.create_room(&alice, "room", std::slice::from_ref(&bob.id), &[]).unwrap();
+        let v1 = s.list_version().unwrap();
+        assert!(v1 > v0);
+        let changed = s.conversations_changed_since(&bob.id, v0).unwrap();
+        assert_eq!(changed.iter().map(|c| c.id.as_str()).collect::<Vec<_>>(), vec![room.as_str()]);
+        assert!(s.conversations_changed_since(&bob.id, v1).unwrap().is_empty());
+        s.insert_message(&room, &alice, "c1", "hi", false).unwrap();
+        let v2 = s.list_version().unwrap();
+        assert_eq!(s.conversation_version(&room).unwrap(), v2);
+        assert_eq!(s.conversations_changed_since(&bob.id, v1).unwrap()[0].unread_count, 1);
+        // A read that moves the mark takes a version; one that does not, none.
+        assert_eq!(s.mark_read(&room, &bob.id, 1).unwrap(), Some(v2 + 1));
+        assert_eq!(s.mark_read(&room, &bob.id, 1).unwrap(), None);
+        assert!(s.conversations_changed_since(&alice.id, v2 + 1).unwrap().is_empty(), "bob's read is his alone");
+        let v3 = s.remove_member(&room, &bob.id, RemovalReason::Removed).unwrap().expect("was a member");
+        assert_eq!(s.remove_member(&room, &bob.id, RemovalReason::Removed).unwrap(), None);
+        assert_eq!(s.tombstones_since(&bob.id, v3 - 1).unwrap(), vec![room.clone()]);
+        assert!(s.tombstones_since(&bob.id, v3).unwrap().is_empty());
+        assert!(s.conversations_changed_since(&bob.id, v0).unwrap().is_empty(), "no longer in his list");
+        // Added back: the tombstone goes.
+        s.add_members(&room, std::slice::from_ref(&bob.id), &[]).unwrap();
+        assert!(s.tombstones_since(&bob.id, 0).unwrap().is_empty());
+        // Pruning records how far back deltas can be answered.
+        s.remove_member(&room, &bob.id, RemovalReason::Left).unwrap();
+        assert_eq!(s.prune_tombstones(crate::clock::unix_now() + 1).unwrap(), 1);
+        assert_eq!(s.tombstones_pruned_upto().unwrap(), s.list_version().unwrap());
+    }
+
+    #[test]
+    fn leftover_drafts_become_interrupted_messages_and_stored_replies_stay_as_they_are() {
+        let mut s = Store::init(Connection::open_in_memory().unwrap()).unwrap();
+        s.seed(&[("Ada", "a mathematician")]).unwrap();
+        let alice = s.create_user("alice", "h").unwrap().unwrap();
+        let ada = s.personas().unwrap().remove(0);
+        let (direct, _) = s.direct_conversation(&alice, &ada.id).unwrap();
+        s.insert_message(&direct, &alice, "q", "question", false).unwrap();
+        s.save_draft("m1", &direct, &ada.id, "Half an ans").unwrap();
+        s.save_draft("m1", &direct, &ada.id, "Half an answer").unwrap();
+        let persona = User { id: ada.id.clone(), username: ada.name.clone() };
+        s.insert_message_with_id(&direct, &persona, "m2", "complete", true, "m2").unwrap();
+        s.save_draft("m2", &direct, &ada.id, "compl").unwrap();
+        let before = s.list_version().unwrap();
+        let recovered = s.recover_drafts().unwrap();
+        assert_eq!(recovered.len(), 1);
+        let (conversation, message) = &recovered[0];
+        assert_eq!((conversation.as_str(), message.content.as_str()), (direct.as_str(), "Half an answer"));
+        assert!(message.interrupted && message.is_ai);
+        assert_eq!(message.seq, 3);
+        assert!(s.list_version().unwrap() > before);
+        let (all, _) = s.messages(&direct, Some(0), None, 10).unwrap();
+        assert!(!all.iter().find(|m| m.id == "m2").unwrap().interrupted, "a stored reply is left alone");
+        assert!(s.recover_drafts().unwrap().is_empty(), "drafts are gone");
     }
 }
 
