@@ -10,6 +10,14 @@
 //! always has some text), `stream_delta`s of a few words at the configured pace, and
 //! `stream_end` with the stored message. The message is stored under the streamed id and
 //! fanned out like any other (`new_message`, `conversation_update`) before `stream_end`.
+//!
+//! While it streams, a reply is kept in progress (message id, persona, text so far): sockets
+//! joining its conversation get the text so far then the live deltas (see
+//! [`Runtime::join_with_replies`]), and `sync_state` lists it. Its text so far is saved as a
+//! draft (with the first words, then at most every [`DRAFT_EVERY`]); a server that dies
+//! mid-reply leaves the draft, stored as an interrupted message at the next start
+//! ([`crate::store::Store::recover_drafts`]). The queues of replies waiting for their turn are
+//! in memory only: a restart drops them (the questions stay; nothing is answered twice).
 
 use std::collections::{HashMap, HashSet, VecDeque};
 use std::sync::{Arc, Mutex, OnceLock, Weak};
