@@ -241,9 +241,12 @@ impl Server {
             let _ = done.wait_for(|stopping| *stopping).await;
         })
         .await;
-        // Sockets close with 1001 on their own (they watch the shutdown): give them a moment.
+        // Sockets close with 1001 on their own (they watch the shutdown), and streaming replies
+        // store what they have as interrupted (dropping their drafts): give them a moment.
         let deadline = tokio::time::Instant::now() + Duration::from_secs(3);
-        while self.shared.hub.connection_count() > 0 && tokio::time::Instant::now() < deadline {
+        while (self.shared.hub.connection_count() > 0 || self.shared.personas.replies_streaming() > 0)
+            && tokio::time::Instant::now() < deadline
+        {
             tokio::time::sleep(Duration::from_millis(20)).await;
         }
         sweeper.abort();

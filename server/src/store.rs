@@ -398,7 +398,7 @@ impl Store {
     /// Creates the Lobby and the personas on first start; later starts change nothing.
     pub fn seed(&mut self, personas: &[(&str, &str)]) -> Result<()> {
         let now = now_rfc3339();
-        let tx = self.conn.transaction()?;
+        let tx = self.conn.transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)?;
         let has_lobby: bool =
             tx.query_row("SELECT EXISTS (SELECT 1 FROM conversations WHERE is_lobby = 1)", [], |r| r.get(0))?;
         if !has_lobby {

@@ -291,6 +291,11 @@ impl Runtime {
         out
     }
 
+    /// How many replies are streaming now.
+    pub fn replies_streaming(&self) -> usize {
+        self.lock().active.len()
+    }
+
     /// Joins a socket to a conversation's live frames and resumes each reply in progress there
     /// (`stream_start`, then one `stream_delta {offset: 0, text so far}`), under the runtime's
     /// lock: deltas are sent under the same lock (see [`Runtime::stream_delta`]), so each
