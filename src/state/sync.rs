@@ -28,7 +28,7 @@
 use std::collections::{BTreeSet, HashMap};
 
 use persona_chat_protocol::http::{ConversationKind, ConversationSummary};
-use persona_chat_protocol::{ClientFrame, Message, RemovalReason, ServerFrame, SyncState};
+use persona_chat_protocol::{ClientFrame, ErrorCode, Message, RemovalReason, ServerFrame, SyncState};
 
 use super::reducer::{Applied, ChatState};
 use crate::socket::Transport;
@@ -42,11 +42,13 @@ pub struct Config {
     pub gap_delay_ms: f64,
     /// A conversation is joined again for a reply's gap at most this often.
     pub rejoin_every_ms: f64,
+    /// A sync refused for the rate (or lost with a failed request) is asked again after this.
+    pub sync_retry_ms: f64,
 }
 
 impl Default for Config {
     fn default() -> Self {
-        Config { read_delay_ms: 800.0, gap_delay_ms: 1_000.0, rejoin_every_ms: 3_000.0 }
+        Config { read_delay_ms: 800.0, gap_delay_ms: 1_000.0, rejoin_every_ms: 3_000.0, sync_retry_ms: 2_000.0 }
     }
 }
 
@@ -131,6 +133,8 @@ pub struct SyncCore {
     posted: Option<u64>,
     /// Ask again once the sync awaited is answered.
     again: bool,
+    /// When to ask again for a sync that was refused for the rate or failed.
+    retry_at: Option<f64>,
     /// The frames that came (from the event poll) since the `PostSync` awaited went out: its
     /// answer is as old as its request, so they are applied again on top of it.
     since_post: Vec<ServerFrame>,
@@ -164,6 +168,7 @@ impl SyncCore {
             asks: 0,
             posted: None,
             again: false,
+            retry_at: None,
             since_post: Vec::new(),
             joined: BTreeSet::new(),
             loading: BTreeSet::new(),
@@ -266,6 +271,7 @@ impl SyncCore {
                     self.posted = None;
                     self.asked = None;
                     self.since_post.clear();
+                    self.retry_at = Some(now + self.config.sync_retry_ms);
                 }
             }
             Event::SyncRefused => self.on_refused(&mut out),
@@ -348,8 +354,14 @@ impl SyncCore {
                 self.after_list(now, chat, out);
                 return;
             }
-            ServerFrame::Error { reference: Some(reference), .. } if reference == "sync" => {
-                self.on_refused(out);
+            ServerFrame::Error { code, reference: Some(reference), .. } if reference == "sync" => {
+                if *code == ErrorCode::RateLimited {
+                    // Asked too often: again shortly.
+                    self.asked = None;
+                    self.retry_at = Some(now + self.config.sync_retry_ms);
+                } else {
+                    self.on_refused(out);
+                }
                 return;
             }
             ServerFrame::NewMessage { conversation_id, message, .. }
@@ -511,6 +523,12 @@ impl SyncCore {
     }
 
     fn due(&mut self, now: f64, chat: &ChatState, out: &mut Vec<Action>) {
+        if self.retry_at.is_some_and(|at| at <= now) {
+            self.retry_at = None;
+            if self.asked.is_none() && self.transport.is_some() && !self.refused {
+                self.ask(self.version, out);
+            }
+        }
         if self.read_due.is_some_and(|at| at <= now) {
             self.read_due = None;
             let mut seen: Vec<(&String, &i64)> = self.seen.iter().collect();
@@ -531,7 +549,7 @@ impl SyncCore {
     }
 
     fn next_wake(&self) -> Option<f64> {
-        self.gap_checks.iter().map(|(at, ..)| *at).chain(self.read_due).min_by(f64::total_cmp)
+        self.gap_checks.iter().map(|(at, ..)| *at).chain(self.read_due).chain(self.retry_at).min_by(f64::total_cmp)
     }
 }
 
@@ -684,6 +702,23 @@ mod tests {
         assert!(actions.contains(&Action::ReloadLists) && sent(&actions).is_empty());
         let actions = core.handle(3.0, Event::ListLoaded(vec![summary("l", "Lobby", 0, 0)]), &mut chat);
         assert!(actions.contains(&Action::Show(Some("l".into()))));
+    }
+
+    #[test]
+    fn a_sync_refused_for_the_rate_is_asked_again_shortly() {
+        let (mut core, mut chat) = started();
+        core.handle(0.0, Event::TransportUp(Transport::WebSocket), &mut chat);
+        let limited = ServerFrame::Error {
+            code: ErrorCode::RateLimited,
+            message: "slow down".into(),
+            reference: Some("sync".into()),
+            timestamp: String::new(),
+        };
+        let actions = core.handle(10.0, Event::Frame(limited), &mut chat);
+        assert!(!actions.contains(&Action::ReloadLists));
+        assert!(sent(&core.handle(1_000.0, Event::Tick, &mut chat)).is_empty());
+        let actions = core.handle(2_010.0, Event::Tick, &mut chat);
+        assert_eq!(sent(&actions), vec![ClientFrame::Sync { since: 0 }]);
     }
 
     #[test]
