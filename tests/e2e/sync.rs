@@ -10,6 +10,7 @@ use fantoccini::wd::WindowHandle;
 use fantoccini::{Client, Locator};
 use serde_json::{json, Value};
 
+use super::faults::Cable;
 use super::harness::*;
 use super::{sign_in, LIMIT};
 use crate::ensure;
@@ -86,10 +87,36 @@ async fn switch(client: &Client, tab: &WindowHandle) -> TestResult {
     client.switch_to_window(tab.clone()).await.map_err(|e| e.to_string())
 }
 
-async fn rooms_body(driver: &Driver, server: &TestServer, a: &Client, b: &Client) -> TestResult {
+/// Signs in on the app served by `app` to the chat server at `chat` and waits for the Lobby.
+async fn sign_in_via(client: &Client, app: &str, chat: &str, user: &str, password: &str) -> TestResult {
+    ensure_account(chat, user, password).await?;
+    client.goto(&format!("{app}/login?server={chat}")).await.map_err(|e| e.to_string())?;
+    let field = client.wait().at_most(LIMIT).for_element(Locator::Id("username")).await.map_err(|e| e.to_string())?;
+    field.send_keys(user).await.map_err(|e| e.to_string())?;
+    let pass = client.find(Locator::Id("password")).await.map_err(|e| e.to_string())?;
+    pass.send_keys(password).await.map_err(|e| e.to_string())?;
+    let submit = client.find(Locator::Css(".login-card button[type=submit]")).await.map_err(|e| e.to_string())?;
+    submit.click().await.map_err(|e| e.to_string())?;
+    eventually(LIMIT, &format!("{user} to be connected in the Lobby"), || async {
+        (link_state(client).await.as_deref() == Some("connected")
+            && text_of(client, ".chat-header h1").await.as_deref() == Some("Lobby"))
+        .then_some(())
+    })
+    .await
+}
+
+async fn rooms_body(
+    driver: &Driver,
+    app: &TestServer,
+    server: &TestServer,
+    cable: &Cable,
+    a: &Client,
+    b: &Client,
+) -> TestResult {
     let base = &server.base;
-    sign_in(a, base, "alice", "alice-password").await?;
-    sign_in(b, base, "bob", "bob-password").await?;
+    sign_in_via(a, &app.base, base, "alice", "alice-password").await?;
+    // Bob's window reaches the server through a cable that can be cut.
+    sign_in_via(b, &app.base, &cable.base, "bob", "bob-password").await?;
     let (alice, _) = token_of(base, "alice", "alice-password").await?;
     let (_, bob_id) = token_of(base, "bob", "bob-password").await?;
 
@@ -137,12 +164,43 @@ async fn rooms_body(driver: &Driver, server: &TestServer, a: &Client, b: &Client
     .await?;
     screenshot(b, "sync-removed-notice").await?;
 
+    // (b) Bob's window is cut off; messages arrive in a room he has not opened.
+    let third = create_room(base, &alice, "Quiet room", &[&bob_id]).await?;
+    eventually(LIMIT, "Bob's window to list the quiet room", || async {
+        listed(b).await.ok()?.iter().any(|c| c.0 == third).then_some(())
+    })
+    .await?;
+    driver.set_offline(b, true).await?;
+    cable.set(false);
+    eventually(LIMIT, "Bob's window to notice it is cut off", || async {
+        (link_state(b).await.as_deref() != Some("connected")).then_some(())
+    })
+    .await?;
+    let texts = ["one while away", "two while away", "three while away"];
+    for text in texts {
+        post(base, &alice, &third, text).await?;
+    }
+    cable.set(true);
+    driver.set_offline(b, false).await?;
+    eventually(Duration::from_secs(40), "Bob's list to show the preview and 3 unread after the reconnect", || async {
+        let list = listed(b).await.ok()?;
+        let row = list.iter().find(|c| c.0 == third)?;
+        (row.2 == 3 && row.3.as_deref() == Some("three while away")).then_some(())
+    })
+    .await?;
+    eventually(LIMIT, "the row's preview in the page", || async {
+        let row = text_of(b, &format!(".conversation-list a[href='/c/{third}']")).await?;
+        row.contains("three while away").then_some(())
+    })
+    .await?;
+    screenshot(b, "sync-list-after-reconnect").await?;
+
     // A second room; Bob has it in two tabs; he leaves it from one: gone from both.
     let second = create_room(base, &alice, "Book club", &[&bob_id]).await?;
     let first_tab = b.window().await.map_err(|e| e.to_string())?;
     let other_tab = b.new_window(true).await.map_err(|e| e.to_string())?.handle;
     switch(b, &other_tab).await?;
-    b.goto(&format!("{base}/")).await.map_err(|e| e.to_string())?;
+    b.goto(&format!("{}/?server={}", app.base, cable.base)).await.map_err(|e| e.to_string())?;
     for (tab, who) in [(&other_tab, "bob's second tab"), (&first_tab, "bob's first tab")] {
         switch(b, tab).await?;
         eventually(LIMIT, &format!("{who} to list the second room"), || async {
@@ -174,49 +232,26 @@ async fn rooms_body(driver: &Driver, server: &TestServer, a: &Client, b: &Client
         .await?;
     }
     ensure!(listed(a).await?.iter().any(|c| c.0 == second), "alice lost the room Bob left");
-    switch(b, &other_tab).await?;
-    b.close_window().await.map_err(|e| e.to_string())?;
-    switch(b, &first_tab).await?;
 
-    // (b) Bob's window is cut off; messages arrive in a room he has not opened.
-    let third = create_room(base, &alice, "Quiet room", &[&bob_id]).await?;
-    eventually(LIMIT, "Bob's window to list the quiet room", || async {
-        listed(b).await.ok()?.iter().any(|c| c.0 == third).then_some(())
-    })
-    .await?;
-    driver.set_offline(b, true).await?;
-    eventually(LIMIT, "Bob's window to notice it is cut off", || async {
-        (link_state(b).await.as_deref() != Some("connected")).then_some(())
-    })
-    .await?;
-    let texts = ["one while away", "two while away", "three while away"];
-    for text in texts {
-        post(base, &alice, &third, text).await?;
-    }
-    driver.set_offline(b, false).await?;
-    eventually(Duration::from_secs(40), "Bob's list to show the preview and 3 unread after the reconnect", || async {
-        let list = listed(b).await.ok()?;
-        let row = list.iter().find(|c| c.0 == third)?;
-        (row.2 == 3 && row.3.as_deref() == Some("three while away")).then_some(())
-    })
-    .await?;
-    eventually(LIMIT, "the row's preview in the page", || async {
-        let row = text_of(b, &format!(".conversation-list a[href='/c/{third}']")).await?;
-        row.contains("three while away").then_some(())
-    })
-    .await?;
-    screenshot(b, "sync-list-after-reconnect").await?;
     Ok(())
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn sync_rooms_appear_and_go_in_every_window_and_the_list_is_right_after_a_cut() {
-    let data = tempfile::tempdir().expect("temp dir");
-    let server = TestServer::start(data.path()).expect("server starts");
+    let app_data = tempfile::tempdir().expect("temp dir");
+    let chat_data = tempfile::tempdir().expect("temp dir");
+    let chat_port = free_port();
+    let cable = Cable::lay(chat_port).await.expect("the cable is laid");
+    let chat_base = format!("http://127.0.0.1:{chat_port}");
+    let app =
+        TestServer::start_app_for_all(app_data.path(), &[&chat_base, &cable.base]).expect("the app's server starts");
+    let server = TestServer::start_with_args(chat_data.path(), chat_port, &["--allowed-origin", &app.base])
+        .expect("chat server starts");
     let driver = Driver::start().expect("chromedriver starts");
     let a = driver.window().await.expect("window A");
     let b = driver.window().await.expect("window B");
-    let outcome = tokio::time::timeout(Duration::from_secs(150), rooms_body(&driver, &server, &a, &b)).await;
+    let outcome =
+        tokio::time::timeout(Duration::from_secs(150), rooms_body(&driver, &app, &server, &cable, &a, &b)).await;
     conclude(outcome, vec![(a, "sync-alice"), (b, "sync-bob")]).await;
 }
 
