@@ -302,6 +302,12 @@ async fn mid_reply_body(server: &TestServer, a: &Client, late: &Client) -> TestR
     let samples = samples.into_inner();
     screenshot(late, "sync-mid-reply-late-window").await?;
     let first = samples.first().cloned().unwrap_or_default();
+    eprintln!(
+        "[sync] the late window saw {} samples; the first {} of {} chars",
+        samples.len(),
+        first.chars().count(),
+        final_text.chars().count()
+    );
     ensure!(!first.trim().is_empty(), "the late window showed nothing of the reply at first");
     for sample in &samples {
         let sample = sample.trim_end_matches('▍').trim_end();
