@@ -360,6 +360,9 @@ pub struct ChatState {
     /// The list version each conversation's entry was last set at (kept after it left the
     /// list, as a tombstone): a versioned change older than this is stale.
     list_versions: HashMap<String, u64>,
+    /// The version of the last whole list: a conversation without an entry of its own is as
+    /// of this version (a change older than it is stale: it was in that list, or gone).
+    list_floor: u64,
     /// Replies that ended (stored or gone): never resurrected by an older answer.
     ended: HashSet<String>,
 }
@@ -549,7 +552,7 @@ impl ChatState {
                 }
             }
             ServerFrame::ConversationUpdate { conversation_id, last_message, version, .. } => {
-                let held = self.list_versions.get(&conversation_id).copied().unwrap_or(0);
+                let held = self.list_version(&conversation_id);
                 if version > 0 && version <= held {
                     out.stale = true;
                 } else {
@@ -695,6 +698,7 @@ impl ChatState {
         for v in self.list_versions.values_mut() {
             *v = (*v).min(version);
         }
+        self.list_floor = self.list_floor.min(version);
     }
 
     /// Whether a conversation left the list (a frame about it is an old one).
@@ -704,7 +708,7 @@ impl ChatState {
 
     /// The list version a conversation's entry was last set at (0: never by a versioned change).
     pub fn list_version(&self, conversation_id: &str) -> u64 {
-        self.list_versions.get(conversation_id).copied().unwrap_or(0)
+        self.list_versions.get(conversation_id).copied().unwrap_or(self.list_floor)
     }
 
     /// A conversation new to the list or changed, as of list version `version` (0: unknown,
@@ -784,6 +788,9 @@ impl ChatState {
             if let Some(title) = self.remove_conversation(&id, version) {
                 out.removed.push((id, title, None));
             }
+        }
+        if state.full {
+            self.list_floor = self.list_floor.max(version);
         }
         for entry in state.personas {
             self.apply(ServerFrame::PersonaStatus {
