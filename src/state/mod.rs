@@ -108,7 +108,7 @@ pub struct Engine {
     pub tabs: RwSignal<TabsInfo>,
     /// The sync policy, and its wake-up.
     core: StoredValue<SyncCore>,
-    core_timer: StoredValue<Option<gloo_timers::callback::Timeout>, LocalStorage>,
+    core_timer: StoredValue<Option<(f64, gloo_timers::callback::Timeout)>, LocalStorage>,
     /// A conversation closed because it left the list (counted, so each closing is seen).
     pub closed: RwSignal<Option<(u64, String)>>,
     /// Every message not yet acknowledged, persisted in localStorage per user: the source of
@@ -392,10 +392,19 @@ impl Engine {
             }
             Action::Notice(text) => self.notice.set(Some(text)),
             Action::WakeAt(at) => {
+                // Most events leave the wake-up where it was: the timer is kept then.
+                if self.core_timer.with_value(|t| t.as_ref().map(|(when, _)| *when)) == at {
+                    return;
+                }
                 let timer = at.map(|at| {
-                    gloo_timers::callback::Timeout::new((at - now_ms()).clamp(0.0, 2_147_483_647.0) as u32, move || {
-                        ctx.feed(Event::Tick)
-                    })
+                    let delay = (at - now_ms()).clamp(0.0, 2_147_483_647.0) as u32;
+                    (
+                        at,
+                        gloo_timers::callback::Timeout::new(delay, move || {
+                            ctx.core_timer.set_value(None);
+                            ctx.feed(Event::Tick)
+                        }),
+                    )
                 });
                 self.core_timer.set_value(timer);
             }

@@ -1356,6 +1356,115 @@ mod tests {
         assert_eq!(timestamp_ms("yesterday"), None);
     }
 
+    fn sync_state(since: u64, version: u64, full: bool, conversations: Vec<ConversationSummary>) -> SyncState {
+        SyncState {
+            since,
+            version,
+            full,
+            conversations,
+            removed: Vec::new(),
+            personas: Vec::new(),
+            online: Vec::new(),
+            replies: Vec::new(),
+            timestamp: String::new(),
+        }
+    }
+
+    #[test]
+    fn list_changes_older_than_what_is_held_are_stale() {
+        let mut s = ChatState::default();
+        s.apply_sync(sync_state(0, 10, true, vec![summary("a", 3), summary("b", 1)]));
+        // A late upsert of a conversation the whole list no longer has: stale.
+        let late = |id: &str, version: u64| ServerFrame::ConversationUpserted {
+            conversation: Box::new(summary(id, 0)),
+            version,
+            timestamp: String::new(),
+        };
+        assert!(s.apply(late("gone", 7)).stale);
+        assert!(s.conversation("gone").is_none());
+        // Removed at 12: an upsert of version 11 does not bring it back; one of 13 does.
+        let removed = s.apply(ServerFrame::ConversationRemoved {
+            conversation_id: "b".into(),
+            reason: RemovalReason::Left,
+            version: 12,
+            timestamp: String::new(),
+        });
+        assert_eq!(removed.removed, vec![("b".to_owned(), "b".to_owned(), Some(RemovalReason::Left))]);
+        assert!(s.apply(late("b", 11)).stale && s.conversation("b").is_none());
+        assert!(!s.apply(late("b", 13)).stale && s.conversation("b").is_some());
+        // A versioned update counts once; a seq jump says updates were missed.
+        let update = |seq: i64, version: u64| ServerFrame::ConversationUpdate {
+            conversation_id: "a".into(),
+            last_message: LastMessage {
+                id: format!("m{seq}"),
+                seq,
+                sender_name: "bob".into(),
+                content: "x".into(),
+                timestamp: "t".into(),
+            },
+            version,
+            timestamp: "t".into(),
+        };
+        assert!(!s.apply(update(4, 14)).list_gap);
+        assert!(s.apply(update(4, 14)).stale);
+        assert_eq!(s.conversation("a").unwrap().unread_count, 1);
+        assert!(s.apply(update(6, 15)).list_gap, "seq 5 was missed");
+        // A delta answer: upserts and removals, entries older than held kept.
+        let mut delta = sync_state(10, 16, false, vec![ConversationSummary { unread_count: 0, ..summary("a", 6) }]);
+        delta.removed = vec!["b".into()];
+        let applied = s.apply_sync(delta);
+        assert_eq!(applied.removed.len(), 1);
+        assert_eq!(s.conversation("a").map(|c| (c.last_seq, c.unread_count)), Some((6, 0)));
+    }
+
+    #[test]
+    fn replies_in_progress_come_whole_and_an_ended_one_is_not_brought_back() {
+        let mut s = ChatState::default();
+        s.set_conversations(vec![summary("d", 0)]);
+        let reply = |text: &str| ReplyInProgress {
+            conversation_id: "d".into(),
+            message_id: "r1".into(),
+            persona_id: "p1".into(),
+            text: text.into(),
+        };
+        let mut state = sync_state(0, 1, false, vec![]);
+        state.replies = vec![reply("Once upon")];
+        s.apply_sync(state.clone());
+        assert_eq!(s.streams["r1"].text, "Once upon");
+        // The live deltas go on from there; one beyond what is held is a gap.
+        s.apply(ServerFrame::StreamDelta {
+            conversation_id: "d".into(),
+            message_id: "r1".into(),
+            offset: 4,
+            text: " upon a time".into(),
+        });
+        assert_eq!(s.streams["r1"].text, "Once upon a time");
+        let gap = s.apply(ServerFrame::StreamDelta {
+            conversation_id: "d".into(),
+            message_id: "r1".into(),
+            offset: 30,
+            text: "later".into(),
+        });
+        assert_eq!(gap.stream_gap.as_deref(), Some("d"));
+        // It ends; an older answer that still lists it does not bring it back.
+        s.apply(ServerFrame::StreamEnd {
+            conversation_id: "d".into(),
+            message_id: "r1".into(),
+            interrupted: false,
+            message: Message { id: "r1".into(), is_ai: true, ..msg(1, None) },
+        });
+        s.apply_sync(state);
+        assert!(s.streams.is_empty());
+        // An answer without it drops a reply held (it is over).
+        s.apply(ServerFrame::StreamStart {
+            conversation_id: "d".into(),
+            message_id: "r2".into(),
+            persona_id: "p1".into(),
+        });
+        s.apply_sync(sync_state(1, 2, false, vec![]));
+        assert!(s.streams.is_empty());
+    }
+
     #[test]
     fn rejoins_ask_from_the_end_of_the_unbroken_run() {
         let mut s = ChatState::default();
