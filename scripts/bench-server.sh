@@ -7,6 +7,10 @@
 # With --abuse it prints the abuse figures of issue 12 instead (peak RSS under 200 concurrent
 # sign-ins, others' p99 send latency during a typing flood, next to their targets):
 #   bash scripts/bench-server.sh --abuse
+# With --sync it prints the resync exchange's figures of issue 11 (the sync_state answer's size
+# and p50/p99 round trip for a user with 50 and with 500 conversations, unchanged and with 3
+# changed, over the socket and over HTTP):
+#   bash scripts/bench-server.sh --sync
 # PERSONA_BENCH_SERVER overrides the server binary. Takes a few minutes at the defaults
 # (at most --timeout-secs, 360 by default). Not part of `cargo test`.
 set -euo pipefail

@@ -3,9 +3,9 @@
 use gloo_net::http::{Request, RequestBuilder, Response};
 use persona_chat_protocol::http::{
     ApiError, ConversationSummary, CreateConversationRequest, Member, MessagesResponse, Persona, PostMessageRequest,
-    ReadRequest, RefreshRequest, SessionRequest, SessionResponse, TypingRequest,
+    ReadRequest, RefreshRequest, SessionRequest, SessionResponse, SyncRequest, TypingRequest,
 };
-use persona_chat_protocol::{Ack, User};
+use persona_chat_protocol::{Ack, SyncState, User};
 use serde::de::DeserializeOwned;
 
 /// What went wrong, in words a person can read.
@@ -231,6 +231,22 @@ pub async fn set_typing(base: &str, token: &str, conversation_id: &str, is_typin
         authed(Request::post(&format!("{base}/api/conversations/{conversation_id}/typing")), token),
         &body,
     )?)
+    .await
+}
+
+/// `POST /api/sync`: the resync exchange over HTTP (what changed since `since`).
+pub async fn sync(base: &str, token: &str, since: u64) -> Result<SyncState, ApiFailure> {
+    read(with_json(authed(Request::post(&format!("{base}/api/sync")), token), &SyncRequest { since })?).await
+}
+
+/// `DELETE /api/conversations/{id}/members/me`: leaves a room (not the Lobby).
+pub async fn leave(base: &str, token: &str, conversation_id: &str) -> Result<(), ApiFailure> {
+    let url = format!("{base}/api/conversations/{conversation_id}/members/me");
+    no_content(authed(Request::delete(&url), token).build().map_err(|e| ApiFailure {
+        status: 0,
+        message: e.to_string(),
+        code: None,
+    })?)
     .await
 }
 

@@ -1,4 +1,4 @@
-//! The root: provides the SocketContext and a clock, restores the session and routes.
+//! The root: provides the contexts and a clock, restores the session and routes.
 
 use leptos::prelude::*;
 use leptos_router::components::{Route, Router, Routes};
@@ -9,7 +9,7 @@ use wasm_bindgen::JsCast;
 use crate::pages::chat::ChatPage;
 use crate::pages::diagnostics::DiagnosticsPage;
 use crate::pages::login::LoginPage;
-use crate::state::SocketContext;
+use crate::state::Engine;
 
 /// Wall-clock time (ms since the epoch), ticking every second: countdowns and "last seen 5
 /// min ago" follow it.
@@ -25,8 +25,7 @@ impl Clock {
 #[component]
 pub fn App() -> impl IntoView {
     let server = crate::config::server_choice();
-    let ctx = SocketContext::new(server.base);
-    provide_context(ctx);
+    let ctx = crate::state::contexts::provide(server.base);
     let clock = Clock(RwSignal::new(js_sys::Date::now()));
     provide_context(clock);
     let ticker = gloo_timers::callback::Interval::new(1000, move || clock.0.set(js_sys::Date::now()));
@@ -55,7 +54,7 @@ pub fn App() -> impl IntoView {
 }
 
 /// While the tab is hidden nothing counts as read (and new messages notify).
-fn listen_visibility(ctx: SocketContext) {
+fn listen_visibility(ctx: Engine) {
     let Some(doc) = web_sys::window().and_then(|w| w.document()) else { return };
     let d = doc.clone();
     let closure = Closure::<dyn FnMut()>::new(move || ctx.visibility_changed(d.hidden()));
@@ -66,7 +65,7 @@ fn listen_visibility(ctx: SocketContext) {
 
 /// `window.personaChatState()`: what this tab holds, as JSON, for end-to-end checks and for
 /// looking at from devtools. Read-only.
-fn install_state_hook(ctx: SocketContext) {
+fn install_state_hook(ctx: Engine) {
     let Some(window) = web_sys::window() else { return };
     let hook = Closure::<dyn Fn() -> String>::new(move || ctx.snapshot_json());
     let _ = js_sys::Reflect::set(&window, &"personaChatState".into(), hook.as_ref());

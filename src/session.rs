@@ -11,7 +11,7 @@ use wasm_bindgen::closure::Closure;
 use wasm_bindgen::JsCast;
 
 use crate::api;
-use crate::state::SocketContext;
+use crate::state::Engine;
 
 /// What the sign-in page tells the user about how they got there.
 #[derive(Clone, Copy)]
@@ -46,7 +46,7 @@ pub fn refresh_delay_s(now_s: f64, expires_at_s: i64) -> Option<f64> {
 
 /// Restores the session this tab had with its server, and watches the other tabs and the
 /// server for its end. Called once, by the app's root.
-pub fn start(ctx: SocketContext, refused_server: Option<String>) -> SessionNotice {
+pub fn start(ctx: Engine, refused_server: Option<String>) -> SessionNotice {
     let notice = SessionNotice { ended: RwSignal::new(None), refused_server: RwSignal::new(refused_server) };
     provide_context(notice);
     api::on_token_refused(move || token_refused(ctx, notice));
@@ -59,7 +59,7 @@ pub fn start(ctx: SocketContext, refused_server: Option<String>) -> SessionNotic
 
 /// A session from signing in or up (or restored): stored for this server, connected, and
 /// refreshed before it expires.
-pub fn begin(ctx: SocketContext, session: SessionResponse) {
+pub fn begin(ctx: Engine, session: SessionResponse) {
     crate::storage::save_session(&ctx.base(), &session);
     schedule_refresh(ctx, session.expires_at);
     ctx.open_session(session);
@@ -67,7 +67,7 @@ pub fn begin(ctx: SocketContext, session: SessionResponse) {
 
 /// Signs out on the server (`everywhere`: every device and tab of this user), then here. The
 /// other tabs hear it from storage and from the server closing their sockets.
-pub fn sign_out(ctx: SocketContext, everywhere: bool) {
+pub fn sign_out(ctx: Engine, everywhere: bool) {
     let token = ctx.token();
     let base = ctx.base();
     // What was never sent goes with the session: nobody else signing in here sends it.
@@ -86,13 +86,13 @@ pub fn sign_out(ctx: SocketContext, everywhere: bool) {
 }
 
 /// Forgets the session in this tab and its stored copy.
-fn end_here(ctx: SocketContext) {
+fn end_here(ctx: Engine) {
     REFRESH_TIMER.with(|t| t.borrow_mut().take());
     crate::storage::clear_session(&ctx.base());
     ctx.close_session();
 }
 
-fn schedule_refresh(ctx: SocketContext, expires_at: i64) {
+fn schedule_refresh(ctx: Engine, expires_at: i64) {
     let timer = refresh_delay_s(js_sys::Date::now() / 1000.0, expires_at).map(|delay| {
         gloo_timers::callback::Timeout::new((delay * 1000.0).min(2_147_483_647.0) as u32, move || refresh(ctx, None))
     });
@@ -101,7 +101,7 @@ fn schedule_refresh(ctx: SocketContext, expires_at: i64) {
 
 /// Trades the session's refresh token for a fresh token of the same session. If the server
 /// refuses, the session is over: back to the sign-in page, with `ended`'s words said there.
-fn refresh(ctx: SocketContext, ended: Option<(SessionNotice, &'static str)>) {
+fn refresh(ctx: Engine, ended: Option<(SessionNotice, &'static str)>) {
     let Some(session) = ctx.session.get_untracked() else { return };
     let token = session.token.clone();
     if REFRESHING.with(|r| r.replace(true)) {
@@ -136,13 +136,13 @@ fn refresh(ctx: SocketContext, ended: Option<(SessionNotice, &'static str)>) {
 
 /// The server refused the token: a refresh tells whether the session still lives (the token
 /// only expired) or has ended (signed out, revoked).
-fn token_refused(ctx: SocketContext, notice: SessionNotice) {
+fn token_refused(ctx: Engine, notice: SessionNotice) {
     refresh(ctx, Some((notice, "Your session has ended. Please sign in again.")));
 }
 
 /// Another tab signed out (its session removed from localStorage): so does this one, when it
 /// was the same user's session.
-fn listen_to_other_tabs(ctx: SocketContext, notice: SessionNotice) {
+fn listen_to_other_tabs(ctx: Engine, notice: SessionNotice) {
     let Some(window) = web_sys::window() else { return };
     let closure = Closure::<dyn FnMut(web_sys::StorageEvent)>::new(move |ev: web_sys::StorageEvent| {
         if ev.key().as_deref() != Some(crate::storage::session_key(&ctx.base()).as_str()) || ev.new_value().is_some() {

@@ -10,7 +10,7 @@ use persona_chat::components::connection_status::ConnectionStatus;
 use persona_chat::components::message_list::MessageList;
 use persona_chat::components::typing_indicator::TypingIndicator;
 use persona_chat::socket::{now_ms, LinkState};
-use persona_chat::state::SocketContext;
+use persona_chat::state::Engine;
 use persona_chat_protocol::{Message, PersonaState, ServerFrame, User};
 use wasm_bindgen::JsCast;
 use wasm_bindgen_test::*;
@@ -33,12 +33,12 @@ fn container() -> web_sys::HtmlElement {
     el.unchecked_into()
 }
 
-fn context() -> SocketContext {
-    SocketContext::new("http://127.0.0.1:9".into())
+fn context() -> Engine {
+    Engine::new("http://127.0.0.1:9".into())
 }
 
-fn provide(ctx: SocketContext) {
-    provide_context(ctx);
+fn provide(ctx: Engine) {
+    persona_chat::state::contexts::provide_engine(ctx);
     provide_context(Clock(RwSignal::new(js_sys::Date::now())));
 }
 
@@ -215,7 +215,7 @@ async fn messages_render_as_text_in_seq_order_with_each_delivery_state() {
             message: "too long".into(),
             reference: Some(client_id.clone()),
             timestamp: "t".into(),
-        })
+        });
     });
     leptos::task::tick().await;
     let own = el.query_selector(".message.own").unwrap().unwrap();

@@ -42,7 +42,7 @@ fn percentile(sorted: &[f64], p: f64) -> f64 {
 pub async fn run(server_bin: &std::path::Path, flags: &ServerFlags) -> Result<(), String> {
     // The server as deployed: none of the load test's lifted limits.
     let _ = flags;
-    let defaults = ServerFlags { abuse_limits: false, rate_limit: false };
+    let defaults = ServerFlags { abuse_limits: false, rate_limit: false, sync: false };
 
     // ---- 200 concurrent sign-ins ----
     let server = ServerGuard::start(server_bin, &defaults, "abuse-signin").await?;

@@ -11,6 +11,7 @@ mod client;
 mod hist;
 mod report;
 mod server;
+mod sync;
 
 use std::path::PathBuf;
 use std::sync::atomic::Ordering::Relaxed;
@@ -95,6 +96,16 @@ pub struct Args {
     #[arg(long)]
     pub abuse: bool,
 
+    /// Instead of the load table: the resync exchange's figures of issue 11 (the `sync_state`
+    /// answer's size and round-trip time, p50/p99, for a user with 50 and with 500
+    /// conversations, unchanged and with a few changed), over the socket and over HTTP.
+    #[arg(long)]
+    pub sync: bool,
+
+    /// `--sync`: requests measured per case.
+    #[arg(long, default_value_t = 500)]
+    pub sync_requests: usize,
+
     /// Global time limit, in seconds: what is not measured by then is reported as such.
     #[arg(long, default_value_t = 360)]
     pub timeout_secs: u64,
@@ -150,6 +161,24 @@ async fn run(args: Args) -> i32 {
             }
             Err(_) => {
                 eprintln!("persona-chat-bench --abuse: global timeout ({} s) reached", args.timeout_secs);
+                1
+            }
+        };
+    }
+    if args.sync {
+        if !flags.sync {
+            eprintln!("persona-chat-bench --sync: this server build does not answer sync (no --sync-per-sec)");
+            return 2;
+        }
+        let run = sync::run(&args.server_bin, &flags, args.sync_requests);
+        return match tokio::time::timeout(Duration::from_secs(args.timeout_secs), run).await {
+            Ok(Ok(())) => 0,
+            Ok(Err(e)) => {
+                eprintln!("persona-chat-bench --sync: {e}");
+                1
+            }
+            Err(_) => {
+                eprintln!("persona-chat-bench --sync: global timeout ({} s) reached", args.timeout_secs);
                 1
             }
         };

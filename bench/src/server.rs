@@ -24,6 +24,9 @@ pub struct ServerFlags {
     /// The server has the abuse limits (issue 12): the bench lifts those a load test from one
     /// address would trip.
     pub abuse_limits: bool,
+    /// The server answers the resync exchange (issue 11): `--sync` lifts its rate and the
+    /// room limits, to build a user with hundreds of conversations and ask in a loop.
+    pub sync: bool,
 }
 
 impl ServerFlags {
@@ -43,6 +46,7 @@ impl ServerFlags {
         Ok(ServerFlags {
             rate_limit: help.contains("--rate-limit-per-sec") && help.contains("--rate-limit-burst"),
             abuse_limits: help.contains("--max-connections-per-address"),
+            sync: help.contains("--sync-per-sec"),
         })
     }
 }
@@ -110,6 +114,18 @@ impl ServerGuard {
                 "1000000",
                 "--socket-opens-per-minute",
                 "100000000",
+            ]);
+        }
+        if flags.sync {
+            cmd.args([
+                "--sync-per-sec",
+                "1000000",
+                "--sync-burst",
+                "1000000",
+                "--rooms-per-hour",
+                "1000000",
+                "--max-rooms-per-user",
+                "1000000",
             ]);
         }
         // SAFETY: prctl is async-signal-safe. If this process dies without running the guard

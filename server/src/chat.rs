@@ -111,7 +111,7 @@ pub async fn send_message(
             crate::metrics::inc(if new { &shared.metrics.messages_stored } else { &shared.metrics.messages_duplicate });
             if new {
                 let members = store.user_members(&conversation_id)?;
-                publish_message(shared, &conversation_id, &message, &members);
+                publish_message(store, shared, &conversation_id, &message, &members)?;
             }
             Ok(Ok((ack, new.then_some(message))))
         })
@@ -123,8 +123,17 @@ pub async fn send_message(
     Ok(ack)
 }
 
-/// Fans a stored message out: `new_message` to joined sockets, `conversation_update` to members.
-pub fn publish_message(shared: &crate::Shared, conversation_id: &str, message: &Message, members: &[String]) {
+/// Fans a stored message out: `new_message` to joined sockets, `conversation_update` (with the
+/// list version the message took) to members. Called under the store's lock, right after the
+/// insert.
+pub fn publish_message(
+    store: &crate::store::Store,
+    shared: &crate::Shared,
+    conversation_id: &str,
+    message: &Message,
+    members: &[String],
+) -> Result<(), StoreError> {
+    let version = store.conversation_version(conversation_id)?;
     let now = now_rfc3339();
     shared.hub.send_to_joined(
         conversation_id,
@@ -141,10 +150,11 @@ pub fn publish_message(shared: &crate::Shared, conversation_id: &str, message: &
         &ServerFrame::ConversationUpdate {
             conversation_id: conversation_id.to_owned(),
             last_message: LastMessage::from(message),
-            version: 0,
+            version,
             timestamp: now,
         },
     );
+    Ok(())
 }
 
 /// A user starts or stops typing (over a socket, `conn`, or HTTP). The other members' joined

@@ -137,6 +137,15 @@ pub struct Config {
     #[arg(long, env = "PERSONA_RATE_LIMIT_BURST", default_value_t = 20.0)]
     pub rate_limit_burst: f64,
 
+    /// Resync exchanges (`sync`, `POST /api/sync`) a user may ask for per second, on average.
+    #[arg(long, env = "PERSONA_SYNC_PER_SEC", default_value_t = 2.0)]
+    pub sync_per_sec: f64,
+
+    /// Resync exchanges a user may ask for at once before the per-second rate applies (every
+    /// tab syncs when its transport comes up).
+    #[arg(long, env = "PERSONA_SYNC_BURST", default_value_t = 20.0)]
+    pub sync_burst: f64,
+
     /// Events kept in memory for clients that poll (GET /api/events); older cursors get resync.
     #[arg(long, env = "PERSONA_EVENT_LOG_CAPACITY", default_value_t = crate::hub::DEFAULT_EVENT_LOG)]
     pub event_log_capacity: usize,

@@ -8,6 +8,7 @@ pub mod events;
 pub mod http;
 pub mod hub;
 pub mod limits;
+pub mod list;
 pub mod metrics;
 pub mod names;
 pub mod net;
@@ -62,6 +63,9 @@ pub struct Shared {
     pub connections: net::Connections,
     pub typing: Typing,
     pub limiter: RateLimiter,
+    /// The resync exchange per user (`sync`, `POST /api/sync`): one account asking in a loop
+    /// gets refusals, not the store's time.
+    pub sync_limiter: RateLimiter,
     pub metrics: Metrics,
     /// The personas at work: their live status, reply queues and streams.
     pub personas: personas::Runtime,
@@ -141,6 +145,17 @@ impl Server {
         let mut store = Store::open(&config.data_dir)
             .map_err(|e| format!("cannot open the database in {}: {e}", config.data_dir.display()))?;
         store.seed(personas::SEED).map_err(|e| format!("cannot seed the database: {e}"))?;
+        // Replies cut short by a server that died mid-stream: stored, marked interrupted.
+        let recovered = store.recover_drafts().map_err(|e| format!("cannot recover interrupted replies: {e}"))?;
+        if !recovered.is_empty() {
+            tracing::info!("stored {} reply(ies) interrupted by the last stop as interrupted", recovered.len());
+        }
+        let pruned = store
+            .prune_tombstones(crate::clock::unix_now() - store::TOMBSTONE_DAYS * 86_400)
+            .map_err(|e| format!("cannot prune old tombstones: {e}"))?;
+        if pruned > 0 {
+            tracing::info!("forgot {pruned} membership tombstone(s) older than {} days", store::TOMBSTONE_DAYS);
+        }
         let checkpointer = store
             .checkpoint_in_background(&config.data_dir)
             .map_err(|e| format!("cannot open the database for checkpoints: {e}"))?;
@@ -198,6 +213,7 @@ impl Server {
             connections: net::Connections::new(config.max_connections, config.max_connections_per_address),
             typing: Typing::default(),
             limiter: RateLimiter::new(config.rate_limit_per_sec, config.rate_limit_burst),
+            sync_limiter: RateLimiter::new(config.sync_per_sec, config.sync_burst),
             metrics: Metrics::default(),
             config,
             store: Mutex::new(store),
@@ -225,9 +241,12 @@ impl Server {
             let _ = done.wait_for(|stopping| *stopping).await;
         })
         .await;
-        // Sockets close with 1001 on their own (they watch the shutdown): give them a moment.
+        // Sockets close with 1001 on their own (they watch the shutdown), and streaming replies
+        // store what they have as interrupted (dropping their drafts): give them a moment.
         let deadline = tokio::time::Instant::now() + Duration::from_secs(3);
-        while self.shared.hub.connection_count() > 0 && tokio::time::Instant::now() < deadline {
+        while (self.shared.hub.connection_count() > 0 || self.shared.personas.replies_streaming() > 0)
+            && tokio::time::Instant::now() < deadline
+        {
             tokio::time::sleep(Duration::from_millis(20)).await;
         }
         sweeper.abort();

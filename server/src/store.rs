@@ -6,7 +6,7 @@
 use std::path::Path;
 
 use persona_chat_protocol::http::{ConversationKind, ConversationSummary, Persona};
-use persona_chat_protocol::{LastMessage, Message, PersonaState, User};
+use persona_chat_protocol::{LastMessage, Message, PersonaState, RemovalReason, User};
 use rusqlite::{params, Connection, OptionalExtension};
 
 use crate::clock::now_rfc3339;
@@ -106,7 +106,48 @@ CREATE INDEX conversations_by_owner ON conversations(owner_id);
     r#"
 ALTER TABLE messages ADD COLUMN interrupted INTEGER NOT NULL DEFAULT 0;
 "#,
+    // The list version (issue 11): one server-wide counter, allocated in the write transaction
+    // of each change to someone's list; `pruned_upto` is the newest tombstone version pruned.
+    r#"
+CREATE TABLE list_version (
+    id INTEGER PRIMARY KEY CHECK (id = 1),
+    version INTEGER NOT NULL,
+    pruned_upto INTEGER NOT NULL DEFAULT 0
+);
+INSERT INTO list_version (id, version) VALUES (1, 0);
+ALTER TABLE conversations ADD COLUMN version INTEGER NOT NULL DEFAULT 0;
+ALTER TABLE members ADD COLUMN version INTEGER NOT NULL DEFAULT 0;
+CREATE TABLE membership_tombstones (
+    conversation_id TEXT NOT NULL,
+    member_id TEXT NOT NULL,
+    reason TEXT NOT NULL CHECK (reason IN ('left', 'removed')),
+    version INTEGER NOT NULL,
+    ended_at INTEGER NOT NULL,
+    PRIMARY KEY (conversation_id, member_id)
+);
+CREATE INDEX tombstones_by_member ON membership_tombstones(member_id, version);
+CREATE TABLE reply_drafts (
+    message_id TEXT PRIMARY KEY,
+    conversation_id TEXT NOT NULL,
+    persona_id TEXT NOT NULL,
+    content TEXT NOT NULL,
+    updated_at TEXT NOT NULL
+);
+"#,
 ];
+
+/// Tombstones of ended memberships are kept this long; a `since` older than the newest one
+/// pruned gets the whole list.
+pub const TOMBSTONE_DAYS: i64 = 30;
+
+/// Allocates the next list version inside the caller's transaction.
+fn next_version(conn: &Connection) -> Result<u64> {
+    let v: i64 =
+        conn.query_row("UPDATE list_version SET version = version + 1 WHERE id = 1 RETURNING version", [], |r| {
+            r.get(0)
+        })?;
+    Ok(v as u64)
+}
 
 pub struct Store {
     conn: Connection,
@@ -248,6 +289,15 @@ impl Store {
             .optional()?)
     }
 
+    pub fn user_by_id(&self, user_id: &str) -> Result<Option<User>> {
+        Ok(self
+            .conn
+            .query_row("SELECT id, username FROM users WHERE id = ?1", [user_id], |r| {
+                Ok(User { id: r.get(0)?, username: r.get(1)? })
+            })
+            .optional()?)
+    }
+
     /// Whether a new account may take this name: no existing name is equal to it or looks
     /// like it.
     pub fn name_free(&self, username: &str) -> Result<bool> {
@@ -275,10 +325,11 @@ impl Store {
             params![user.id, user.username, password_hash, now, crate::names::canonical(username), crate::names::skeleton(username)],
         )?;
         let lobby: String = tx.query_row("SELECT id FROM conversations WHERE is_lobby = 1", [], |r| r.get(0))?;
+        let version = next_version(&tx)?;
         tx.execute(
-            "INSERT INTO members (conversation_id, member_id, member_kind, joined_at)
-             VALUES (?1, ?2, 'user', ?3)",
-            params![lobby, user.id, now],
+            "INSERT INTO members (conversation_id, member_id, member_kind, joined_at, version)
+             VALUES (?1, ?2, 'user', ?3, ?4)",
+            params![lobby, user.id, now, version as i64],
         )?;
         tx.commit()?;
         Ok(Some(user))
@@ -347,7 +398,7 @@ impl Store {
     /// Creates the Lobby and the personas on first start; later starts change nothing.
     pub fn seed(&mut self, personas: &[(&str, &str)]) -> Result<()> {
         let now = now_rfc3339();
-        let tx = self.conn.transaction()?;
+        let tx = self.conn.transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)?;
         let has_lobby: bool =
             tx.query_row("SELECT EXISTS (SELECT 1 FROM conversations WHERE is_lobby = 1)", [], |r| r.get(0))?;
         if !has_lobby {
@@ -432,11 +483,28 @@ impl Store {
         self.conversations_page(user_id, None, usize::MAX, 0)
     }
 
+    /// The user's conversations whose conversation or membership changed after list version
+    /// `since`, most recently active first.
+    pub fn conversations_changed_since(&self, user_id: &str, since: u64) -> Result<Vec<ConversationSummary>> {
+        self.conversations_query(user_id, None, Some(since), usize::MAX, 0)
+    }
+
     /// A page of [`Store::conversations_of`]; with `only`, just that conversation.
     pub fn conversations_page(
         &self,
         user_id: &str,
         only: Option<&str>,
+        limit: usize,
+        offset: usize,
+    ) -> Result<Vec<ConversationSummary>> {
+        self.conversations_query(user_id, only, None, limit, offset)
+    }
+
+    fn conversations_query(
+        &self,
+        user_id: &str,
+        only: Option<&str>,
+        since: Option<u64>,
         limit: usize,
         offset: usize,
     ) -> Result<Vec<ConversationSummary>> {
@@ -446,13 +514,15 @@ impl Store {
              FROM members m JOIN conversations c ON c.id = m.conversation_id
              LEFT JOIN messages msg ON msg.conversation_id = c.id AND msg.seq = c.last_seq
              WHERE m.member_id = ?1 AND (?2 IS NULL OR c.id = ?2)
+               AND (?5 IS NULL OR c.version > ?5 OR m.version > ?5)
              ORDER BY c.updated_at DESC, c.id
              LIMIT ?3 OFFSET ?4",
         )?;
         let limit = i64::try_from(limit).unwrap_or(i64::MAX);
         let offset = i64::try_from(offset).unwrap_or(i64::MAX);
+        let since = since.map(|s| i64::try_from(s).unwrap_or(i64::MAX));
         let rows = stmt
-            .query_map(params![user_id, only, limit, offset], |r| {
+            .query_map(params![user_id, only, limit, offset, since], |r| {
                 let last_message = match r.get::<_, Option<String>>(6)? {
                     Some(id) => Some(LastMessage {
                         id,
@@ -493,9 +563,9 @@ impl Store {
         Ok(self.personas()?.into_iter().find(|p| p.id == persona_id))
     }
 
-    /// The user's direct conversation with a persona, created on first ask. NotFound if there
-    /// is no such persona.
-    pub fn direct_conversation(&mut self, user: &User, persona_id: &str) -> Result<String> {
+    /// The user's direct conversation with a persona, created on first ask (then with the list
+    /// version of its creation). NotFound if there is no such persona.
+    pub fn direct_conversation(&mut self, user: &User, persona_id: &str) -> Result<(String, Option<u64>)> {
         let persona = self.persona(persona_id)?.ok_or(StoreError::NotFound)?;
         let existing: Option<String> = self
             .conn
@@ -507,24 +577,30 @@ impl Store {
             )
             .optional()?;
         if let Some(id) = existing {
-            return Ok(id);
+            return Ok((id, None));
         }
         let now = now_rfc3339();
         let id = new_id();
         let tx = self.conn.transaction()?;
+        let version = next_version(&tx)? as i64;
         tx.execute(
-            "INSERT INTO conversations (id, kind, title, persona_id, owner_id, created_at, updated_at)
-             VALUES (?1, 'direct', ?2, ?3, ?4, ?5, ?5)",
-            params![id, persona.name, persona_id, user.id, now],
+            "INSERT INTO conversations (id, kind, title, persona_id, owner_id, created_at, updated_at, version)
+             VALUES (?1, 'direct', ?2, ?3, ?4, ?5, ?5, ?6)",
+            params![id, persona.name, persona_id, user.id, now, version],
         )?;
         for (member, kind) in [(&user.id, "user"), (&persona.id, "persona")] {
             tx.execute(
-                "INSERT INTO members (conversation_id, member_id, member_kind, joined_at) VALUES (?1, ?2, ?3, ?4)",
-                params![id, member, kind, now],
+                "INSERT INTO members (conversation_id, member_id, member_kind, joined_at, version)
+                 VALUES (?1, ?2, ?3, ?4, ?5)",
+                params![id, member, kind, now, version],
             )?;
         }
+        tx.execute(
+            "DELETE FROM membership_tombstones WHERE conversation_id = ?1 AND member_id = ?2",
+            params![id, user.id],
+        )?;
         tx.commit()?;
-        Ok(id)
+        Ok((id, Some(version as u64)))
     }
 
     /// A new room owned by `owner`, with these users and personas as members (unknown ids are
@@ -540,14 +616,16 @@ impl Store {
         let id = new_id();
         {
             let tx = self.conn.transaction()?;
+            let version = next_version(&tx)? as i64;
             tx.execute(
-                "INSERT INTO conversations (id, kind, title, owner_id, created_at, updated_at)
-                 VALUES (?1, 'room', ?2, ?3, ?4, ?4)",
-                params![id, title, owner.id, now],
+                "INSERT INTO conversations (id, kind, title, owner_id, created_at, updated_at, version)
+                 VALUES (?1, 'room', ?2, ?3, ?4, ?4, ?5)",
+                params![id, title, owner.id, now, version],
             )?;
             tx.execute(
-                "INSERT INTO members (conversation_id, member_id, member_kind, joined_at) VALUES (?1, ?2, 'user', ?3)",
-                params![id, owner.id, now],
+                "INSERT INTO members (conversation_id, member_id, member_kind, joined_at, version)
+                 VALUES (?1, ?2, 'user', ?3, ?4)",
+                params![id, owner.id, now, version],
             )?;
             tx.commit()?;
         }
@@ -556,7 +634,8 @@ impl Store {
     }
 
     /// Adds existing users and personas to a conversation. Returns the users and personas
-    /// that were not members before (as User: id and display name).
+    /// that were not members before (as User: id and display name). When someone was added,
+    /// the conversation and the new memberships get a new list version.
     pub fn add_members(
         &mut self,
         conversation_id: &str,
@@ -566,6 +645,7 @@ impl Store {
         let now = now_rfc3339();
         let tx = self.conn.transaction()?;
         let mut added = Vec::new();
+        let mut version: Option<i64> = None;
         for (ids, kind, table, name_col) in
             [(user_ids, "user", "users", "username"), (persona_ids, "persona", "personas", "name")]
         {
@@ -574,26 +654,121 @@ impl Store {
                     .query_row(&format!("SELECT {name_col} FROM {table} WHERE id = ?1"), [member_id], |r| r.get(0))
                     .optional()?;
                 let Some(name) = name else { continue };
-                let inserted = tx.execute(
-                    "INSERT INTO members (conversation_id, member_id, member_kind, joined_at) VALUES (?1, ?2, ?3, ?4)
-                     ON CONFLICT DO NOTHING",
-                    params![conversation_id, member_id, kind, now],
+                let already: bool = tx.query_row(
+                    "SELECT EXISTS (SELECT 1 FROM members WHERE conversation_id = ?1 AND member_id = ?2)",
+                    [conversation_id, member_id],
+                    |r| r.get(0),
                 )?;
-                if inserted == 1 {
-                    added.push(User { id: member_id.clone(), username: name });
+                if already {
+                    continue;
                 }
+                let v = match version {
+                    Some(v) => v,
+                    None => *version.insert(next_version(&tx)? as i64),
+                };
+                tx.execute(
+                    "INSERT INTO members (conversation_id, member_id, member_kind, joined_at, version)
+                     VALUES (?1, ?2, ?3, ?4, ?5)",
+                    params![conversation_id, member_id, kind, now, v],
+                )?;
+                tx.execute(
+                    "DELETE FROM membership_tombstones WHERE conversation_id = ?1 AND member_id = ?2",
+                    [conversation_id, member_id],
+                )?;
+                added.push(User { id: member_id.clone(), username: name });
             }
+        }
+        if let Some(v) = version {
+            tx.execute("UPDATE conversations SET version = ?2 WHERE id = ?1", params![conversation_id, v])?;
         }
         tx.commit()?;
         Ok(added)
     }
 
-    /// Removes a member; true if they were one.
-    pub fn remove_member(&self, conversation_id: &str, member_id: &str) -> Result<bool> {
-        Ok(self.conn.execute(
+    /// Ends a membership (left or removed): the membership goes, a tombstone with a new list
+    /// version stays, and the conversation gets that version (its members changed). The
+    /// version, or None if they were not a member.
+    pub fn remove_member(
+        &mut self,
+        conversation_id: &str,
+        member_id: &str,
+        reason: RemovalReason,
+    ) -> Result<Option<u64>> {
+        let tx = self.conn.transaction()?;
+        if tx.execute(
             "DELETE FROM members WHERE conversation_id = ?1 AND member_id = ?2",
             [conversation_id, member_id],
-        )? == 1)
+        )? == 0
+        {
+            return Ok(None);
+        }
+        let version = next_version(&tx)?;
+        let reason = match reason {
+            RemovalReason::Left => "left",
+            RemovalReason::Removed => "removed",
+        };
+        tx.execute(
+            "INSERT INTO membership_tombstones (conversation_id, member_id, reason, version, ended_at)
+             VALUES (?1, ?2, ?3, ?4, ?5)
+             ON CONFLICT (conversation_id, member_id) DO UPDATE
+             SET reason = excluded.reason, version = excluded.version, ended_at = excluded.ended_at",
+            params![conversation_id, member_id, reason, version as i64, crate::clock::unix_now()],
+        )?;
+        tx.execute("UPDATE conversations SET version = ?2 WHERE id = ?1", params![conversation_id, version as i64])?;
+        tx.commit()?;
+        Ok(Some(version))
+    }
+
+    /// Who created a room (None: no such conversation, or nobody, as for the Lobby).
+    pub fn conversation_owner(&self, conversation_id: &str) -> Result<Option<Option<String>>> {
+        Ok(self
+            .conn
+            .query_row("SELECT owner_id FROM conversations WHERE id = ?1", [conversation_id], |r| r.get(0))
+            .optional()?)
+    }
+
+    // ---- the list version and the resync exchange ----
+
+    /// The newest list version allocated.
+    pub fn list_version(&self) -> Result<u64> {
+        Ok(self.conn.query_row("SELECT version FROM list_version WHERE id = 1", [], |r| r.get::<_, i64>(0))? as u64)
+    }
+
+    /// The newest tombstone version pruned: a `since` older than it cannot be answered with
+    /// a delta.
+    pub fn tombstones_pruned_upto(&self) -> Result<u64> {
+        Ok(self.conn.query_row("SELECT pruned_upto FROM list_version WHERE id = 1", [], |r| r.get::<_, i64>(0))? as u64)
+    }
+
+    /// Forgets tombstones that ended before `before` (unix seconds), recording the newest
+    /// version forgotten. How many were forgotten.
+    pub fn prune_tombstones(&mut self, before: i64) -> Result<usize> {
+        let tx = self.conn.transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)?;
+        let newest: Option<i64> =
+            tx.query_row("SELECT MAX(version) FROM membership_tombstones WHERE ended_at < ?1", [before], |r| r.get(0))?;
+        let Some(newest) = newest else { return Ok(0) };
+        let n = tx.execute("DELETE FROM membership_tombstones WHERE ended_at < ?1", [before])?;
+        tx.execute("UPDATE list_version SET pruned_upto = MAX(pruned_upto, ?1) WHERE id = 1", [newest])?;
+        tx.commit()?;
+        Ok(n)
+    }
+
+    /// The conversations that left this user's list after version `since`.
+    pub fn tombstones_since(&self, user_id: &str, since: u64) -> Result<Vec<String>> {
+        self.rows(
+            "SELECT conversation_id FROM membership_tombstones WHERE member_id = ?1 AND version > ?2 ORDER BY version",
+            params![user_id, since as i64],
+            |r| r.get(0),
+        )
+    }
+
+    /// The list version of a conversation (its last change seen by every member).
+    pub fn conversation_version(&self, conversation_id: &str) -> Result<u64> {
+        Ok(self
+            .conn
+            .query_row("SELECT version FROM conversations WHERE id = ?1", [conversation_id], |r| r.get::<_, i64>(0))
+            .optional()?
+            .ok_or(StoreError::NotFound)? as u64)
     }
 
     pub fn conversation_kind(&self, conversation_id: &str) -> Result<Option<(ConversationKind, bool)>> {
@@ -689,11 +864,12 @@ impl Store {
         }
         let now = now_rfc3339();
         let tx = self.conn.transaction()?;
+        let version = next_version(&tx)? as i64;
         let seq: i64 = tx
             .query_row(
-                "UPDATE conversations SET last_seq = last_seq + 1, updated_at = ?2
+                "UPDATE conversations SET last_seq = last_seq + 1, updated_at = ?2, version = ?3
                  WHERE id = ?1 RETURNING last_seq",
-                params![conversation_id, now],
+                params![conversation_id, now, version],
                 |r| r.get(0),
             )
             .optional()?
@@ -787,14 +963,81 @@ impl Store {
         Ok((rows, has_more))
     }
 
-    /// Records that a user has seen a conversation up to `seq`.
-    pub fn mark_read(&self, conversation_id: &str, user_id: &str, seq: i64) -> Result<()> {
-        self.conn.execute(
-            "UPDATE members SET last_read_seq = MAX(last_read_seq, ?3)
-             WHERE conversation_id = ?1 AND member_id = ?2",
+    /// Records that a user has seen a conversation up to `seq` (never backwards). When that
+    /// moved their read mark, the membership gets a new list version, returned.
+    pub fn mark_read(&mut self, conversation_id: &str, user_id: &str, seq: i64) -> Result<Option<u64>> {
+        let tx = self.conn.transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)?;
+        let behind: bool = tx.query_row(
+            "SELECT EXISTS (SELECT 1 FROM members WHERE conversation_id = ?1 AND member_id = ?2 AND last_read_seq < ?3)",
             params![conversation_id, user_id, seq],
+            |r| r.get(0),
+        )?;
+        if !behind {
+            return Ok(None);
+        }
+        let version = next_version(&tx)?;
+        tx.execute(
+            "UPDATE members SET last_read_seq = ?3, version = ?4 WHERE conversation_id = ?1 AND member_id = ?2",
+            params![conversation_id, user_id, seq, version as i64],
+        )?;
+        tx.commit()?;
+        Ok(Some(version))
+    }
+
+    // ---- persona reply drafts (the text so far of replies in progress) ----
+
+    /// Records the text so far of a reply in progress (replacing the previous draft).
+    pub fn save_draft(&self, message_id: &str, conversation_id: &str, persona_id: &str, content: &str) -> Result<()> {
+        self.conn.execute(
+            "INSERT INTO reply_drafts (message_id, conversation_id, persona_id, content, updated_at)
+             VALUES (?1, ?2, ?3, ?4, ?5)
+             ON CONFLICT (message_id) DO UPDATE SET content = excluded.content, updated_at = excluded.updated_at",
+            params![message_id, conversation_id, persona_id, content, now_rfc3339()],
         )?;
         Ok(())
+    }
+
+    pub fn delete_draft(&self, message_id: &str) -> Result<()> {
+        self.conn.execute("DELETE FROM reply_drafts WHERE message_id = ?1", [message_id])?;
+        Ok(())
+    }
+
+    /// At start: every draft left by a server that died mid-reply becomes a stored message
+    /// (its seq and list version allocated now), marked interrupted. Returns them with their
+    /// conversation.
+    pub fn recover_drafts(&mut self) -> Result<Vec<(String, Message)>> {
+        let drafts: Vec<(String, String, String, String, String)> = self.rows(
+            "SELECT d.message_id, d.conversation_id, d.persona_id, COALESCE(p.name, '?'), d.content
+             FROM reply_drafts d LEFT JOIN personas p ON p.id = d.persona_id ORDER BY d.updated_at",
+            [],
+            |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?, r.get(4)?)),
+        )?;
+        let mut recovered = Vec::new();
+        for (message_id, conversation_id, persona_id, name, content) in drafts {
+            let sender = User { id: persona_id, username: name };
+            let content = if content.trim().is_empty() { "…".to_owned() } else { content };
+            // Stored already (the server died between storing the reply and dropping its
+            // draft): that message stands as it is.
+            let stored = match self.insert_message_with_id(
+                &conversation_id,
+                &sender,
+                &message_id,
+                &content,
+                true,
+                &message_id,
+            ) {
+                Ok(Inserted::New(m)) => Some(m),
+                Ok(Inserted::Duplicate(_) | Inserted::ClientIdTaken) | Err(StoreError::NotFound) => None,
+                Err(e) => return Err(e),
+            };
+            if let Some(mut message) = stored {
+                self.mark_interrupted(&message.id)?;
+                message.interrupted = true;
+                recovered.push((conversation_id, message));
+            }
+            self.delete_draft(&message_id)?;
+        }
+        Ok(recovered)
     }
 
     // ---- personas ----
@@ -891,6 +1134,72 @@ mod tests {
         let (page, more) = s.messages(&lobby, Some(2), None, 2).unwrap();
         assert_eq!(page.iter().map(|m| m.seq).collect::<Vec<_>>(), vec![3, 4]);
         assert!(more);
+    }
+}
+
+#[cfg(test)]
+mod version_tests {
+    use super::*;
+
+    #[test]
+    fn every_change_to_a_list_takes_the_next_version_and_ended_memberships_leave_tombstones() {
+        let mut s = Store::init(Connection::open_in_memory().unwrap()).unwrap();
+        s.seed(&[("Ada", "a mathematician")]).unwrap();
+        let alice = s.create_user("alice", "h").unwrap().unwrap();
+        let bob = s.create_user("bob", "h").unwrap().unwrap();
+        let v0 = s.list_version().unwrap();
+        let room = s.create_room(&alice, "room", std::slice::from_ref(&bob.id), &[]).unwrap();
+        let v1 = s.list_version().unwrap();
+        assert!(v1 > v0);
+        let changed = s.conversations_changed_since(&bob.id, v0).unwrap();
+        assert_eq!(changed.iter().map(|c| c.id.as_str()).collect::<Vec<_>>(), vec![room.as_str()]);
+        assert!(s.conversations_changed_since(&bob.id, v1).unwrap().is_empty());
+        s.insert_message(&room, &alice, "c1", "hi", false).unwrap();
+        let v2 = s.list_version().unwrap();
+        assert_eq!(s.conversation_version(&room).unwrap(), v2);
+        assert_eq!(s.conversations_changed_since(&bob.id, v1).unwrap()[0].unread_count, 1);
+        // A read that moves the mark takes a version; one that does not, none.
+        assert_eq!(s.mark_read(&room, &bob.id, 1).unwrap(), Some(v2 + 1));
+        assert_eq!(s.mark_read(&room, &bob.id, 1).unwrap(), None);
+        assert!(s.conversations_changed_since(&alice.id, v2 + 1).unwrap().is_empty(), "bob's read is his alone");
+        let v3 = s.remove_member(&room, &bob.id, RemovalReason::Removed).unwrap().expect("was a member");
+        assert_eq!(s.remove_member(&room, &bob.id, RemovalReason::Removed).unwrap(), None);
+        assert_eq!(s.tombstones_since(&bob.id, v3 - 1).unwrap(), vec![room.clone()]);
+        assert!(s.tombstones_since(&bob.id, v3).unwrap().is_empty());
+        assert!(s.conversations_changed_since(&bob.id, v0).unwrap().is_empty(), "no longer in his list");
+        // Added back: the tombstone goes.
+        s.add_members(&room, std::slice::from_ref(&bob.id), &[]).unwrap();
+        assert!(s.tombstones_since(&bob.id, 0).unwrap().is_empty());
+        // Pruning records how far back deltas can be answered.
+        s.remove_member(&room, &bob.id, RemovalReason::Left).unwrap();
+        assert_eq!(s.prune_tombstones(crate::clock::unix_now() + 1).unwrap(), 1);
+        assert_eq!(s.tombstones_pruned_upto().unwrap(), s.list_version().unwrap());
+    }
+
+    #[test]
+    fn leftover_drafts_become_interrupted_messages_and_stored_replies_stay_as_they_are() {
+        let mut s = Store::init(Connection::open_in_memory().unwrap()).unwrap();
+        s.seed(&[("Ada", "a mathematician")]).unwrap();
+        let alice = s.create_user("alice", "h").unwrap().unwrap();
+        let ada = s.personas().unwrap().remove(0);
+        let (direct, _) = s.direct_conversation(&alice, &ada.id).unwrap();
+        s.insert_message(&direct, &alice, "q", "question", false).unwrap();
+        s.save_draft("m1", &direct, &ada.id, "Half an ans").unwrap();
+        s.save_draft("m1", &direct, &ada.id, "Half an answer").unwrap();
+        let persona = User { id: ada.id.clone(), username: ada.name.clone() };
+        s.insert_message_with_id(&direct, &persona, "m2", "complete", true, "m2").unwrap();
+        s.save_draft("m2", &direct, &ada.id, "compl").unwrap();
+        let before = s.list_version().unwrap();
+        let recovered = s.recover_drafts().unwrap();
+        assert_eq!(recovered.len(), 1);
+        let (conversation, message) = &recovered[0];
+        assert_eq!((conversation.as_str(), message.content.as_str()), (direct.as_str(), "Half an answer"));
+        assert!(message.interrupted && message.is_ai);
+        assert_eq!(message.seq, 3);
+        assert!(s.list_version().unwrap() > before);
+        let (all, _) = s.messages(&direct, Some(0), None, 10).unwrap();
+        assert!(!all.iter().find(|m| m.id == "m2").unwrap().interrupted, "a stored reply is left alone");
+        assert!(s.recover_drafts().unwrap().is_empty(), "drafts are gone");
     }
 }
 

@@ -262,21 +262,37 @@ async fn handle_text(app: &AppState, conn: ConnId, user: &User, text: &str) {
                 reply(refusal_frame(r, Some(message_id)));
             }
         }
-        // Defined in the protocol; the server's answer is being built (issue 11).
-        ClientFrame::Sync { .. } => reply(error_frame(
-            persona_chat_protocol::ErrorCode::UnknownType,
-            "sync is not answered by this server yet",
-            Some("sync".into()),
-        )),
+        ClientFrame::Sync { since } => match sync(app, user, since).await {
+            Ok(state) => reply(ServerFrame::SyncState(Box::new(state))),
+            Err(r) => reply(refusal_frame(r, Some("sync".into()))),
+        },
     }
+}
+
+/// The resync exchange's answer for `user` (shared with `POST /api/sync`), within the
+/// per-user sync rate.
+pub async fn sync(app: &AppState, user: &User, since: u64) -> Result<persona_chat_protocol::SyncState, Refusal> {
+    if !app.sync_limiter.allow(&user.id, std::time::Instant::now()) {
+        crate::metrics::inc(&app.metrics.rate_limited);
+        return Err(Refusal::new(
+            ErrorCode::RateLimited,
+            format!(
+                "too many syncs: at most {} per second (bursts of {}); sync again shortly",
+                app.config.sync_per_sec, app.config.sync_burst
+            ),
+        ));
+    }
+    let (user_id, shared) = (user.id.clone(), app.clone());
+    Ok(app.read(move |store| crate::list::answer(store, &shared, &user_id, since)).await?)
 }
 
 /// Missed messages replayed per page on join; fewer than the socket queue holds.
 pub const JOIN_BACKLOG: usize = SOCKET_QUEUE / 2;
 
-/// Joins the socket to a conversation and sends every message it missed after `after_seq`.
-/// The join and the first page happen under the store lock, so no message can fall between
-/// the backlog and the live stream; further pages (up to the last_seq announced) follow with
+/// Joins the socket to a conversation and sends every message it missed after `after_seq`,
+/// then each persona reply in progress there with its text so far. The join and the first
+/// page happen under the store lock, so no message can fall between the backlog and the live
+/// stream; further pages (up to the last_seq announced) follow with
 /// backpressure, interleaving with live messages, which clients order by seq.
 async fn join(
     app: &AppState,
@@ -293,7 +309,6 @@ async fn join(
                 return Ok(Err(Refusal::not_member()));
             }
             let last_seq = store.last_seq(&conversation_id)?;
-            shared.hub.join(conn, &conversation_id);
             let now = now_rfc3339();
             shared.hub.send_to_conn(
                 conn,
@@ -321,7 +336,12 @@ async fn join(
                     rest = Some((cursor, last_seq));
                 }
             }
-            store.mark_read(&conversation_id, &user_id, last_seq)?;
+            // Live from here, with the replies in progress resumed (no message can be stored
+            // meanwhile: the store's lock is held).
+            shared.personas.join_with_replies(&shared.hub, conn, &conversation_id);
+            if let Some(version) = store.mark_read(&conversation_id, &user_id, last_seq)? {
+                crate::list::read_moved(store, shared, &conversation_id, &user_id, version, Some(conn))?;
+            }
             Ok(Ok(rest))
         })
         .await??;

@@ -217,6 +217,10 @@ async fn a_member_who_left_gets_nothing_more_of_the_conversation_on_socket_or_po
         match &frame {
             ServerFrame::UserLeft { user_id, .. } if *user_id == c.user.id => after_leave = true,
             ServerFrame::ConversationLeft { .. } => after_leave = true,
+            // Her own leave notice for the list (issue 11), in every tab.
+            ServerFrame::ConversationRemoved { reason: persona_chat_protocol::RemovalReason::Left, .. } => {
+                after_leave = true
+            }
             // The list update of the message from before the leave.
             ServerFrame::ConversationUpdate { last_message, .. } if last_message.content == "before she leaves" => {}
             f if conversation_of(f).as_deref() == Some(room.id.as_str()) => {
@@ -232,6 +236,7 @@ async fn a_member_who_left_gets_nothing_more_of_the_conversation_on_socket_or_po
     for e in &poll.events {
         match &e.frame {
             ServerFrame::UserLeft { user_id, .. } if *user_id == c.user.id => left = true,
+            ServerFrame::ConversationRemoved { reason: persona_chat_protocol::RemovalReason::Left, .. } => left = true,
             ServerFrame::NewMessage { message, .. } if message.content == "before she leaves" => {}
             ServerFrame::ConversationUpdate { last_message, .. } if last_message.content == "before she leaves" => {}
             f if conversation_of(f).as_deref() == Some(room.id.as_str()) => {

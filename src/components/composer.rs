@@ -7,7 +7,7 @@ use persona_chat_protocol::{validate_content, MAX_CONTENT_CHARS};
 
 use super::icons::{Icon, SEND};
 use crate::socket::LinkState;
-use crate::state::SocketContext;
+use crate::state::contexts::{ChatCtx, ConnectionCtx};
 
 /// Shown from this many characters on.
 pub const COUNTER_FROM: usize = MAX_CONTENT_CHARS - 500;
@@ -36,7 +36,8 @@ fn rows_for(text: &str) -> u32 {
 
 #[component]
 pub fn Composer(#[prop(into)] conversation_id: Signal<Option<String>>) -> impl IntoView {
-    let ctx = SocketContext::expect();
+    let ctx = ChatCtx::expect();
+    let connection = ConnectionCtx::expect();
     let draft = RwSignal::new(String::new());
     let me = Memo::new(move |_| ctx.chat.with(|c| c.me.as_ref().map(|u| u.id.clone())));
     let input_ref = NodeRef::<leptos::html::Textarea>::new();
@@ -72,7 +73,7 @@ pub fn Composer(#[prop(into)] conversation_id: Signal<Option<String>>) -> impl I
     };
     let chars = Memo::new(move |_| draft.with(|d| d.chars().count()));
     let invalid = Memo::new(move |_| draft.with(|d| validate_content(d).is_err()));
-    let down = Memo::new(move |_| !matches!(ctx.status.get(), LinkState::Connected { .. } | LinkState::Polling));
+    let down = Memo::new(move |_| !connection.status.with(LinkState::is_up));
     let waiting = Memo::new(move |_| {
         let id = conversation_id.get();
         ctx.chat.with(|c| {

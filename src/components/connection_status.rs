@@ -6,38 +6,11 @@ use leptos::prelude::*;
 use super::icons::{Icon, CONNECTED, DISCONNECTED, POLLING};
 use crate::app::Clock;
 use crate::socket::{now_ms, LinkState};
-use crate::state::SocketContext;
-
-/// The machine-readable state name and the words for a state, at time `now_ms`.
-pub fn describe(state: &LinkState, now_ms: f64) -> (&'static str, String) {
-    match state {
-        LinkState::Connected { latency_ms: Some(ms), .. } => {
-            ("connected", format!("Connected · {} ms", ms.round() as i64))
-        }
-        LinkState::Connected { .. } => ("connected", "Connected".to_owned()),
-        LinkState::Connecting => ("connecting", "Connecting…".to_owned()),
-        LinkState::Reconnecting { attempt, retry_at_ms } => {
-            let secs = ((retry_at_ms - now_ms) / 1000.0).ceil().max(0.0) as i64;
-            if secs > 0 {
-                ("disconnected", format!("Reconnecting in {secs} s (attempt {attempt})"))
-            } else {
-                ("disconnected", format!("Reconnecting… (attempt {attempt})"))
-            }
-        }
-        LinkState::Polling => ("polling", "Live via polling".to_owned()),
-        LinkState::Offline => ("offline", "Offline".to_owned()),
-        LinkState::Disconnected => ("disconnected", "Disconnected".to_owned()),
-    }
-}
-
-/// Whether a state carries messages (either transport).
-pub fn is_up(state: &LinkState) -> bool {
-    matches!(state, LinkState::Connected { .. } | LinkState::Polling)
-}
+use crate::state::contexts::ConnectionCtx;
 
 /// The toast for a change of state, if it is one worth telling.
 pub fn toast_for(was_up: bool, ever_up: bool, now: &LinkState) -> Option<&'static str> {
-    match (was_up, is_up(now)) {
+    match (was_up, now.is_up()) {
         (true, false) if matches!(now, LinkState::Offline) => {
             Some("You are offline. Messages will be sent when you are back.")
         }
@@ -49,7 +22,7 @@ pub fn toast_for(was_up: bool, ever_up: bool, now: &LinkState) -> Option<&'stati
 
 #[component]
 pub fn ConnectionStatus() -> impl IntoView {
-    let ctx = SocketContext::expect();
+    let ctx = ConnectionCtx::expect();
     let clock = Clock::expect();
     let described = Memo::new(move |_| {
         let state = ctx.status.get();
@@ -57,7 +30,7 @@ pub fn ConnectionStatus() -> impl IntoView {
         if matches!(state, LinkState::Reconnecting { .. }) {
             clock.0.track();
         }
-        describe(&state, now_ms())
+        state.describe(now_ms())
     });
     let icon = move || match described.get().0 {
         "connected" => CONNECTED,
@@ -80,7 +53,7 @@ pub fn ConnectionStatus() -> impl IntoView {
                 std::time::Duration::from_millis(4000),
             );
         }
-        (is_up(&state), ever_up || is_up(&state))
+        (state.is_up(), ever_up || state.is_up())
     });
     view! {
         <div class="connection" data-state=move || described.get().0 role="status">
@@ -98,7 +71,7 @@ pub fn ConnectionStatus() -> impl IntoView {
 /// The toast itself (announced politely).
 #[component]
 pub fn Toast() -> impl IntoView {
-    let ctx = SocketContext::expect();
+    let ctx = ConnectionCtx::expect();
     view! {
         <div class="toast-region" aria-live="polite">
             {move || ctx.toast.get().map(|(_, text)| view! { <div class="toast">{text}</div> })}
@@ -109,28 +82,6 @@ pub fn Toast() -> impl IntoView {
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn each_state_has_words() {
-        assert_eq!(
-            describe(&LinkState::Connected { since_ms: 0.0, latency_ms: None }, 0.0),
-            ("connected", "Connected".into())
-        );
-        assert_eq!(
-            describe(&LinkState::Connected { since_ms: 0.0, latency_ms: Some(12.4) }, 0.0).1,
-            "Connected · 12 ms"
-        );
-        let (state, text) = describe(&LinkState::Reconnecting { attempt: 2, retry_at_ms: 2500.0 }, 1000.0);
-        assert_eq!((state, text.as_str()), ("disconnected", "Reconnecting in 2 s (attempt 2)"));
-        assert_eq!(
-            describe(&LinkState::Reconnecting { attempt: 3, retry_at_ms: 0.0 }, 1000.0).1,
-            "Reconnecting… (attempt 3)"
-        );
-        assert_eq!(describe(&LinkState::Polling, 0.0), ("polling", "Live via polling".into()));
-        assert_eq!(describe(&LinkState::Offline, 0.0), ("offline", "Offline".into()));
-        assert_eq!(describe(&LinkState::Connecting, 0.0), ("connecting", "Connecting…".into()));
-        assert_eq!(describe(&LinkState::Disconnected, 0.0), ("disconnected", "Disconnected".into()));
-    }
 
     #[test]
     fn toasts_when_the_connection_drops_and_returns() {

@@ -7,7 +7,7 @@ use persona_chat_protocol::http::{ConversationKind, ConversationSummary};
 use super::avatar::{status_line, Avatar};
 use super::time::short_time;
 use crate::app::Clock;
-use crate::state::SocketContext;
+use crate::state::contexts::{ChatCtx, ConnectionCtx};
 
 /// The preview line: "bob: see you", "You: see you" for own messages.
 pub fn preview(summary: &ConversationSummary, me: Option<&str>) -> String {
@@ -24,8 +24,8 @@ pub fn preview(summary: &ConversationSummary, me: Option<&str>) -> String {
 /// How many members of a room are online, when its members are known (the Lobby holds
 /// everyone, so it counts all online users) and a socket is up: who is online is only known
 /// on a socket.
-pub fn online_in(ctx: &SocketContext, conversation_id: &str) -> Option<usize> {
-    if !matches!(ctx.status.get(), crate::socket::LinkState::Connected { .. }) {
+pub fn online_in(ctx: &ChatCtx, connection: &ConnectionCtx, conversation_id: &str) -> Option<usize> {
+    if !matches!(connection.status.get(), crate::socket::LinkState::Connected { .. }) {
         return None;
     }
     ctx.chat.with(|c| {
@@ -45,7 +45,7 @@ pub fn online_in(ctx: &SocketContext, conversation_id: &str) -> Option<usize> {
 
 #[component]
 pub fn ConversationList(#[prop(into)] selected: Signal<Option<String>>) -> impl IntoView {
-    let ctx = SocketContext::expect();
+    let ctx = ChatCtx::expect();
     let ids = Memo::new(move |_| ctx.chat.with(|c| c.conversations.iter().map(|c| c.id.clone()).collect::<Vec<_>>()));
     view! {
         <nav class="conversation-list" aria-label="Conversations">
@@ -59,7 +59,8 @@ pub fn ConversationList(#[prop(into)] selected: Signal<Option<String>>) -> impl 
 
 #[component]
 fn ConversationRow(id: String, selected: Signal<Option<String>>) -> impl IntoView {
-    let ctx = SocketContext::expect();
+    let ctx = ChatCtx::expect();
+    let connection = ConnectionCtx::expect();
     let clock = Clock::expect();
     let summary = {
         let id = id.clone();
@@ -77,7 +78,7 @@ fn ConversationRow(id: String, selected: Signal<Option<String>>) -> impl IntoVie
     };
     let online = {
         let id = id.clone();
-        Memo::new(move |_| online_in(&ctx, &id))
+        Memo::new(move |_| online_in(&ctx, &connection, &id))
     };
     let href = format!("/c/{id}");
     move || {
@@ -118,8 +119,9 @@ fn ConversationRow(id: String, selected: Signal<Option<String>>) -> impl IntoVie
 /// People online now, as dots with names.
 #[component]
 pub fn OnlineStrip() -> impl IntoView {
-    let ctx = SocketContext::expect();
-    let live = Memo::new(move |_| matches!(ctx.status.get(), crate::socket::LinkState::Connected { .. }));
+    let ctx = ChatCtx::expect();
+    let connection = ConnectionCtx::expect();
+    let live = Memo::new(move |_| matches!(connection.status.get(), crate::socket::LinkState::Connected { .. }));
     let people = Memo::new(move |_| ctx.chat.with(|c| c.online.iter().map(|u| u.username.clone()).collect::<Vec<_>>()));
     view! {
         <section class="online-strip" aria-label="Online now">

@@ -4,11 +4,11 @@ use leptos::prelude::*;
 use leptos::task::spawn_local;
 
 use crate::api;
-use crate::state::SocketContext;
+use crate::state::contexts::{ChatCtx, SessionCtx};
 
 /// A people search as the user types: the newest answer wins (older ones are ignored).
 pub fn search_users(
-    ctx: SocketContext,
+    session: SessionCtx,
     text: String,
     query: RwSignal<String>,
     results: RwSignal<Vec<persona_chat_protocol::User>>,
@@ -16,14 +16,14 @@ pub fn search_users(
 ) {
     query.set(text.clone());
     spawn_local(async move {
-        let Some(token) = ctx.token() else { return };
+        let Some(token) = session.token() else { return };
         // The server searches from 2 characters on (fewer would list everyone).
         if text.trim().chars().count() < persona_chat_protocol::http::USER_SEARCH_MIN_CHARS {
             results.set(Vec::new());
             error.set(None);
             return;
         }
-        match api::search_users(&ctx.base(), &token, text.trim()).await {
+        match api::search_users(&session.base(), &token, text.trim()).await {
             Ok(found) if query.get_untracked() == text => results.set(found),
             Ok(_) => {}
             Err(e) => error.set(Some(format!("Could not search: {e}"))),
@@ -33,7 +33,8 @@ pub fn search_users(
 
 #[component]
 pub fn MembersPanel(conversation_id: String, on_close: Callback<()>) -> impl IntoView {
-    let ctx = SocketContext::expect();
+    let ctx = ChatCtx::expect();
+    let session = ctx.session();
     let members = {
         let id = conversation_id.clone();
         Memo::new(move |_| ctx.chat.with(|c| c.members.get(&id).cloned().unwrap_or_default()))
@@ -41,14 +42,14 @@ pub fn MembersPanel(conversation_id: String, on_close: Callback<()>) -> impl Int
     let query = RwSignal::new(String::new());
     let results = RwSignal::new(Vec::<persona_chat_protocol::User>::new());
     let error = RwSignal::new(None::<String>);
-    let search = move |text: String| search_users(ctx, text, query, results, error);
+    let search = move |text: String| search_users(session, text, query, results, error);
     let add = {
         let id = conversation_id.clone();
         move |user_id: String| {
             let id = id.clone();
             spawn_local(async move {
-                let Some(token) = ctx.token() else { return };
-                match api::add_members(&ctx.base(), &token, &id, vec![user_id]).await {
+                let Some(token) = session.token() else { return };
+                match api::add_members(&session.base(), &token, &id, vec![user_id]).await {
                     Ok(_) => {
                         query.set(String::new());
                         results.set(Vec::new());

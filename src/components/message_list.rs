@@ -9,8 +9,8 @@ use wasm_bindgen::JsCast;
 
 use super::icons::{Icon, STOP};
 use super::time::clock_time;
+use crate::state::contexts::ChatCtx;
 use crate::state::reducer::{ChatLine, Delivery, LineKind};
-use crate::state::SocketContext;
 
 /// Lines in the page at once.
 pub const WINDOW: usize = 120;
@@ -72,7 +72,7 @@ impl Scroller {
 
 #[component]
 pub fn MessageList(#[prop(into)] conversation_id: Signal<Option<String>>) -> impl IntoView {
-    let ctx = SocketContext::expect();
+    let ctx = ChatCtx::expect();
     let scroller_ref = NodeRef::<leptos::html::Div>::new();
     let scroller = move || scroller_ref.get_untracked().map(|e| Scroller(e.unchecked_into()));
     // Lines skipped from the newest (0: the window ends at the newest line).
@@ -233,7 +233,7 @@ pub fn MessageList(#[prop(into)] conversation_id: Signal<Option<String>>) -> imp
 
 #[component]
 fn MessageRow(line: ChatLine, own: bool, conversation_id: Signal<Option<String>>) -> impl IntoView {
-    let ctx = SocketContext::expect();
+    let ctx = ChatCtx::expect();
     if line.kind == LineKind::Notice {
         return view! { <li class="notice-line" data-key=line.key.clone()><span>{line.content}</span></li> }.into_any();
     }

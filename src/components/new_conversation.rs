@@ -9,7 +9,7 @@ use wasm_bindgen::JsCast;
 
 use super::avatar::{status_words, Avatar};
 use crate::api;
-use crate::state::SocketContext;
+use crate::state::contexts::ChatCtx;
 
 /// The enabled controls inside `root`, in document order.
 fn focusables(root: &web_sys::Element) -> Vec<web_sys::HtmlElement> {
@@ -23,7 +23,8 @@ fn focusables(root: &web_sys::Element) -> Vec<web_sys::HtmlElement> {
 
 #[component]
 pub fn NewConversationDialog(on_close: Callback<()>) -> impl IntoView {
-    let ctx = SocketContext::expect();
+    let ctx = ChatCtx::expect();
+    let session = ctx.session();
     let navigate = use_navigate();
     let personas = Memo::new(move |_| ctx.chat.with(|c| c.personas.clone()));
     let error = RwSignal::new(None::<String>);
@@ -40,8 +41,8 @@ pub fn NewConversationDialog(on_close: Callback<()>) -> impl IntoView {
             let navigate = navigate.clone();
             busy.set(true);
             spawn_local(async move {
-                let Some(token) = ctx.token() else { return };
-                match api::create_conversation(&ctx.base(), &token, &body).await {
+                let Some(token) = session.token() else { return };
+                match api::create_conversation(&session.base(), &token, &body).await {
                     Ok(summary) => {
                         let id = summary.id.clone();
                         ctx.conversation_created(summary);
@@ -54,7 +55,7 @@ pub fn NewConversationDialog(on_close: Callback<()>) -> impl IntoView {
             });
         }
     };
-    let search = move |text: String| super::members::search_users(ctx, text, query, results, error);
+    let search = move |text: String| super::members::search_users(session, text, query, results, error);
     let me = Memo::new(move |_| ctx.chat.with(|c| c.me.as_ref().map(|u| u.id.clone())));
     let create_room = {
         let create = create.clone();

@@ -2,7 +2,7 @@
 
 use leptos::prelude::*;
 
-use crate::state::SocketContext;
+use crate::state::contexts::ChatCtx;
 
 /// "Ada is typing", "Ada and Bob are typing", "Ada, Bob and 2 others are typing".
 pub fn typing_text(names: &[String]) -> Option<String> {
@@ -29,7 +29,7 @@ pub fn everyone_typing(people: &[String], personas: &[String]) -> Vec<String> {
 
 #[component]
 pub fn TypingIndicator(#[prop(into)] conversation_id: Signal<Option<String>>) -> impl IntoView {
-    let ctx = SocketContext::expect();
+    let ctx = ChatCtx::expect();
     let text = Memo::new(move |_| {
         let id = conversation_id.get()?;
         let people = ctx.typists.with(|t| t.get(&id).cloned().unwrap_or_default());

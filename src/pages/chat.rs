@@ -16,25 +16,37 @@ use crate::components::members::MembersPanel;
 use crate::components::message_list::MessageList;
 use crate::components::new_conversation::NewConversationDialog;
 use crate::components::typing_indicator::TypingIndicator;
-use crate::state::SocketContext;
+use crate::state::contexts::{ChatCtx, ConnectionCtx, SessionCtx};
 
 #[component]
 pub fn ChatPage() -> impl IntoView {
-    let ctx = SocketContext::expect();
+    let ctx = ChatCtx::expect();
+    let session = SessionCtx::expect();
     let navigate = use_navigate();
     // Not signed in: go to the sign-in page.
-    Effect::new(move |_| {
-        if ctx.session.with(Option::is_none) {
-            navigate("/login", Default::default());
-        }
-    });
+    {
+        let navigate = navigate.clone();
+        Effect::new(move |_| {
+            if session.session.with(Option::is_none) {
+                navigate("/login", Default::default());
+            }
+        });
+    }
     let params = use_params_map();
     let route_id = Memo::new(move |_| params.with(|p| p.get("id")));
     // The route names the conversation: open it (reload keeps you where you were).
     Effect::new(move |_| {
         if let Some(id) = route_id.get() {
-            if ctx.session.with_untracked(Option::is_some) {
+            if session.session.with_untracked(Option::is_some) {
                 ctx.open_conversation(id);
+            }
+        }
+    });
+    // The open conversation left the list (left here or elsewhere, or removed): back to the list.
+    Effect::new(move |_| {
+        if let Some((_, id)) = ctx.closed.get() {
+            if route_id.get_untracked().as_deref() == Some(id.as_str()) {
+                navigate("/", Default::default());
             }
         }
     });
@@ -51,6 +63,10 @@ pub fn ChatPage() -> impl IntoView {
                             <Icon svg=PLUS /><span class="button-text">"New"</span>
                         </button>
                     </div>
+                    // With no conversation open (one just left the list), notices show here.
+                    {move || selected.with(Option::is_none).then(|| ctx.notice.get().map(|n| view! {
+                        <p class="notice" role="alert">{n}<button class="link" on:click=move |_| ctx.notice.set(None)>"Dismiss"</button></p>
+                    }))}
                     <ConversationList selected=selected />
                     <OnlineStrip />
                 </aside>
@@ -69,7 +85,8 @@ pub fn ChatPage() -> impl IntoView {
 
 #[component]
 fn TopBar() -> impl IntoView {
-    let ctx = SocketContext::expect();
+    let ctx = ChatCtx::expect();
+    let session = SessionCtx::expect();
     let me = Memo::new(move |_| ctx.chat.with(|c| c.me.as_ref().map(|u| u.username.clone())));
     let can_ask = RwSignal::new(crate::notify::can_ask());
     let ask = move |_| {
@@ -87,16 +104,17 @@ fn TopBar() -> impl IntoView {
             {move || can_ask.get().then(|| view! { <button class="link hide-narrow enable-notifications" on:click=ask>"Enable notifications"</button> })}
             <a class="icon-button" href="/diagnostics" aria-label="Diagnostics" title="Diagnostics"><Icon svg=GAUGE /></a>
             <span class="whoami hide-narrow">{move || me.get().map(|m| format!("Signed in as {m}"))}</span>
-            <button class="link" id="sign-out" on:click=move |_| crate::session::sign_out(ctx, false)>"Sign out"</button>
+            <button class="link" id="sign-out" on:click=move |_| session.sign_out(false)>"Sign out"</button>
             <button class="link hide-narrow" id="sign-out-everywhere" title="End every session of this account, on every device"
-                on:click=move |_| crate::session::sign_out(ctx, true)>"Sign out everywhere"</button>
+                on:click=move |_| session.sign_out(true)>"Sign out everywhere"</button>
         </header>
     }
 }
 
 #[component]
 fn ChatView(conversation_id: String) -> impl IntoView {
-    let ctx = SocketContext::expect();
+    let ctx = ChatCtx::expect();
+    let connection = ConnectionCtx::expect();
     let clock = Clock::expect();
     let id = conversation_id.clone();
     let summary = {
@@ -109,7 +127,7 @@ fn ChatView(conversation_id: String) -> impl IntoView {
     };
     let online = {
         let id = id.clone();
-        Memo::new(move |_| online_in(&ctx, &id))
+        Memo::new(move |_| online_in(&ctx, &connection, &id))
     };
     let members_count = {
         let id = id.clone();
@@ -139,6 +157,10 @@ fn ChatView(conversation_id: String) -> impl IntoView {
     let is_room = Memo::new(move |_| summary.with(|s| s.as_ref().is_some_and(|s| s.kind == ConversationKind::Room)));
     let badge = Signal::derive(move || persona.get().map(|(s, _)| s));
     let panel_id = id.clone();
+    // Rooms can be left, but not the Lobby (everyone is in it) nor direct conversations.
+    let can_leave = Memo::new(move |_| is_room.get() && title.with(|t| t.as_deref() != Some("Lobby")));
+    let confirming = RwSignal::new(false);
+    let leave_id = StoredValue::new(id.clone());
     view! {
         <section class="chat" aria-labelledby="chat-title">
             <header class="chat-header">
@@ -153,6 +175,21 @@ fn ChatView(conversation_id: String) -> impl IntoView {
                     <button class="icon-button" aria-expanded=move || show_members.get().to_string() on:click=move |_| show_members.update(|v| *v = !*v)>
                         <Icon svg=USERS /><span class="button-text">"Members"</span>
                     </button>
+                })}
+                {move || can_leave.get().then(|| if confirming.get() {
+                    view! {
+                        <span class="leave-confirm" role="group" aria-label="Leave this room?">
+                            <span class="leave-question">"Leave this room?"</span>
+                            <button class="icon-button" data-action="leave-confirm" on:click=move |_| { confirming.set(false); ctx.leave(leave_id.get_value()); }>"Leave"</button>
+                            <button class="link" on:click=move |_| confirming.set(false)>"Cancel"</button>
+                        </span>
+                    }.into_any()
+                } else {
+                    view! {
+                        <button class="icon-button leave" data-action="leave" title="Leave this room" on:click=move |_| confirming.set(true)>
+                            <span>"Leave"</span>
+                        </button>
+                    }.into_any()
                 })}
             </header>
             {move || ctx.notice.get().map(|n| view! { <p class="notice" role="alert">{n}<button class="link" on:click=move |_| ctx.notice.set(None)>"Dismiss"</button></p> })}

@@ -6,9 +6,10 @@ use leptos::prelude::*;
 use leptos_router::hooks::use_navigate;
 
 use crate::app::Clock;
-use crate::components::connection_status::{describe, ConnectionStatus};
+use crate::components::connection_status::ConnectionStatus;
 use crate::socket::{now_ms, LinkState};
-use crate::state::{SocketContext, Stats};
+use crate::state::contexts::{ChatCtx, ConnectionCtx, DiagnosticsCtx, SessionCtx};
+use crate::state::Stats;
 
 /// "3 min 12 s", "1 h 4 min", "12 s".
 pub fn duration_text(ms: f64) -> String {
@@ -30,22 +31,25 @@ fn transport_of(state: &LinkState) -> &'static str {
 
 #[component]
 pub fn DiagnosticsPage() -> impl IntoView {
-    let ctx = SocketContext::expect();
+    let ctx = DiagnosticsCtx::expect();
+    let session = SessionCtx::expect();
+    let chat = ChatCtx::expect();
+    let connection = ConnectionCtx::expect();
     let clock = Clock::expect();
     let navigate = use_navigate();
     Effect::new(move |_| {
-        if ctx.session.with(Option::is_none) {
+        if session.session.with(Option::is_none) {
             navigate("/login", Default::default());
         }
     });
     let simulated_offline = RwSignal::new(false);
     let outbox = Memo::new(move |_| {
         // The outbox changes with the chat state's pending lines.
-        ctx.chat.track();
+        chat.chat.track();
         clock.0.track();
         ctx.outbox_items()
     });
-    let latency = move || match ctx.status.get() {
+    let latency = move || match connection.status.get() {
         LinkState::Connected { latency_ms: Some(ms), .. } => format!("{} ms", ms.round() as i64),
         LinkState::Connected { .. } => "measuring…".to_owned(),
         _ => "—".to_owned(),
@@ -72,14 +76,14 @@ pub fn DiagnosticsPage() -> impl IntoView {
                 <section class="card">
                     <h2>"Connection"</h2>
                     <dl class="facts">
-                        <dt>"State"</dt><dd data-diag="state">{move || describe(&ctx.status.get(), now_ms()).1}</dd>
-                        <dt>"Transport"</dt><dd data-diag="transport">{move || transport_of(&ctx.status.get())}</dd>
+                        <dt>"State"</dt><dd data-diag="state">{move || connection.status.get().describe(now_ms()).1}</dd>
+                        <dt>"Transport"</dt><dd data-diag="transport">{move || transport_of(&connection.status.get())}</dd>
                         <dt>"Latency"</dt><dd data-diag="latency">{latency}</dd>
                         <dt>"Connected since"</dt><dd data-diag="since">{since}</dd>
                         <dt>"Frames sent"</dt><dd data-diag="sent">{move || ctx.stats.with(|s| s.sent)}</dd>
                         <dt>"Frames received"</dt><dd data-diag="received">{move || ctx.stats.with(|s| s.received)}</dd>
                         <dt>"Reconnects"</dt><dd data-diag="reconnects">{move || ctx.stats.with(Stats::reconnects)}</dd>
-                        <dt>"Server"</dt><dd>{ctx.base()}</dd>
+                        <dt>"Server"</dt><dd>{session.base()}</dd>
                         <dt>"This tab"</dt><dd data-diag="tab">{move || ctx.tabs.with(|t| match t.role {
                             Some(role) => format!("{} ({})", t.tab, role.as_str()),
                             None => t.tab.clone(),
@@ -93,7 +97,7 @@ pub fn DiagnosticsPage() -> impl IntoView {
                     </dl>
                     <div class="actions">
                         <button on:click=move |_| ctx.disconnect()>"Force disconnect"</button>
-                        <button on:click=move |_| ctx.retry_now()>"Reconnect now"</button>
+                        <button on:click=move |_| connection.retry_now()>"Reconnect now"</button>
                         <button aria-pressed=move || simulated_offline.get().to_string()
                             on:click=move |_| { let on = !simulated_offline.get_untracked(); simulated_offline.set(on); ctx.simulate_offline(on); }>
                             {move || if simulated_offline.get() { "Back online" } else { "Simulate offline" }}
@@ -112,9 +116,9 @@ pub fn DiagnosticsPage() -> impl IntoView {
                     </ul>
                     {move || outbox.with(Vec::is_empty).then(|| view! { <p class="muted">"Empty: everything was acknowledged."</p> })}
                     <div class="actions"><button on:click=move |_| ctx.clear_outbox()>"Clear the outbox"</button></div>
-                    <h2>{move || format!("Online users · {}", ctx.chat.with(|c| c.online.len()))}</h2>
+                    <h2>{move || format!("Online users · {}", chat.chat.with(|c| c.online.len()))}</h2>
                     <ul class="online-list">
-                        {move || ctx.chat.with(|c| c.online.iter().map(|u| view! { <li><span class="dot" aria-hidden="true"></span>{u.username.clone()}</li> }).collect_view())}
+                        {move || chat.chat.with(|c| c.online.iter().map(|u| view! { <li><span class="dot" aria-hidden="true"></span>{u.username.clone()}</li> }).collect_view())}
                     </ul>
                 </section>
                 <section class="card wide">

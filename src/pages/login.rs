@@ -8,7 +8,7 @@ use persona_chat_protocol::http::PASSWORD_MIN;
 
 use crate::api;
 use crate::session::SessionNotice;
-use crate::state::SocketContext;
+use crate::state::contexts::SessionCtx;
 
 #[derive(Clone, Copy, PartialEq, Eq)]
 enum Mode {
@@ -29,7 +29,7 @@ fn check(mode: Mode, username: &str, password: &str) -> Option<String> {
 
 #[component]
 pub fn LoginPage() -> impl IntoView {
-    let ctx = SocketContext::expect();
+    let ctx = SessionCtx::expect();
     let notice = SessionNotice::expect();
     let mode = RwSignal::new(Mode::SignIn);
     let username = RwSignal::new(String::new());
@@ -60,7 +60,7 @@ pub fn LoginPage() -> impl IntoView {
             match answer {
                 Ok(session) => {
                     notice.ended.set(None);
-                    crate::session::begin(ctx, session);
+                    ctx.begin(session);
                     navigate("/", Default::default());
                 }
                 Err(e) => error.set(Some(e.message)),

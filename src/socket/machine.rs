@@ -163,6 +163,35 @@ pub enum LinkState {
     Disconnected,
 }
 
+impl LinkState {
+    /// Whether the state carries messages (either transport).
+    pub fn is_up(&self) -> bool {
+        matches!(self, LinkState::Connected { .. } | LinkState::Polling)
+    }
+
+    /// The machine-readable state name and the words for the state, at time `now_ms`.
+    pub fn describe(&self, now_ms: f64) -> (&'static str, String) {
+        match self {
+            LinkState::Connected { latency_ms: Some(ms), .. } => {
+                ("connected", format!("Connected · {} ms", ms.round() as i64))
+            }
+            LinkState::Connected { .. } => ("connected", "Connected".to_owned()),
+            LinkState::Connecting => ("connecting", "Connecting…".to_owned()),
+            LinkState::Reconnecting { attempt, retry_at_ms } => {
+                let secs = ((retry_at_ms - now_ms) / 1000.0).ceil().max(0.0) as i64;
+                if secs > 0 {
+                    ("disconnected", format!("Reconnecting in {secs} s (attempt {attempt})"))
+                } else {
+                    ("disconnected", format!("Reconnecting… (attempt {attempt})"))
+                }
+            }
+            LinkState::Polling => ("polling", "Live via polling".to_owned()),
+            LinkState::Offline => ("offline", "Offline".to_owned()),
+            LinkState::Disconnected => ("disconnected", "Disconnected".to_owned()),
+        }
+    }
+}
+
 /// What the glue must do, in order.
 #[derive(Debug, Clone, PartialEq)]
 pub enum Action {
@@ -931,6 +960,28 @@ fn start_check(link: &mut Link, now: f64, window: u64, fast: bool, out: &mut Vec
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn each_state_has_words() {
+        assert_eq!(
+            LinkState::describe(&LinkState::Connected { since_ms: 0.0, latency_ms: None }, 0.0),
+            ("connected", "Connected".into())
+        );
+        assert_eq!(
+            LinkState::describe(&LinkState::Connected { since_ms: 0.0, latency_ms: Some(12.4) }, 0.0).1,
+            "Connected · 12 ms"
+        );
+        let (state, text) = LinkState::describe(&LinkState::Reconnecting { attempt: 2, retry_at_ms: 2500.0 }, 1000.0);
+        assert_eq!((state, text.as_str()), ("disconnected", "Reconnecting in 2 s (attempt 2)"));
+        assert_eq!(
+            LinkState::describe(&LinkState::Reconnecting { attempt: 3, retry_at_ms: 0.0 }, 1000.0).1,
+            "Reconnecting… (attempt 3)"
+        );
+        assert_eq!(LinkState::describe(&LinkState::Polling, 0.0), ("polling", "Live via polling".into()));
+        assert_eq!(LinkState::describe(&LinkState::Offline, 0.0), ("offline", "Offline".into()));
+        assert_eq!(LinkState::describe(&LinkState::Connecting, 0.0), ("connecting", "Connecting…".into()));
+        assert_eq!(LinkState::describe(&LinkState::Disconnected, 0.0), ("disconnected", "Disconnected".into()));
+    }
 
     const HB: f64 = 30_000.0;
 

@@ -1,19 +1,27 @@
-//! The SocketContext: reactive state for the views, and the intents they call. Frames flow
-//! one way: connection -> reducer -> signals -> views.
+//! The app's state: small `Copy` contexts by concern for the views ([`contexts`]), and the
+//! [`Engine`] behind them, the glue that carries out what the policies decide: the sync core
+//! ([`sync`]: what to rejoin, when to resync, fill gaps, mark read, notify), the connection's
+//! machine, the outbox and the typing timers. Frames flow one way: connection -> sync core ->
+//! reducer -> signals -> views.
 
+pub mod contexts;
+#[cfg(test)]
+mod converge;
 pub mod gaps;
 #[cfg(test)]
 pub(crate) mod props;
 pub mod reducer;
+pub mod sync;
 pub mod typing;
 
-use std::collections::{BTreeSet, HashMap, VecDeque};
+use std::collections::{HashMap, VecDeque};
 use std::rc::Rc;
 
 use leptos::prelude::*;
 use leptos::task::spawn_local;
 use persona_chat_protocol::http::{ConversationKind, SessionResponse};
 use persona_chat_protocol::{ClientFrame, ErrorCode, ServerFrame};
+use sync::{Action, Event, SyncCore};
 
 use crate::api;
 use crate::socket::outbox::{OutStatus, Outbox, OutboxConfig, Outgoing, Refusal};
@@ -82,8 +90,10 @@ pub struct FrameEntry {
     pub frame: LoggedFrame,
 }
 
+/// The glue behind the contexts (see the module's doc). Views never hold it: they take the
+/// small contexts of [`contexts`].
 #[derive(Clone, Copy)]
-pub struct SocketContext {
+pub struct Engine {
     pub status: RwSignal<LinkState>,
     pub chat: RwSignal<ChatState>,
     pub session: RwSignal<Option<SessionResponse>>,
@@ -96,7 +106,11 @@ pub struct SocketContext {
     connection: StoredValue<Option<SharedConnection>, LocalStorage>,
     /// This tab's part in sharing it (diagnostics).
     pub tabs: RwSignal<TabsInfo>,
-    joined: StoredValue<BTreeSet<String>>,
+    /// The sync policy, and its wake-up.
+    core: StoredValue<SyncCore>,
+    core_timer: StoredValue<Option<(f64, gloo_timers::callback::Timeout)>, LocalStorage>,
+    /// A conversation closed because it left the list (counted, so each closing is seen).
+    pub closed: RwSignal<Option<(u64, String)>>,
     /// Every message not yet acknowledged, persisted in localStorage per user: the source of
     /// truth for sending (the chat state only shows it).
     outbox: StoredValue<Outbox>,
@@ -122,16 +136,13 @@ pub struct SocketContext {
     pub frames: RwSignal<VecDeque<FrameEntry>>,
     /// A short message about the connection ("Connection lost", "Back online").
     pub toast: RwSignal<Option<(u64, String)>>,
-    read_timer: StoredValue<Option<gloo_timers::callback::Timeout>, LocalStorage>,
-    /// Seq up to which each conversation was reported read.
-    reported_read: StoredValue<HashMap<String, i64>>,
     /// Whether the user allowed notifications (and asked for them).
     pub notify: RwSignal<bool>,
 }
 
-impl SocketContext {
+impl Engine {
     pub fn new(base: String) -> Self {
-        SocketContext {
+        Engine {
             status: RwSignal::new(LinkState::Disconnected),
             chat: RwSignal::new(ChatState::default()),
             session: RwSignal::new(None),
@@ -140,7 +151,9 @@ impl SocketContext {
             base: StoredValue::new(base),
             connection: StoredValue::new_local(None),
             tabs: RwSignal::new(TabsInfo::default()),
-            joined: StoredValue::new(BTreeSet::new()),
+            core: StoredValue::new(SyncCore::new(sync::Config::default())),
+            core_timer: StoredValue::new_local(None),
+            closed: RwSignal::new(None),
             outbox: StoredValue::new(Outbox::new(OutboxConfig::default())),
             shared: StoredValue::new(Shared::new()),
             shared_listener: StoredValue::new_local(None),
@@ -155,8 +168,6 @@ impl SocketContext {
             stats: RwSignal::new(Stats::default()),
             frames: RwSignal::new(VecDeque::new()),
             toast: RwSignal::new(None),
-            read_timer: StoredValue::new_local(None),
-            reported_read: StoredValue::new(HashMap::new()),
             notify: RwSignal::new(crate::notify::permitted()),
         }
     }
@@ -231,10 +242,6 @@ impl SocketContext {
         self.incoming_timer.set_value(timer);
     }
 
-    pub fn expect() -> Self {
-        expect_context::<SocketContext>()
-    }
-
     pub fn base(&self) -> String {
         self.base.get_value()
     }
@@ -244,7 +251,8 @@ impl SocketContext {
         self.session.with_untracked(|s| s.as_ref().map(|s| s.token.clone()))
     }
 
-    /// Signs in: connects, loads the conversation list and opens the Lobby.
+    /// Signs in: connects; the first sync (or, from an older server, the list) opens the
+    /// conversation that was open, or the Lobby.
     pub fn open_session(&self, session: SessionResponse) {
         self.close_session();
         let token = session.token.clone();
@@ -256,16 +264,21 @@ impl SocketContext {
         let on_event: Rc<dyn Fn(ConnEvent)> = Rc::new(move |event| ctx.on_connection_event(event));
         // Where the user was: shown at once (with anything still unsent), even before the
         // server answers.
-        if let Some(active) = crate::storage::load_active() {
-            self.active.set(Some(active));
+        let remembered = crate::storage::load_active();
+        if let Some(active) = &remembered {
+            self.active.set(Some(active.clone()));
         }
-        // What a tab opened after the connection needs from the leading one: who is online.
+        self.feed(Event::Start { remembered });
+        // What a tab opened after the connection needs from the leading one: who is online
+        // (it then asks for a sync of its own through the leader).
         let snapshot: Rc<dyn Fn() -> Vec<ServerFrame>> = Rc::new(move || {
             let users = ctx.chat.with_untracked(|c| c.online.clone());
             vec![ServerFrame::OnlineUsers { users, timestamp: String::new() }]
         });
         let connection = SharedConnection::start(self.base(), token, user_id, on_event, snapshot);
         self.connection.set_value(Some(connection));
+        // The list at once over HTTP (a transport may take a while); the first sync answer
+        // replaces it.
         spawn_local(async move { ctx.load_conversations().await });
         spawn_local(async move { ctx.load_personas().await });
     }
@@ -286,13 +299,116 @@ impl SocketContext {
         self.connection.set_value(None);
         self.shared_listener.set_value(None);
         self.tabs.set(TabsInfo::default());
-        self.joined.set_value(BTreeSet::new());
+        self.core.set_value(SyncCore::new(sync::Config::default()));
+        self.core_timer.set_value(None);
         self.session.set(None);
         self.active.set(None);
         self.chat.set(ChatState::default());
         self.stats.set(Stats::default());
         self.frames.set(VecDeque::new());
-        self.reported_read.set_value(HashMap::new());
+    }
+
+    /// Hands an event to the sync core and carries out what it answers.
+    fn feed(&self, event: Event) {
+        let now = now_ms();
+        let quiet = matches!(event, Event::Tick);
+        let step = |c: &mut ChatState| self.core.try_update_value(|core| core.handle(now, event, c));
+        let actions = if quiet { self.chat.try_update_untracked(step) } else { self.chat.try_update(step) };
+        for action in actions.flatten().unwrap_or_default() {
+            self.perform(action);
+        }
+    }
+
+    fn perform(&self, action: Action) {
+        let ctx = *self;
+        match action {
+            Action::Send(frame) => {
+                let _ = self.send_frame(&frame);
+            }
+            Action::PostSync { since, ask } => {
+                let Some(token) = self.token() else { return };
+                self.stats.update(|s| s.sent += 1);
+                self.log_frame(LoggedFrame::Out(ClientFrame::Sync { since }));
+                spawn_local(async move {
+                    match api::sync(&ctx.base(), &token, since).await {
+                        Ok(state) => {
+                            ctx.stats.update(|s| s.received += 1);
+                            ctx.log_frame(LoggedFrame::In(ServerFrame::SyncState(Box::new(state.clone()))));
+                            ctx.feed(Event::SyncAnswer { ask, state: Box::new(state) })
+                        }
+                        Err(e) if e.status == 404 || e.status == 405 => ctx.feed(Event::SyncRefused),
+                        Err(_) => ctx.feed(Event::SyncFailed { ask }),
+                    }
+                });
+            }
+            Action::LoadLatest(conversation_id) => spawn_local(async move {
+                let Some(token) = ctx.token() else { return };
+                let page = match api::latest_messages(&ctx.base(), &token, &conversation_id, HISTORY_PAGE).await {
+                    Ok(page) => Some((page.messages, page.has_more)),
+                    Err(e) => {
+                        ctx.notice.set(Some(format!("Could not load messages: {e}")));
+                        None
+                    }
+                };
+                ctx.feed(Event::Loaded { conversation_id, page });
+            }),
+            Action::FillGap { conversation_id, from, upto } => {
+                spawn_local(async move { ctx.fill_gaps(conversation_id, from, upto).await })
+            }
+            Action::ReportRead { conversation_id, seq } => {
+                let Some(token) = self.token() else { return };
+                spawn_local(async move {
+                    if api::mark_read(&ctx.base(), &token, &conversation_id, seq).await.is_ok() {
+                        ctx.feed(Event::ReadReported { conversation_id, seq });
+                    }
+                });
+            }
+            Action::Notify { title, body, conversation_id } => {
+                if self.notify.get_untracked() {
+                    crate::notify::show(&title, &body, &conversation_id);
+                }
+            }
+            Action::ReloadLists => {
+                spawn_local(async move { ctx.load_conversations().await });
+                spawn_local(async move { ctx.load_personas().await });
+            }
+            Action::Show(Some(id)) => {
+                crate::storage::save_active(&id);
+                if self.active.get_untracked().as_ref() != Some(&id) {
+                    self.active.set(Some(id.clone()));
+                }
+                let is_room =
+                    self.chat.with_untracked(|c| c.conversation(&id).is_some_and(|c| c.kind == ConversationKind::Room));
+                if is_room {
+                    self.load_members(id);
+                }
+            }
+            Action::Show(None) => {
+                if let Some(id) = self.active.get_untracked() {
+                    let n = self.closed.get_untracked().map_or(1, |(n, _)| n + 1);
+                    self.closed.set(Some((n, id)));
+                }
+                self.active.set(None);
+            }
+            Action::Notice(text) => self.notice.set(Some(text)),
+            Action::WakeAt(at) => {
+                // Most events leave the wake-up where it was: the timer is kept then.
+                if self.core_timer.with_value(|t| t.as_ref().map(|(when, _)| *when)) == at {
+                    return;
+                }
+                let timer = at.map(|at| {
+                    let delay = (at - now_ms()).clamp(0.0, 2_147_483_647.0) as u32;
+                    (
+                        at,
+                        gloo_timers::callback::Timeout::new(delay, move || {
+                            ctx.core_timer.set_value(None);
+                            ctx.feed(Event::Tick)
+                        }),
+                    )
+                });
+                self.core_timer.set_value(timer);
+            }
+        }
     }
 
     async fn load_personas(&self) {
@@ -302,24 +418,15 @@ impl SocketContext {
         }
     }
 
+    /// The list over HTTP: at the start (until the first sync answer), and instead of sync
+    /// from an older server.
     async fn load_conversations(&self) {
         let Some(token) = self.token() else { return };
         match api::conversations(&self.base(), &token).await {
             Ok(list) => {
-                let remembered = self.active.get_untracked().filter(|id| list.iter().any(|c| &c.id == id));
-                let lobby = remembered.or_else(|| {
-                    list.iter()
-                        .find(|c| c.kind == ConversationKind::Room && c.title == "Lobby")
-                        .or(list.first())
-                        .map(|c| c.id.clone())
-                });
-                self.chat.update(|c| c.set_conversations(list));
-                self.notice.set(None);
-                if let Some(id) = lobby {
-                    if self.active.get_untracked().as_ref() != Some(&id) || !self.joined.with_value(|j| j.contains(&id))
-                    {
-                        self.open_conversation(id);
-                    }
+                self.notice.update(|n| drop(n.take_if(|text| text.starts_with("Could not load your conversations"))));
+                if self.core.with_value(SyncCore::wants_list) {
+                    self.feed(Event::ListLoaded(list));
                 }
             }
             Err(e) => self.notice.set(Some(format!(
@@ -341,27 +448,24 @@ impl SocketContext {
             }
             self.active.set(Some(conversation_id.clone()));
         }
-        let visible = !crate::notify::hidden();
-        self.chat.update(|c| c.set_active(visible.then(|| conversation_id.clone())));
-        let ctx = *self;
         let is_room = self
             .chat
             .with_untracked(|c| c.conversation(&conversation_id).is_some_and(|c| c.kind == ConversationKind::Room));
         if is_room {
-            ctx.load_members(conversation_id.clone());
+            self.load_members(conversation_id.clone());
         }
-        if self.joined.with_value(|j| j.contains(&conversation_id)) {
-            self.mark_read_soon();
-            return;
-        }
+        self.feed(Event::Open(conversation_id));
+    }
+
+    /// Leaves a room: gone from this tab at once, and from the others when the server says so.
+    pub fn leave(&self, conversation_id: String) {
+        let Some(token) = self.token() else { return };
+        let ctx = *self;
         spawn_local(async move {
-            let Some(token) = ctx.token() else { return };
-            match api::latest_messages(&ctx.base(), &token, &conversation_id, HISTORY_PAGE).await {
-                Ok(page) => ctx.chat.update(|c| c.add_latest(&conversation_id, page.messages, page.has_more)),
-                Err(e) => ctx.notice.set(Some(format!("Could not load messages: {e}"))),
+            match api::leave(&ctx.base(), &token, &conversation_id).await {
+                Ok(()) => ctx.feed(Event::Left(conversation_id)),
+                Err(e) => ctx.notice.set(Some(format!("Could not leave: {e}"))),
             }
-            ctx.join(conversation_id);
-            ctx.mark_read_soon();
         });
     }
 
@@ -401,39 +505,9 @@ impl SocketContext {
         }
     }
 
-    /// Tells the server (shortly, once for a burst) how far the open conversation is read.
-    fn mark_read_soon(&self) {
-        if self.read_timer.with_value(Option::is_some) {
-            return;
-        }
-        let ctx = *self;
-        let timer = gloo_timers::callback::Timeout::new(800, move || {
-            ctx.read_timer.set_value(None);
-            let Some(active) = ctx.chat.with_untracked(|c| c.active.clone()) else { return };
-            let seq = ctx.chat.with_untracked(|c| c.last_seq(&active));
-            if seq <= ctx.reported_read.with_value(|r| r.get(&active).copied().unwrap_or(0)) {
-                return;
-            }
-            let Some(token) = ctx.token() else { return };
-            let base = ctx.base();
-            spawn_local(async move {
-                if api::mark_read(&base, &token, &active, seq).await.is_ok() {
-                    ctx.reported_read.update_value(|r| {
-                        r.insert(active, seq);
-                    });
-                }
-            });
-        });
-        self.read_timer.set_value(Some(timer));
-    }
-
     /// The tab was hidden or shown: while hidden, nothing counts as read.
     pub fn visibility_changed(&self, hidden: bool) {
-        let active = if hidden { None } else { self.active.get_untracked() };
-        self.chat.update(|c| c.set_active(active));
-        if !hidden {
-            self.mark_read_soon();
-        }
+        self.feed(Event::Visibility { hidden });
     }
 
     /// Sends a failed message again.
@@ -479,8 +553,8 @@ impl SocketContext {
     pub fn conversation_created(&self, summary: persona_chat_protocol::http::ConversationSummary) {
         let id = summary.id.clone();
         self.chat.update(|c| {
-            if !c.conversations.iter().any(|x| x.id == id) {
-                c.conversations.insert(0, summary);
+            if c.conversation(&id).is_none() {
+                c.upsert(summary, 0);
             }
         });
         self.open_conversation(id);
@@ -488,7 +562,7 @@ impl SocketContext {
 
     /// What this tab holds, as JSON (see `window.personaChatState` in app.rs).
     pub fn snapshot_json(&self) -> String {
-        let link = crate::components::connection_status::describe(&self.status.get_untracked(), now_ms()).0;
+        let link = self.status.get_untracked().describe(now_ms()).0;
         let (user_id, active, conversations, streams) = self.chat.with_untracked(|c| {
             let conversations: serde_json::Map<String, serde_json::Value> = c
                 .logs
@@ -516,21 +590,17 @@ impl SocketContext {
                 .collect()
         });
         let online: Vec<String> = self.chat.with_untracked(|c| c.online.iter().map(|u| u.username.clone()).collect());
+        // The conversation list as shown: titles, previews, unread counts.
+        let list: Vec<serde_json::Value> = self.chat.with_untracked(|c| {
+            c.conversations
+                .iter()
+                .map(|x| serde_json::json!({ "id": x.id, "title": x.title, "last_seq": x.last_seq, "unread": x.unread_count, "last": x.last_message.as_ref().map(|m| m.content.clone()) }))
+                .collect()
+        });
+        let version = self.core.with_value(SyncCore::version);
         let tabs = self.tabs.get_untracked();
         let tab = serde_json::json!({ "id": tabs.tab, "role": tabs.role.map(|r| r.as_str()), "leader": tabs.leader });
-        serde_json::json!({ "user_id": user_id, "active": active, "link": link, "conversations": conversations, "streams": streams, "pending": pending, "tab": tab, "online": online }).to_string()
-    }
-
-    /// Joins a conversation on the socket (again after every reconnect), asking for what came
-    /// after the messages we have.
-    pub fn join(&self, conversation_id: String) {
-        self.joined.update_value(|j| {
-            j.insert(conversation_id.clone());
-        });
-        // From the end of the unbroken run we hold, not the newest seq: a message missed
-        // before a newer one arrived (frames racing across a transport switch) comes again.
-        let last = self.chat.with_untracked(|c| c.complete_through(&conversation_id));
-        self.send_frame(&ClientFrame::JoinConversation { conversation_id, after_seq: Some(last) });
+        serde_json::json!({ "user_id": user_id, "active": active, "link": link, "conversations": conversations, "streams": streams, "pending": pending, "tab": tab, "online": online, "list": list, "version": version }).to_string()
     }
 
     /// Sends a message: shown at once as pending, sent now if connected, else when the
@@ -756,7 +826,6 @@ impl SocketContext {
                 }
             }
             ServerFrame::NewMessage { conversation_id, message, .. } => {
-                self.fill_if_gap(conversation_id, message.seq);
                 if let Some(cid) = &message.client_id {
                     // A message ends its sender's typing at once.
                     if self
@@ -772,11 +841,6 @@ impl SocketContext {
                         self.with_outbox(|o| o.ack(cid));
                     }
                 }
-                self.on_new_message(conversation_id, message);
-            }
-            ServerFrame::StreamEnd { conversation_id, message, .. } => {
-                self.fill_if_gap(conversation_id, message.seq);
-                self.on_new_message(conversation_id, message);
             }
             ServerFrame::Error { code, message, reference: Some(reference), .. } => {
                 let refusal = self.with_outbox(|o| o.refuse(reference, *code, message, now_ms()));
@@ -795,39 +859,8 @@ impl SocketContext {
             ServerFrame::Error { message, reference: None, .. } => self.notice.set(Some(message.clone())),
             _ => {}
         }
-        self.chat.update(|c| c.apply(frame));
-    }
-
-    /// A seq beyond the next one: messages between were missed (a lost frame, a replay racing
-    /// live traffic). Fetched over HTTP if still missing shortly after.
-    fn fill_if_gap(&self, conversation_id: &str, seq: i64) {
-        let last = self.chat.with_untracked(|c| c.last_seq(conversation_id));
-        if last > 0 && seq > last + 1 {
-            let (ctx, id) = (*self, conversation_id.to_owned());
-            spawn_local(async move {
-                gloo_timers::future::TimeoutFuture::new(1_000).await;
-                ctx.fill_gaps(id, last, seq).await;
-            });
-        }
-    }
-
-    /// A stored message arrived: the open conversation is read, and a hidden tab notifies.
-    fn on_new_message(&self, conversation_id: &str, message: &persona_chat_protocol::Message) {
-        let mine = self.chat.with_untracked(|c| c.me.as_ref().is_some_and(|u| u.id == message.sender_id));
-        if mine {
-            return;
-        }
-        if crate::notify::hidden() {
-            if self.notify.get_untracked() {
-                let title = self
-                    .chat
-                    .with_untracked(|c| c.conversation(conversation_id).map(|c| c.title.clone()))
-                    .unwrap_or_default();
-                crate::notify::show(&format!("{} in {title}", message.sender_name), &message.content, conversation_id);
-            }
-        } else if self.active.get_untracked().as_deref() == Some(conversation_id) {
-            self.mark_read_soon();
-        }
+        // The rest (the reducer, gaps, reads, notifications, resyncs) is the sync core's.
+        self.feed(Event::Frame(frame));
     }
 
     fn transport(&self) -> Option<Transport> {
@@ -951,26 +984,21 @@ impl SocketContext {
     fn on_connection_event(&self, event: ConnEvent) {
         match event {
             ConnEvent::State(state) => {
-                let was_up = matches!(self.status.get_untracked(), LinkState::Connected { .. } | LinkState::Polling);
-                let up = matches!(state, LinkState::Connected { .. } | LinkState::Polling);
+                let was_up = self.status.with_untracked(LinkState::is_up);
+                let up = state.is_up();
                 if !up {
                     self.stats.update(|s| s.connected_since = None);
                 } else if !was_up {
                     self.stats.update(|s| s.connected_since = Some(js_sys::Date::now()));
                 }
                 self.status.set(state);
+                if was_up && !up {
+                    self.feed(Event::TransportDown);
+                }
             }
             ConnEvent::Frame(frame) => self.on_frame(frame),
             ConnEvent::Ready(transport) => {
                 self.stats.update(|s| s.readies += 1);
-                // Streams seen before may have died with the server: they stay only if the
-                // server confirms them (a frame, or the persona's fresh status). The first
-                // transport has no streams and the session's start loads the personas.
-                if self.stats.with_untracked(|s| s.readies > 1) {
-                    self.chat.update(ChatState::transport_up);
-                    let ctx = *self;
-                    spawn_local(async move { ctx.load_personas().await });
-                }
                 // Refused for the socket limit: said again once polling is up (the first
                 // load of the list may have cleared the notice meanwhile).
                 let refused = self.too_many.get_value();
@@ -980,17 +1008,12 @@ impl SocketContext {
                     self.too_many.set_value(false);
                     self.notice.update(|n| drop(n.take_if(|text| text == TOO_MANY)));
                 }
-                // The first load may have failed (started while the server was away).
-                if self.chat.with_untracked(|c| c.conversations.is_empty()) {
-                    let ctx = *self;
-                    spawn_local(async move { ctx.load_conversations().await });
-                }
+                // The sync core resyncs and rejoins (streams seen before may have died with
+                // the server: the answer's replies are whole).
+                self.feed(Event::TransportUp(transport));
                 self.resume();
             }
-            ConnEvent::Resync => {
-                let ctx = *self;
-                spawn_local(async move { ctx.reload_conversations().await });
-            }
+            ConnEvent::Resync => self.feed(Event::Resync),
             ConnEvent::Tabs(info) => self.tabs.set(info),
             ConnEvent::TooManyConnections => {
                 self.too_many.set_value(true);
@@ -999,24 +1022,9 @@ impl SocketContext {
         }
     }
 
-    /// After a resync: the list again, and each joined conversation from its last seq.
-    async fn reload_conversations(&self) {
-        let Some(token) = self.token() else { return };
-        if let Ok(list) = api::conversations(&self.base(), &token).await {
-            self.chat.update(|c| c.set_conversations(list));
-        }
-        for id in self.joined.get_value() {
-            let last = self.chat.with_untracked(|c| c.complete_through(&id));
-            self.fill(id, last).await;
-        }
-    }
-
-    /// When a transport is (again) up: rejoin from the last seq we have and resend what is
-    /// still pending. Resending is safe: the server stores each client_id once.
+    /// When a transport is (again) up: resend what is still pending (the sync core rejoins).
+    /// Resending is safe: the server stores each client_id once.
     fn resume(&self) {
-        for id in self.joined.get_value() {
-            self.join(id);
-        }
         // What was in flight on the lost transport may not have arrived: send it again (the
         // server stores each client_id once).
         self.with_outbox(Outbox::requeue_in_flight);

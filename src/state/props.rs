@@ -86,11 +86,13 @@ enum Arrival {
 
 fn deliver(s: &mut ChatState, arrival: &Arrival) {
     match arrival {
-        Arrival::Frame(seq) => s.apply(ServerFrame::NewMessage {
-            conversation_id: "c".into(),
-            message: message(*seq),
-            timestamp: "t".into(),
-        }),
+        Arrival::Frame(seq) => {
+            s.apply(ServerFrame::NewMessage {
+                conversation_id: "c".into(),
+                message: message(*seq),
+                timestamp: "t".into(),
+            });
+        }
         Arrival::Page(seqs) => s.add_history("c", seqs.iter().map(|&q| message(q)).collect()),
     }
 }

@@ -1,10 +1,27 @@
 //! The chat state and the one reducer that applies server frames to it. Plain Rust: tested
 //! natively, frame by frame.
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::{BTreeMap, HashMap, HashSet};
 
 use persona_chat_protocol::http::{ConversationSummary, Member, Persona};
-use persona_chat_protocol::{Ack, LastMessage, Message, OnlineUser, PersonaState, ServerFrame, User};
+use persona_chat_protocol::{
+    Ack, LastMessage, Message, OnlineUser, PersonaState, RemovalReason, ReplyInProgress, ServerFrame, SyncState, User,
+};
+
+/// What applying a frame revealed, for the sync core to act on.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct Applied {
+    /// The list may have missed a change (a conversation's seq jumped, or an update for a
+    /// conversation not in the list): ask for a sync.
+    pub list_gap: bool,
+    /// A reply's delta starts beyond what is held (or its start was missed): this
+    /// conversation needs joining again, which resumes the reply from offset 0.
+    pub stream_gap: Option<String>,
+    /// A conversation that left the list now: (id, title, reason).
+    pub removed: Vec<(String, String, Option<RemovalReason>)>,
+    /// The frame was older than what is held (a duplicate, or overtaken): nothing changed.
+    pub stale: bool,
+}
 
 /// Where an own message is on its way.
 #[derive(Debug, Clone, PartialEq)]
@@ -340,6 +357,14 @@ pub struct ChatState {
     /// Members of conversations, fetched on demand.
     pub members: HashMap<String, Vec<Member>>,
     notice_counter: u64,
+    /// The list version each conversation's entry was last set at (kept after it left the
+    /// list, as a tombstone): a versioned change older than this is stale.
+    list_versions: HashMap<String, u64>,
+    /// The version of the last whole list: a conversation without an entry of its own is as
+    /// of this version (a change older than it is stale: it was in that list, or gone).
+    list_floor: u64,
+    /// Replies that ended (stored or gone): never resurrected by an older answer.
+    ended: HashSet<String>,
 }
 
 impl ChatState {
@@ -480,7 +505,9 @@ impl ChatState {
     pub fn add_history(&mut self, conversation_id: &str, messages: Vec<Message>) {
         let log = self.logs.entry(conversation_id.to_owned()).or_default();
         for m in messages {
-            self.streams.remove(&m.id);
+            if self.streams.remove(&m.id).is_some() || m.is_ai {
+                self.ended.insert(m.id.clone());
+            }
             log.insert(m);
         }
     }
@@ -505,13 +532,14 @@ impl ChatState {
         self.logs.entry(conversation_id.to_owned()).or_default().has_older = Some(has_more);
     }
 
-    /// Applies one server frame.
-    pub fn apply(&mut self, frame: ServerFrame) {
+    /// Applies one server frame, and says what it revealed.
+    pub fn apply(&mut self, frame: ServerFrame) -> Applied {
+        let mut out = Applied::default();
         match frame {
             ServerFrame::Hello { user, .. } => self.me = Some(user),
             ServerFrame::NewMessage { conversation_id, message, .. } => {
                 self.touch_conversation(&conversation_id, LastMessage::from(&message));
-                self.streams.remove(&message.id);
+                self.stored(&message);
                 self.logs.entry(conversation_id).or_default().insert(message);
             }
             ServerFrame::MessageAck(Ack { client_id, conversation_id, .. }) => {
@@ -523,9 +551,48 @@ impl ChatState {
                     p.delivery = Delivery::Sent;
                 }
             }
-            ServerFrame::ConversationUpdate { conversation_id, last_message, .. } => {
-                self.touch_conversation(&conversation_id, last_message);
+            ServerFrame::ConversationUpdate { conversation_id, last_message, version, .. } => {
+                let held = self.list_version(&conversation_id);
+                if version > 0 && version <= held {
+                    out.stale = true;
+                } else {
+                    match self.conversation(&conversation_id) {
+                        // Every stored message is told to every member: a seq beyond the next
+                        // one means updates were missed (their unread count with them).
+                        Some(c) if c.last_seq > 0 && last_message.seq > c.last_seq + 1 => out.list_gap = true,
+                        Some(_) => {}
+                        None => out.list_gap = version > 0 || !self.conversations.is_empty(),
+                    }
+                    // A reply that ended where this tab has not joined (its end went to joined
+                    // sockets only): over.
+                    if self.streams.remove(&last_message.id).is_some() {
+                        self.ended.insert(last_message.id.clone());
+                    }
+                    self.touch_conversation(&conversation_id, last_message);
+                    if version > 0 {
+                        self.list_versions.insert(conversation_id, version);
+                    }
+                }
             }
+            ServerFrame::ConversationJoined { conversation_id, last_seq, .. } => {
+                // A join moves the user's read mark to the conversation's last seq (the server
+                // tells the user's other connections, not this one, which other tabs share).
+                if let Some(c) = self.conversations.iter_mut().find(|c| c.id == conversation_id) {
+                    if c.last_seq <= last_seq {
+                        c.unread_count = 0;
+                    }
+                }
+            }
+            ServerFrame::ConversationUpserted { conversation, version, .. } => {
+                out.stale = !self.upsert(*conversation, version);
+            }
+            ServerFrame::ConversationRemoved { conversation_id, reason, version, .. } => {
+                match self.remove_conversation(&conversation_id, version) {
+                    Some(title) => out.removed.push((conversation_id, title, Some(reason))),
+                    None => out.stale = true,
+                }
+            }
+            ServerFrame::SyncState(state) => out = self.apply_sync(*state),
             ServerFrame::OnlineUsers { users, .. } => self.online = users,
             ServerFrame::PresenceUpdate { user_id, username, online, .. } => {
                 self.online.retain(|u| u.user_id != user_id);
@@ -568,6 +635,9 @@ impl ChatState {
                 }
             }
             ServerFrame::StreamStart { conversation_id, message_id, persona_id } => {
+                if self.ended.contains(&message_id) || self.left(&conversation_id) {
+                    return out;
+                }
                 let persona_name =
                     self.persona(&persona_id).map(|p| p.name.clone()).unwrap_or_else(|| "Persona".into());
                 let started_at = stream_start_time(&self.logs, &conversation_id);
@@ -584,21 +654,24 @@ impl ChatState {
                     })
                     .live = true;
             }
-            ServerFrame::StreamDelta { message_id, offset, text, .. } => {
-                if let Some(s) = self.streams.get_mut(&message_id) {
-                    s.live = true;
-                    // Deltas arrive once and in order on one socket; after a reconnect a
-                    // delta may repeat (skip what is held) or be missing (wait for the end,
-                    // which carries the whole text).
-                    let len = text.chars().count() as u64;
-                    if offset <= s.chars && offset + len > s.chars {
-                        s.text.extend(text.chars().skip((s.chars - offset) as usize));
-                        s.chars = offset + len;
+            ServerFrame::StreamDelta { conversation_id, message_id, offset, text } => {
+                let left = self.left(&conversation_id);
+                match self.streams.get_mut(&message_id) {
+                    Some(s) => {
+                        s.live = true;
+                        // Applied by offset: the part already held is skipped (a repeat, or
+                        // the text so far of a resumed reply); a delta beyond what is held is
+                        // a gap, filled by joining again (the reply resumes from offset 0).
+                        if !extend_by_offset(s, offset, &text) {
+                            out.stream_gap = Some(conversation_id);
+                        }
                     }
+                    None if !self.ended.contains(&message_id) && !left => out.stream_gap = Some(conversation_id),
+                    None => {}
                 }
             }
             ServerFrame::StreamEnd { conversation_id, message_id, message, .. } => {
-                self.streams.remove(&message_id);
+                self.end_stream(&message_id);
                 self.touch_conversation(&conversation_id, LastMessage::from(&message));
                 self.logs.entry(conversation_id).or_default().insert(message);
             }
@@ -611,6 +684,154 @@ impl ChatState {
                 }
             }
             _ => {}
+        }
+        out
+    }
+
+    fn end_stream(&mut self, message_id: &str) {
+        self.streams.remove(message_id);
+        self.ended.insert(message_id.to_owned());
+    }
+
+    /// A stored message: a persona's ends its reply.
+    fn stored(&mut self, message: &Message) {
+        if self.streams.remove(&message.id).is_some() || message.is_ai {
+            self.ended.insert(message.id.clone());
+        }
+    }
+
+    /// Entries set by versions newer than `version` count as set at `version`: an answer as
+    /// of `version` then replaces them, and the frames that set them, applied again after it,
+    /// set them again (see the sync core's `PostSync`).
+    pub fn rewind_list_versions(&mut self, version: u64) {
+        for v in self.list_versions.values_mut() {
+            *v = (*v).min(version);
+        }
+        self.list_floor = self.list_floor.min(version);
+    }
+
+    /// Whether a conversation left the list (a frame about it is an old one).
+    fn left(&self, conversation_id: &str) -> bool {
+        self.list_versions.contains_key(conversation_id) && self.conversation(conversation_id).is_none()
+    }
+
+    /// The list version a conversation's entry was last set at (0: never by a versioned change).
+    pub fn list_version(&self, conversation_id: &str) -> u64 {
+        self.list_versions.get(conversation_id).copied().unwrap_or(self.list_floor)
+    }
+
+    /// A conversation new to the list or changed, as of list version `version` (0: unknown,
+    /// always applied). False if what is held is newer.
+    pub fn upsert(&mut self, mut summary: ConversationSummary, version: u64) -> bool {
+        let held = self.list_version(&summary.id);
+        if version > 0 && version < held {
+            return false;
+        }
+        if version > 0 {
+            self.list_versions.insert(summary.id.clone(), version);
+        }
+        if self.active.as_deref() == Some(summary.id.as_str()) {
+            summary.unread_count = 0;
+        }
+        if let Some(p) = summary.persona.as_mut() {
+            // The directory's status is the newest this tab has.
+            if let Some(fresh) = self.personas.iter().find(|f| f.id == p.id) {
+                p.status = fresh.status;
+                p.last_seen = fresh.last_seen.clone();
+            }
+        }
+        self.conversations.retain(|c| c.id != summary.id);
+        let at = self
+            .conversations
+            .iter()
+            .position(|x| activity(x) <= activity(&summary))
+            .unwrap_or(self.conversations.len());
+        self.conversations.insert(at, summary);
+        true
+    }
+
+    /// A conversation leaves the list as of `version` (0: unknown, always applied). Its title
+    /// if it was listed and the removal is not older than what is held.
+    pub fn remove_conversation(&mut self, conversation_id: &str, version: u64) -> Option<String> {
+        let held = self.list_version(conversation_id);
+        if version > 0 && version < held {
+            return None;
+        }
+        if version > 0 {
+            self.list_versions.insert(conversation_id.to_owned(), version);
+        }
+        let i = self.conversations.iter().position(|c| c.id == conversation_id)?;
+        let c = self.conversations.remove(i);
+        self.logs.remove(conversation_id);
+        self.members.remove(conversation_id);
+        self.streams.retain(|_, s| s.conversation_id != conversation_id);
+        if self.active.as_deref() == Some(conversation_id) {
+            self.active = None;
+        }
+        Some(c.title)
+    }
+
+    /// A `sync_state` answer (the caller checked that it covers what this tab holds): the list
+    /// (whole, or what changed), persona statuses, who is online and the replies in progress.
+    pub fn apply_sync(&mut self, state: SyncState) -> Applied {
+        let mut out = Applied::default();
+        let version = state.version;
+        if state.full {
+            let listed: HashSet<&str> = state.conversations.iter().map(|c| c.id.as_str()).collect();
+            let gone: Vec<String> = self
+                .conversations
+                .iter()
+                .filter(|c| !listed.contains(c.id.as_str()) && self.list_version(&c.id) <= version)
+                .map(|c| c.id.clone())
+                .collect();
+            for id in gone {
+                if let Some(title) = self.remove_conversation(&id, version) {
+                    out.removed.push((id, title, None));
+                }
+            }
+        }
+        for summary in state.conversations {
+            self.upsert(summary, version);
+        }
+        for id in state.removed {
+            if let Some(title) = self.remove_conversation(&id, version) {
+                out.removed.push((id, title, None));
+            }
+        }
+        if state.full {
+            self.list_floor = self.list_floor.max(version);
+        }
+        for entry in state.personas {
+            self.apply(ServerFrame::PersonaStatus {
+                persona_id: entry.persona_id,
+                status: entry.status,
+                last_seen: entry.last_seen,
+                timestamp: String::new(),
+            });
+        }
+        self.online = state.online;
+        self.online.sort_by(|a, b| a.username.cmp(&b.username));
+        self.set_replies(state.replies);
+        out
+    }
+
+    /// The replies in progress, whole: the ones held and not listed are over (their end
+    /// comes, or came, as a stored message); listed ones show their text so far.
+    fn set_replies(&mut self, replies: Vec<ReplyInProgress>) {
+        let listed: HashSet<&str> = replies.iter().map(|r| r.message_id.as_str()).collect();
+        self.streams.retain(|id, _| listed.contains(id.as_str()));
+        for r in replies {
+            if self.ended.contains(&r.message_id) {
+                continue;
+            }
+            self.apply(ServerFrame::StreamStart {
+                conversation_id: r.conversation_id.clone(),
+                message_id: r.message_id.clone(),
+                persona_id: r.persona_id,
+            });
+            if let Some(s) = self.streams.get_mut(&r.message_id) {
+                extend_by_offset(s, 0, &r.text);
+            }
         }
     }
 
@@ -644,6 +865,19 @@ impl ChatState {
             self.conversations.iter().position(|x| activity(x) <= activity(&c)).unwrap_or(self.conversations.len());
         self.conversations.insert(at, c);
     }
+}
+
+/// Adds a delta's new part to a stream; false if it starts beyond what is held (a gap).
+fn extend_by_offset(s: &mut Stream, offset: u64, text: &str) -> bool {
+    if offset > s.chars {
+        return false;
+    }
+    let len = text.chars().count() as u64;
+    if offset + len > s.chars {
+        s.text.extend(text.chars().skip((s.chars - offset) as usize));
+        s.chars = offset + len;
+    }
+    true
 }
 
 /// When a conversation was last active (its newest message's time; empty sorts last).
@@ -1129,6 +1363,115 @@ mod tests {
         assert_eq!(timestamp_ms("2026-11-21T10:00:00.250Z"), Some(1_795_255_200_250));
         assert_eq!(timestamp_ms("2000-03-01T00:00:01Z"), Some(951_868_801_000));
         assert_eq!(timestamp_ms("yesterday"), None);
+    }
+
+    fn sync_state(since: u64, version: u64, full: bool, conversations: Vec<ConversationSummary>) -> SyncState {
+        SyncState {
+            since,
+            version,
+            full,
+            conversations,
+            removed: Vec::new(),
+            personas: Vec::new(),
+            online: Vec::new(),
+            replies: Vec::new(),
+            timestamp: String::new(),
+        }
+    }
+
+    #[test]
+    fn list_changes_older_than_what_is_held_are_stale() {
+        let mut s = ChatState::default();
+        s.apply_sync(sync_state(0, 10, true, vec![summary("a", 3), summary("b", 1)]));
+        // A late upsert of a conversation the whole list no longer has: stale.
+        let late = |id: &str, version: u64| ServerFrame::ConversationUpserted {
+            conversation: Box::new(summary(id, 0)),
+            version,
+            timestamp: String::new(),
+        };
+        assert!(s.apply(late("gone", 7)).stale);
+        assert!(s.conversation("gone").is_none());
+        // Removed at 12: an upsert of version 11 does not bring it back; one of 13 does.
+        let removed = s.apply(ServerFrame::ConversationRemoved {
+            conversation_id: "b".into(),
+            reason: RemovalReason::Left,
+            version: 12,
+            timestamp: String::new(),
+        });
+        assert_eq!(removed.removed, vec![("b".to_owned(), "b".to_owned(), Some(RemovalReason::Left))]);
+        assert!(s.apply(late("b", 11)).stale && s.conversation("b").is_none());
+        assert!(!s.apply(late("b", 13)).stale && s.conversation("b").is_some());
+        // A versioned update counts once; a seq jump says updates were missed.
+        let update = |seq: i64, version: u64| ServerFrame::ConversationUpdate {
+            conversation_id: "a".into(),
+            last_message: LastMessage {
+                id: format!("m{seq}"),
+                seq,
+                sender_name: "bob".into(),
+                content: "x".into(),
+                timestamp: "t".into(),
+            },
+            version,
+            timestamp: "t".into(),
+        };
+        assert!(!s.apply(update(4, 14)).list_gap);
+        assert!(s.apply(update(4, 14)).stale);
+        assert_eq!(s.conversation("a").unwrap().unread_count, 1);
+        assert!(s.apply(update(6, 15)).list_gap, "seq 5 was missed");
+        // A delta answer: upserts and removals, entries older than held kept.
+        let mut delta = sync_state(10, 16, false, vec![ConversationSummary { unread_count: 0, ..summary("a", 6) }]);
+        delta.removed = vec!["b".into()];
+        let applied = s.apply_sync(delta);
+        assert_eq!(applied.removed.len(), 1);
+        assert_eq!(s.conversation("a").map(|c| (c.last_seq, c.unread_count)), Some((6, 0)));
+    }
+
+    #[test]
+    fn replies_in_progress_come_whole_and_an_ended_one_is_not_brought_back() {
+        let mut s = ChatState::default();
+        s.set_conversations(vec![summary("d", 0)]);
+        let reply = |text: &str| ReplyInProgress {
+            conversation_id: "d".into(),
+            message_id: "r1".into(),
+            persona_id: "p1".into(),
+            text: text.into(),
+        };
+        let mut state = sync_state(0, 1, false, vec![]);
+        state.replies = vec![reply("Once upon")];
+        s.apply_sync(state.clone());
+        assert_eq!(s.streams["r1"].text, "Once upon");
+        // The live deltas go on from there; one beyond what is held is a gap.
+        s.apply(ServerFrame::StreamDelta {
+            conversation_id: "d".into(),
+            message_id: "r1".into(),
+            offset: 4,
+            text: " upon a time".into(),
+        });
+        assert_eq!(s.streams["r1"].text, "Once upon a time");
+        let gap = s.apply(ServerFrame::StreamDelta {
+            conversation_id: "d".into(),
+            message_id: "r1".into(),
+            offset: 30,
+            text: "later".into(),
+        });
+        assert_eq!(gap.stream_gap.as_deref(), Some("d"));
+        // It ends; an older answer that still lists it does not bring it back.
+        s.apply(ServerFrame::StreamEnd {
+            conversation_id: "d".into(),
+            message_id: "r1".into(),
+            interrupted: false,
+            message: Message { id: "r1".into(), is_ai: true, ..msg(1, None) },
+        });
+        s.apply_sync(state);
+        assert!(s.streams.is_empty());
+        // An answer without it drops a reply held (it is over).
+        s.apply(ServerFrame::StreamStart {
+            conversation_id: "d".into(),
+            message_id: "r2".into(),
+            persona_id: "p1".into(),
+        });
+        s.apply_sync(sync_state(1, 2, false, vec![]));
+        assert!(s.streams.is_empty());
     }
 
     #[test]

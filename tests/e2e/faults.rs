@@ -70,13 +70,13 @@ fn is_written_tag(t: &str) -> bool {
 /// A loopback TCP forwarder in front of the chat server, for bob's window: cutting it drops
 /// every open connection (the WebSocket included: Chromium's network emulation leaves open
 /// sockets alone) and refuses new ones until it is restored, as a lost network would.
-struct Cable {
-    base: String,
+pub(crate) struct Cable {
+    pub(crate) base: String,
     online: tokio::sync::watch::Sender<bool>,
 }
 
 impl Cable {
-    async fn lay(upstream_port: u16) -> TestResult<Cable> {
+    pub(crate) async fn lay(upstream_port: u16) -> TestResult<Cable> {
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.map_err(|e| e.to_string())?;
         let port = listener.local_addr().map_err(|e| e.to_string())?.port();
         let (online, watch) = tokio::sync::watch::channel(true);
@@ -100,7 +100,7 @@ impl Cable {
         Ok(Cable { base: format!("http://127.0.0.1:{port}"), online })
     }
 
-    fn set(&self, up: bool) {
+    pub(crate) fn set(&self, up: bool) {
         let _ = self.online.send(up);
     }
 }

@@ -7,6 +7,7 @@ mod ghost;
 mod harness;
 mod screens;
 mod security;
+mod sync;
 mod tabs;
 
 use std::time::Duration;

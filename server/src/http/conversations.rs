@@ -3,12 +3,14 @@
 use axum::extract::{Path, Query, State};
 use axum::http::StatusCode;
 use axum::Json;
+use persona_chat_protocol::http::SyncRequest;
 use persona_chat_protocol::http::{
     ConversationKind, ConversationSummary, CreateConversationRequest, Member, MessagesResponse, Persona,
     PostMessageRequest, ReadRequest,
 };
-use persona_chat_protocol::{Ack, ErrorCode, ServerFrame, User};
+use persona_chat_protocol::{Ack, ErrorCode, RemovalReason, ServerFrame, SyncState, User};
 use serde::Deserialize;
+use std::time::Duration;
 
 use super::error::HttpError;
 use super::extractor::{AuthUser, JsonBody};
@@ -100,8 +102,11 @@ pub async fn create(
         let me = user.clone();
         let summary = app
             .db(move |store, shared| {
-                let id = store.direct_conversation(&me, &persona_id)?;
+                let (id, created) = store.direct_conversation(&me, &persona_id)?;
                 shared.hub.add_member(&id, &me.id);
+                if let Some(version) = created {
+                    crate::list::upsert(store, shared, &id, std::slice::from_ref(&me.id), version)?;
+                }
                 store.conversation_of(&me.id, &id)
             })
             .await
@@ -149,8 +154,8 @@ pub async fn create(
 }
 
 /// Tells every member of a conversation who is in it now (`user_joined` for each of
-/// `joined`, and for every other member too when the conversation is new to them). Keeps the
-/// hub's membership cache in step.
+/// `joined`), and sends every member the conversation (`conversation_upserted`: new to those
+/// who joined, changed members for the others). Keeps the hub's membership cache in step.
 fn announce_joins(
     store: &crate::store::Store,
     shared: &crate::Shared,
@@ -160,6 +165,11 @@ fn announce_joins(
     let members = store.user_members(conversation_id)?;
     for member in &members {
         shared.hub.add_member(conversation_id, member);
+    }
+    // The list first (the conversation is known), then who joined it.
+    if !joined.is_empty() {
+        let version = store.conversation_version(conversation_id)?;
+        crate::list::upsert(store, shared, conversation_id, &members, version)?;
     }
     for user in joined {
         shared.hub.send_to_users(
@@ -224,7 +234,8 @@ pub async fn add_members(
     outcome.map(Json).ok_or_else(|| HttpError::from_code(ErrorCode::Internal, "conversation vanished"))
 }
 
-/// `DELETE /api/conversations/{id}/members/me`: leave a room (not the Lobby).
+/// `DELETE /api/conversations/{id}/members/me`: leave a room (not the Lobby). Every tab of
+/// the user gets `conversation_removed {reason: left}`.
 pub async fn leave(
     State(app): State<AppState>,
     AuthUser(user): AuthUser,
@@ -240,17 +251,49 @@ pub async fn leave(
                 "only rooms other than the Lobby can be left",
             )));
         }
-        let members = store.user_members(&id)?;
-        store.remove_member(&id, &user.id)?;
-        shared.hub.remove_member(&id, &user.id);
-        shared.hub.send_to_users(
-            members.iter().map(String::as_str),
-            &ServerFrame::UserLeft {
-                conversation_id: id.clone(),
-                user_id: user.id.clone(),
-                username: user.username.clone(),
-            },
-        );
+        crate::list::end_membership(store, shared, &id, &user, RemovalReason::Left)?;
+        Ok(Ok(StatusCode::NO_CONTENT))
+    })
+    .await?
+}
+
+/// `DELETE /api/conversations/{id}/members/{user_id}`: the room's creator removes a member
+/// (themselves: as leaving). The removed user's tabs get `conversation_removed {reason:
+/// removed}` and no more of the room's frames. 404: no such conversation, or that user is not
+/// a member; 403 `not_member`: the caller is not a member; 403 `invalid_field`: the caller did
+/// not create the room; 400: not a room (direct conversations and the Lobby).
+pub async fn remove_member(
+    State(app): State<AppState>,
+    AuthUser(user): AuthUser,
+    Path((id, member_id)): Path<(String, String)>,
+) -> Result<StatusCode, HttpError> {
+    app.db(move |store, shared| {
+        let Some(owner) = store.conversation_owner(&id)? else {
+            return Ok(Err(HttpError::new(StatusCode::NOT_FOUND, ErrorCode::NotFound, "no such conversation")));
+        };
+        if !store.is_member(&id, &user.id)? {
+            return Ok(Err(HttpError::not_member()));
+        }
+        if store.conversation_kind(&id)? != Some((ConversationKind::Room, false)) {
+            return Ok(Err(HttpError::bad_request(
+                ErrorCode::InvalidField,
+                "members can be removed from rooms other than the Lobby only",
+            )));
+        }
+        if owner.as_deref() != Some(user.id.as_str()) {
+            return Ok(Err(HttpError::new(
+                StatusCode::FORBIDDEN,
+                ErrorCode::InvalidField,
+                "only the room's creator can remove its members",
+            )));
+        }
+        let reason = if member_id == user.id { RemovalReason::Left } else { RemovalReason::Removed };
+        let Some(member) = store.user_by_id(&member_id)? else {
+            return Ok(Err(HttpError::new(StatusCode::NOT_FOUND, ErrorCode::NotFound, "no such member")));
+        };
+        if !crate::list::end_membership(store, shared, &id, &member, reason)? {
+            return Ok(Err(HttpError::new(StatusCode::NOT_FOUND, ErrorCode::NotFound, "no such member")));
+        }
         Ok(Ok(StatusCode::NO_CONTENT))
     })
     .await?
@@ -351,9 +394,12 @@ pub async fn mark_read(
     if !app.hub.is_member(&id, &user.id) {
         return Err(HttpError::not_member());
     }
-    app.db(move |store, _| {
+    app.db(move |store, shared| {
         let last = store.last_seq(&id)?;
-        store.mark_read(&id, &user.id, req.seq.min(last))
+        if let Some(version) = store.mark_read(&id, &user.id, req.seq.min(last))? {
+            crate::list::read_moved(store, shared, &id, &user.id, version, None)?;
+        }
+        Ok(())
     })
     .await?;
     Ok(StatusCode::NO_CONTENT)
@@ -374,4 +420,18 @@ pub async fn stop_response(
     crate::personas::stop_response(&app, &user, &id, &req.message_id)
         .map(|()| StatusCode::NO_CONTENT)
         .map_err(|r| HttpError::from_code(r.code, r.message))
+}
+
+/// `POST /api/sync {since}`: the resync exchange over HTTP (the polling transport), the same
+/// answer as the `sync` frame's; 429 beyond the per-user sync rate.
+pub async fn sync(
+    State(app): State<AppState>,
+    AuthUser(user): AuthUser,
+    JsonBody(req): JsonBody<SyncRequest>,
+) -> Result<Json<SyncState>, HttpError> {
+    match crate::ws::sync(&app, &user, req.since).await {
+        Ok(state) => Ok(Json(state)),
+        Err(r) if r.code == ErrorCode::RateLimited => Err(HttpError::rate_limited(r.message, Duration::from_secs(1))),
+        Err(r) => Err(HttpError::from_code(r.code, r.message)),
+    }
 }

@@ -30,6 +30,8 @@ pub fn router(state: AppState) -> Router {
         .route("/api/conversations", get(conversations::list).post(conversations::create))
         .route("/api/conversations/{id}/members", get(conversations::members).post(conversations::add_members))
         .route("/api/conversations/{id}/members/me", axum::routing::delete(conversations::leave))
+        .route("/api/conversations/{id}/members/{user_id}", axum::routing::delete(conversations::remove_member))
+        .route("/api/sync", post(conversations::sync))
         .route("/api/conversations/{id}/messages", get(conversations::messages).post(conversations::post_message))
         .route("/api/conversations/{id}/typing", post(conversations::typing))
         .route("/api/conversations/{id}/read", post(conversations::mark_read))

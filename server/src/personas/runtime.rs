@@ -10,13 +10,23 @@
 //! always has some text), `stream_delta`s of a few words at the configured pace, and
 //! `stream_end` with the stored message. The message is stored under the streamed id and
 //! fanned out like any other (`new_message`, `conversation_update`) before `stream_end`.
+//!
+//! While it streams, a reply is kept in progress (message id, persona, text so far): sockets
+//! joining its conversation get the text so far then the live deltas (see
+//! [`Runtime::join_with_replies`]), and `sync_state` lists it. Its text so far is saved as a
+//! draft (with the first words, then at most every [`DRAFT_EVERY`]); a server that dies
+//! mid-reply leaves the draft, stored as an interrupted message at the next start
+//! ([`crate::store::Store::recover_drafts`]). The queues of replies waiting for their turn are
+//! in memory only: a restart drops them (the questions stay; nothing is answered twice).
 
 use std::collections::{HashMap, HashSet, VecDeque};
 use std::sync::{Arc, Mutex, OnceLock, Weak};
 use std::time::Duration;
 
 use persona_chat_protocol::http::Persona;
-use persona_chat_protocol::{ErrorCode, Message, PersonaState, ServerFrame, User, MAX_CONTENT_CHARS};
+use persona_chat_protocol::{
+    ErrorCode, Message, PersonaState, PersonaStatusEntry, ReplyInProgress, ServerFrame, User, MAX_CONTENT_CHARS,
+};
 use rand::rngs::StdRng;
 use rand::{Rng, SeedableRng};
 use tokio::sync::{mpsc, Notify};
@@ -42,6 +52,9 @@ pub const CONTEXT_MESSAGES: usize = 12;
 /// Stored for an interrupted reply that had no text yet (a message cannot be empty). With
 /// `stream_start` sent together with the first words this does not happen in practice.
 pub const EMPTY_INTERRUPTED: &str = "…";
+/// How often a reply's text so far is saved as a draft (stored as an interrupted message if
+/// the server dies before the reply ends).
+pub const DRAFT_EVERY: Duration = Duration::from_secs(1);
 /// Conversations whose kind is remembered (it never changes); the cache restarts when full.
 const KIND_CACHE: usize = 100_000;
 
@@ -83,9 +96,14 @@ impl Slot {
     }
 }
 
-/// A reply being streamed, by message id.
+/// A reply being streamed, by message id: its text so far, which joining sockets get before
+/// the live deltas (see [`Runtime::join_with_replies`]).
 struct Active {
     conversation_id: String,
+    persona_id: String,
+    text: String,
+    /// `text` in chars: the offset of the next delta.
+    chars: u64,
     stop: Arc<Notify>,
 }
 
@@ -240,6 +258,132 @@ impl Runtime {
             }
             _ => Err(Refusal::new(ErrorCode::NotFound, "no response is streaming with this id in this conversation")),
         }
+    }
+
+    /// Every persona's live status (for `sync_state`).
+    pub fn statuses(&self) -> Vec<PersonaStatusEntry> {
+        self.lock()
+            .slots
+            .iter()
+            .map(|s| PersonaStatusEntry {
+                persona_id: s.info.id.clone(),
+                status: s.status,
+                last_seen: s.last_seen.clone(),
+            })
+            .collect()
+    }
+
+    /// The replies in progress in the conversations `visible` accepts, with their text so far.
+    pub fn replies_in_progress(&self, visible: impl Fn(&str) -> bool) -> Vec<ReplyInProgress> {
+        let state = self.lock();
+        let mut out: Vec<ReplyInProgress> = state
+            .active
+            .iter()
+            .filter(|(_, a)| visible(&a.conversation_id))
+            .map(|(id, a)| ReplyInProgress {
+                conversation_id: a.conversation_id.clone(),
+                message_id: id.clone(),
+                persona_id: a.persona_id.clone(),
+                text: a.text.clone(),
+            })
+            .collect();
+        out.sort_by(|a, b| a.message_id.cmp(&b.message_id));
+        out
+    }
+
+    /// How many replies are streaming now.
+    pub fn replies_streaming(&self) -> usize {
+        self.lock().active.len()
+    }
+
+    /// Joins a socket to a conversation's live frames and resumes each reply in progress there
+    /// (`stream_start`, then one `stream_delta {offset: 0, text so far}`), under the runtime's
+    /// lock: deltas are sent under the same lock (see [`Runtime::stream_delta`]), so each
+    /// delta is either in the text so far or sent live after it, never both, never neither.
+    pub fn join_with_replies(&self, hub: &crate::hub::Hub, conn: crate::hub::ConnId, conversation_id: &str) {
+        let state = self.lock();
+        hub.join(conn, conversation_id);
+        let mut here: Vec<(&String, &Active)> =
+            state.active.iter().filter(|(_, a)| a.conversation_id == conversation_id).collect();
+        here.sort_by(|a, b| a.0.cmp(b.0));
+        for (message_id, active) in here {
+            hub.send_to_conn(
+                conn,
+                &ServerFrame::StreamStart {
+                    conversation_id: conversation_id.to_owned(),
+                    message_id: message_id.clone(),
+                    persona_id: active.persona_id.clone(),
+                },
+            );
+            if !active.text.is_empty() {
+                hub.send_to_conn(
+                    conn,
+                    &ServerFrame::StreamDelta {
+                        conversation_id: conversation_id.to_owned(),
+                        message_id: message_id.clone(),
+                        offset: 0,
+                        text: active.text.clone(),
+                    },
+                );
+            }
+        }
+    }
+
+    /// A reply begins: kept as in progress and announced with `stream_start`, atomically.
+    fn stream_start(
+        &self,
+        hub: &crate::hub::Hub,
+        conversation_id: &str,
+        message_id: &str,
+        persona_id: &str,
+        stop: Arc<Notify>,
+    ) {
+        let mut state = self.lock();
+        state.active.insert(
+            message_id.to_owned(),
+            Active {
+                conversation_id: conversation_id.to_owned(),
+                persona_id: persona_id.to_owned(),
+                text: String::new(),
+                chars: 0,
+                stop,
+            },
+        );
+        hub.send_to_joined(
+            conversation_id,
+            &ServerFrame::StreamStart {
+                conversation_id: conversation_id.to_owned(),
+                message_id: message_id.to_owned(),
+                persona_id: persona_id.to_owned(),
+            },
+            None,
+        );
+    }
+
+    /// Appends to a reply's text so far and sends the delta to the joined sockets, atomically
+    /// (see [`Runtime::join_with_replies`]).
+    fn stream_delta(&self, hub: &crate::hub::Hub, message_id: &str, text: &str) {
+        let mut state = self.lock();
+        let Some(active) = state.active.get_mut(message_id) else { return };
+        let offset = active.chars;
+        active.text.push_str(text);
+        active.chars += text.chars().count() as u64;
+        hub.send_to_joined(
+            &active.conversation_id,
+            &ServerFrame::StreamDelta {
+                conversation_id: active.conversation_id.clone(),
+                message_id: message_id.to_owned(),
+                offset,
+                text: text.to_owned(),
+            },
+            None,
+        );
+    }
+
+    /// A reply is no longer in progress (called under the store's lock once it is stored, so
+    /// a socket joining after sees it in the backlog and not as in progress).
+    pub fn finish(&self, message_id: &str) {
+        self.lock().active.remove(message_id);
     }
 
     /// The persona of a direct conversation (Some(None): a room; None: no such conversation).
@@ -455,21 +599,9 @@ async fn reply(app: AppState, persona: PersonaInfo, job: Job) {
 
     let message_id = crate::store::new_id();
     let stop = Arc::new(Notify::new());
-    runtime
-        .lock()
-        .active
-        .insert(message_id.clone(), Active { conversation_id: conversation_id.clone(), stop: stop.clone() });
     runtime.with_slot(&persona.id, |slot| set_status(&app.hub, slot, PersonaState::Responding));
     let hub = &app.hub;
-    hub.send_to_joined(
-        &conversation_id,
-        &ServerFrame::StreamStart {
-            conversation_id: conversation_id.clone(),
-            message_id: message_id.clone(),
-            persona_id: persona.id.clone(),
-        },
-        None,
-    );
+    runtime.stream_start(hub, &conversation_id, &message_id, &persona.id, stop.clone());
 
     let mut shutdown = app.shutdown.clone();
     let mut pending: VecDeque<String> = VecDeque::from([first]);
@@ -477,6 +609,7 @@ async fn reply(app: AppState, persona: PersonaInfo, job: Job) {
     let mut failed = false;
     let mut sent = String::new();
     let mut offset: u64 = 0;
+    let mut draft_saved: Option<std::time::Instant> = None;
     let end = 'stream: loop {
         // A few pieces per delta.
         let want = runtime.random(|rng| rng.gen_range(1..=3usize));
@@ -524,18 +657,18 @@ async fn reply(app: AppState, persona: PersonaInfo, job: Job) {
             pending.clear();
         }
         if !text.is_empty() {
-            hub.send_to_joined(
-                &conversation_id,
-                &ServerFrame::StreamDelta {
-                    conversation_id: conversation_id.clone(),
-                    message_id: message_id.clone(),
-                    offset,
-                    text: text.clone(),
-                },
-                None,
-            );
+            runtime.stream_delta(hub, &message_id, &text);
             offset += text.chars().count() as u64;
             sent.push_str(&text);
+            // The text so far survives a crash: saved at most once per DRAFT_EVERY.
+            if draft_saved.is_none_or(|at: std::time::Instant| at.elapsed() >= DRAFT_EVERY) {
+                draft_saved = Some(std::time::Instant::now());
+                let (mid, cid, pid, text) =
+                    (message_id.clone(), conversation_id.clone(), persona.id.clone(), sent.clone());
+                if let Err(e) = app.db(move |store, _| store.save_draft(&mid, &cid, &pid, &text)).await {
+                    tracing::warn!("cannot save the draft of reply {message_id}: {e}");
+                }
+            }
         }
         if finished && pending.is_empty() {
             break if failed { End::Interrupted } else { End::Complete };
@@ -569,7 +702,9 @@ async fn reply(app: AppState, persona: PersonaInfo, job: Job) {
             }
             crate::metrics::inc(&shared.metrics.messages_stored);
             let members = store.user_members(&id)?;
-            crate::chat::publish_message(shared, &id, &message, &members);
+            crate::chat::publish_message(store, shared, &id, &message, &members)?;
+            shared.personas.finish(&mid);
+            store.delete_draft(&mid)?;
             store.set_persona_last_seen(&persona_id, &message.timestamp)?;
             Ok(message)
         })
@@ -587,7 +722,7 @@ async fn reply(app: AppState, persona: PersonaInfo, job: Job) {
         ),
         Err(e) => tracing::error!("cannot store the reply of {} in {conversation_id}: {e}", persona.name),
     }
-    runtime.lock().active.remove(&message_id);
+    runtime.finish(&message_id);
 }
 
 /// The pause before the next delta: the configured pace, give or take a third.

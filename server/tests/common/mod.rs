@@ -387,3 +387,41 @@ pub fn new_message_in(frame: ServerFrame, conversation: &str) -> Message {
 pub fn client_id() -> String {
     uuid::Uuid::new_v4().to_string()
 }
+
+/// A fake OpenAI-compatible endpoint (for `--persona-llm-url`) streaming `pieces`, `every` apart, then failing the
+/// response midway (`fail`), or finishing.
+pub async fn fake_llm(pieces: Vec<String>, every: Duration, fail: bool) -> String {
+    use axum::body::{Body, Bytes};
+    use axum::http::header;
+    use axum::response::Response;
+    use futures_util::StreamExt;
+
+    let app = axum::Router::new().route(
+        "/v1/chat/completions",
+        axum::routing::post(move || {
+            let pieces = pieces.clone();
+            async move {
+                let events = futures_util::stream::iter(pieces.into_iter().map(Some).chain(std::iter::once(None)))
+                    .then(move |piece| async move {
+                        tokio::time::sleep(every).await;
+                        match piece {
+                            Some(p) => Ok(Bytes::from(format!(
+                                "data: {}\n\n",
+                                serde_json::json!({"choices": [{"index": 0, "delta": {"content": p}}]})
+                            ))),
+                            None if fail => Err(std::io::Error::other("the model fell over")),
+                            None => Ok(Bytes::from("data: [DONE]\n\n")),
+                        }
+                    });
+                Response::builder()
+                    .header(header::CONTENT_TYPE, "text/event-stream")
+                    .body(Body::from_stream(events))
+                    .unwrap()
+            }
+        }),
+    );
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    tokio::spawn(async move { axum::serve(listener, app).await.unwrap() });
+    format!("http://{addr}/v1")
+}
