@@ -1158,9 +1158,7 @@ mod tests {
                 match action {
                     Action::OpenSocket { .. } if t < back_ms => queue.push(Reverse((at(t + 1.0), i, CLOSED))),
                     Action::OpenSocket { .. } => queue.push(Reverse((at(t + 5.0), i, HELLO))),
-                    Action::Poll { timeout_ms: 0 } if t < back_ms => {
-                        queue.push(Reverse((at(t + 1.0), i, POLL_FAILED)))
-                    }
+                    Action::Poll { timeout_ms: 0 } if t < back_ms => queue.push(Reverse((at(t + 1.0), i, POLL_FAILED))),
                     Action::Poll { timeout_ms: 0 } => queue.push(Reverse((at(t + 5.0), i, POLL_OK))),
                     Action::StartPolling => polled[i] = true,
                     Action::ScheduleWake { at_ms } => queue.push(Reverse((at(at_ms.max(t)), i, TICK))),

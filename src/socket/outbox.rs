@@ -258,7 +258,8 @@ impl Outbox {
         let item = self.items.iter_mut().find(|i| i.client_id == client_id)?;
         if code == ErrorCode::RateLimited {
             item.rate_limited += 1;
-            let wait = super::backoff::doubling_ms(config.rate_limit_base_ms, config.rate_limit_cap_ms, item.rate_limited);
+            let wait =
+                super::backoff::doubling_ms(config.rate_limit_base_ms, config.rate_limit_cap_ms, item.rate_limited);
             let retry_at = now + wait as f64;
             item.status = OutStatus::RateLimited { retry_at };
             Some(Refusal::RetryAt(retry_at))
