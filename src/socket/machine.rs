@@ -1586,6 +1586,41 @@ mod tests {
     }
 
     #[test]
+    fn a_fallback_whose_polls_failed_too_probes_at_once_when_the_server_answers_again() {
+        // An outage longer than five attempts (a restart): the WebSocket fails, then the polls.
+        let mut m = machine(11);
+        let (t, a) = fail_attempts(&mut m, 5);
+        assert!(a.contains(&Action::StartPolling));
+        let mut now = t + 1.0;
+        let mut a = m.handle(now, Event::PollFailed);
+        while !a.contains(&Action::Poll { timeout_ms: 0 }) {
+            now = m.next_wake().unwrap();
+            a = m.handle(now, Event::Tick);
+        }
+        assert!(now - t < 300.0, "the first poll retry within 250 ms");
+        // The server is back: the poll gets through, and the WebSocket is tried at once rather
+        // than a probe interval later.
+        let a = m.handle(now + 5.0, Event::PollSucceeded);
+        assert!(a.contains(&Action::TransportReady(Transport::Polling)));
+        assert!(a.contains(&Action::OpenSocket { probe: true }), "{a:?}");
+        let a = m.handle(now + 10.0, Event::Hello { heartbeat_ms: None });
+        assert_eq!(a[0], Action::StopPolling);
+        assert!(matches!(m.state(), LinkState::Connected { .. }));
+    }
+
+    #[test]
+    fn a_clean_restart_comes_back_after_a_short_random_wait_without_counting_a_failure() {
+        let mut m = connected();
+        let a = m.handle(1_000.0, Event::SocketClosed { code: backoff::SERVICE_RESTART });
+        assert_eq!(opens(&a), 0);
+        let LinkState::Reconnecting { attempt: 1, retry_at_ms } = m.state().clone() else { panic!("{a:?}") };
+        let wait = retry_at_ms - 1_000.0;
+        assert!((backoff::RESTART_MIN_MS as f64..backoff::RESTART_MAX_MS as f64).contains(&wait), "{wait}");
+        assert_eq!(m.failures(), 0);
+        assert_eq!(opens(&m.handle(retry_at_ms, Event::Tick)), 1);
+    }
+
+    #[test]
     fn the_failure_threshold_is_configurable() {
         let mut m = Machine::new(Config { failures_before_polling: 2, ..Config::default() }, 1);
         let (_, a) = fail_attempts(&mut m, 2);
