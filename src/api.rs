@@ -269,7 +269,11 @@ pub async fn add_members(
     conversation_id: &str,
     user_ids: Vec<String>,
 ) -> Result<ConversationSummary, ApiFailure> {
-    let body = serde_json::json!({ "user_ids": user_ids });
+    #[derive(serde::Serialize)]
+    struct Body {
+        user_ids: Vec<String>,
+    }
+    let body = Body { user_ids };
     read(with_json(
         authed(Request::post(&format!("{base}/api/conversations/{conversation_id}/members")), token),
         &body,
@@ -292,7 +296,11 @@ pub async fn mark_read(base: &str, token: &str, conversation_id: &str, seq: i64)
 
 /// The HTTP twin of stop_response.
 pub async fn stop_response(base: &str, token: &str, conversation_id: &str, message_id: &str) -> Result<(), ApiFailure> {
-    let body = serde_json::json!({ "message_id": message_id });
+    #[derive(serde::Serialize)]
+    struct Body<'a> {
+        message_id: &'a str,
+    }
+    let body = Body { message_id };
     no_content(with_json(
         authed(Request::post(&format!("{base}/api/conversations/{conversation_id}/stop")), token),
         &body,

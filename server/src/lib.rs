@@ -69,7 +69,7 @@ pub struct Shared {
     pub metrics: Metrics,
     /// The personas at work: their live status, reply queues and streams.
     pub personas: personas::Runtime,
-    /// Flips to true when the server begins shutting down; sockets close with 1001.
+    /// Flips to true when the server begins shutting down; sockets close with 1012 (restart).
     pub shutdown: watch::Receiver<bool>,
     /// WAL checkpoints off the request path; stops with the server.
     _checkpointer: store::Checkpointer,
@@ -227,7 +227,7 @@ impl Server {
         Ok(Server { addr, listener, router, shutdown_tx, shared })
     }
 
-    /// Serves until `stop` resolves, then closes every socket with 1001 and returns once
+    /// Serves until `stop` resolves, then closes every socket with 1012 and returns once
     /// connections have finished.
     pub async fn serve(self, stop: impl std::future::Future<Output = ()> + Send + 'static) -> std::io::Result<()> {
         let shutdown_tx = self.shutdown_tx;
@@ -241,7 +241,7 @@ impl Server {
             let _ = done.wait_for(|stopping| *stopping).await;
         })
         .await;
-        // Sockets close with 1001 on their own (they watch the shutdown), and streaming replies
+        // Sockets close with 1012 on their own (they watch the shutdown), and streaming replies
         // store what they have as interrupted (dropping their drafts): give them a moment.
         let deadline = tokio::time::Instant::now() + Duration::from_secs(3);
         while (self.shared.hub.connection_count() > 0 || self.shared.personas.replies_streaming() > 0)

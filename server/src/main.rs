@@ -46,5 +46,5 @@ async fn shutdown_signal() {
     #[cfg(not(unix))]
     let term = std::future::pending::<()>();
     tokio::select! { _ = ctrl_c => {}, _ = term => {} }
-    tracing::info!("shutting down: closing sockets with 1001");
+    tracing::info!("shutting down: closing sockets with 1012 (restart)");
 }

@@ -19,8 +19,10 @@ use crate::http::error::HttpError;
 use crate::hub::{ConnId, Kick, Outbound, KICK_SLOW, SOCKET_QUEUE};
 use crate::AppState;
 
-/// Close codes (RFC 6455).
+/// Close codes (RFC 6455 and its IANA registry).
 pub const CLOSE_GOING_AWAY: u16 = 1001;
+/// The server is shutting down to restart: clients come back after a short random wait.
+pub const CLOSE_SERVICE_RESTART: u16 = 1012;
 pub const CLOSE_POLICY: u16 = 1008;
 pub const CLOSE_TOO_BIG: u16 = 1009;
 pub const CLOSE_INVALID_DATA: u16 = 1007;
@@ -59,8 +61,11 @@ pub async fn upgrade(State(app): State<AppState>, Query(query): Query<WsQuery>, 
         .on_upgrade(move |socket| run(socket, app, user, session))
 }
 
-/// Longest a single write to a socket may take before it counts as too slow.
+/// Longest a single write to a socket (one batch of frames) may take before it counts as too slow.
 pub const SEND_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// Most frames the writer feeds before it flushes: what is queued goes out in one write.
+pub const WRITE_BATCH: usize = 64;
 
 /// How long a socket may send nothing: two heartbeats and a margin (half a heartbeat, at
 /// least 2 s). The app pings every heartbeat.
@@ -92,14 +97,30 @@ async fn run(socket: WebSocket, app: AppState, user: User, session: String) {
 
     let writer_kick = kick.clone();
     let mut writer = tokio::spawn(async move {
-        while let Some(out) = rx.recv().await {
-            let (msg, last) = match out {
-                Outbound::Text(text) => (WsMessage::Text(text), false),
-                Outbound::Close(code, reason) => {
-                    (WsMessage::Close(Some(CloseFrame { code, reason: reason.into() })), true)
+        while let Some(first) = rx.recv().await {
+            // Feeds the frames already queued (up to a batch), then flushes once: a burst of
+            // fan-out goes out in a few writes instead of one write and flush per frame.
+            let mut last = false;
+            let batch = async {
+                let mut next = Some(first);
+                let mut fed = 0;
+                while let Some(out) = next.take() {
+                    let msg = match out {
+                        Outbound::Text(text) => WsMessage::Text(text),
+                        Outbound::Close(code, reason) => {
+                            last = true;
+                            WsMessage::Close(Some(CloseFrame { code, reason: reason.into() }))
+                        }
+                    };
+                    sink.feed(msg).await?;
+                    fed += 1;
+                    if !last && fed < WRITE_BATCH {
+                        next = rx.try_recv().ok();
+                    }
                 }
+                sink.flush().await
             };
-            match tokio::time::timeout(SEND_TIMEOUT, sink.send(msg)).await {
+            match tokio::time::timeout(SEND_TIMEOUT, batch).await {
                 Ok(Ok(())) if !last => {}
                 Ok(Ok(())) | Ok(Err(_)) => break,
                 Err(_) => {
@@ -166,11 +187,11 @@ async fn run(socket: WebSocket, app: AppState, user: User, session: String) {
                 break Some((CLOSE_POLICY, "silent for two heartbeats: send pings"));
             }
             reason = kick.kicked() => break Some(reason),
-            _ = stopping(&mut shutdown) => break Some((CLOSE_GOING_AWAY, "server is restarting")),
+            _ = stopping(&mut shutdown) => break Some((CLOSE_SERVICE_RESTART, "server is restarting")),
         }
     };
 
-    let shutting_down = matches!(close, Some((CLOSE_GOING_AWAY, _)));
+    let shutting_down = matches!(close, Some((CLOSE_SERVICE_RESTART, _)));
     let went_offline = app.hub.unregister(conn, !shutting_down);
     for ended in app.typing.socket_closed(conn) {
         chat::announce_typing_stopped(&app, ended);

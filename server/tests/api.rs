@@ -697,7 +697,7 @@ async fn messages_and_accounts_survive_a_restart() {
 // ---- 14. graceful shutdown ----
 
 #[tokio::test]
-async fn stopping_the_server_closes_sockets_with_1001() {
+async fn stopping_the_server_closes_sockets_with_1012() {
     let server = TestServer::start().await;
     let a = server.sign_in("alice", PASSWORD).await;
     let b = server.sign_in("bob", PASSWORD).await;
@@ -711,7 +711,7 @@ async fn stopping_the_server_closes_sockets_with_1001() {
     let stopped = tokio::spawn(server.stop());
     for socket in [&mut sa, &mut sb] {
         let (code, reason) = socket.expect_close().await;
-        assert_eq!(code, 1001, "going away");
+        assert_eq!(code, 1012, "service restart: come back soon");
         assert!(!reason.is_empty());
     }
     within("the server to stop", stopped).await.expect("stop does not panic");

@@ -421,6 +421,40 @@ async fn the_app_is_served_with_fitting_cache_headers_and_a_route_fallback() {
 }
 
 #[tokio::test]
+async fn precompressed_copies_of_the_app_files_are_sent_as_they_are() {
+    // scripts/build-app.sh leaves name.br and name.gz beside each file: those bytes go out.
+    let dir = tempfile::TempDir::new().unwrap();
+    let dist = dir.path().join("dist");
+    std::fs::create_dir_all(&dist).unwrap();
+    std::fs::write(dist.join("index.html"), "<!doctype html><title>persona-chat</title>").unwrap();
+    std::fs::write(dist.join("index.html.br"), "index as brotli").unwrap();
+    std::fs::write(dist.join("app-0123456789abcdef_bg.wasm"), vec![0u8; 4096]).unwrap();
+    std::fs::write(dist.join("app-0123456789abcdef_bg.wasm.br"), "wasm as brotli").unwrap();
+    std::fs::write(dist.join("app-0123456789abcdef_bg.wasm.gz"), "wasm as gzip").unwrap();
+    let server = TestServer::start_with(move |c| c.static_dir = dist).await;
+    let http = reqwest::Client::builder().no_gzip().no_brotli().build().unwrap();
+    let get = |path: &str, enc: &'static str| http.get(server.url(path)).header("Accept-Encoding", enc).send();
+
+    for (enc, body) in [("br, gzip", "wasm as brotli"), ("gzip", "wasm as gzip")] {
+        let wasm = within("wasm", get("/app-0123456789abcdef_bg.wasm", enc)).await.unwrap();
+        assert_eq!(wasm.status(), StatusCode::OK);
+        assert_eq!(wasm.headers()["content-encoding"], enc.split(',').next().unwrap());
+        assert_eq!(wasm.headers()["content-type"], "application/wasm");
+        assert_eq!(wasm.headers()["cache-control"], "public, max-age=31536000, immutable");
+        assert_eq!(wasm.headers()["vary"], "accept-encoding");
+        assert_eq!(wasm.text().await.unwrap(), body);
+    }
+    let plain = within("wasm, plain", get("/app-0123456789abcdef_bg.wasm", "identity")).await.unwrap();
+    assert!(plain.headers().get("content-encoding").is_none());
+    assert_eq!(plain.bytes().await.unwrap().len(), 4096);
+    let route = within("an app route", get("/c/some-conversation", "br")).await.unwrap();
+    assert_eq!(route.headers()["content-encoding"], "br");
+    assert_eq!(route.headers()["cache-control"], "no-cache");
+    assert!(route.headers().contains_key("content-security-policy"));
+    assert_eq!(route.text().await.unwrap(), "index as brotli");
+}
+
+#[tokio::test]
 async fn a_persona_reply_can_be_stopped_over_http() {
     let server = TestServer::start_with(|c| c.persona_pace_ms = 250).await;
     let a = server.sign_in("alice", PASSWORD).await;

@@ -3,9 +3,10 @@
 //! returns. Every reconnect, heartbeat and fallback rule is therefore a native `#[test]`.
 //!
 //! Rules, in short:
-//! - Backoff: retry `n` after the last confirmed connection waits a uniform delay in
-//!   `[0, min(1 s * 2^(n-1), 30 s))` (full jitter, [`backoff`]). The counters reset only on the
-//!   server's `hello`.
+//! - Backoff ([`backoff`], decorrelated jitter): the first retry after a lost connection
+//!   waits a uniform delay in `[0, 250 ms)`; each later one is uniform between 0.5 s and twice
+//!   the previous wait, capped at 30 s. A server that closes with 1012 (it is restarting) is
+//!   retried after a uniform `[0.25 s, 1.75 s)`. The counters reset only on the server's `hello`.
 //! - Heartbeat: a ping every `heartbeat_ms` (from `hello`); the pong's round trip is the
 //!   latency. Silence (no frame at all) for 2 intervals starts a *check*: a ping that must be
 //!   answered (by any frame) within the 5 s answer window, else the socket is dead.
@@ -16,7 +17,9 @@
 //! - Browser offline: nothing new is opened and nothing that fails meanwhile counts.
 //! - Fallback: after `failures_before_polling` failed WebSocket attempts in a row, or when an
 //!   attempt gets no `hello` within the connect timeout, poll over HTTP and probe WebSocket
-//!   every `probe_interval_ms`; a probe that gets `hello` takes over.
+//!   every `probe_interval_ms`; a probe that gets `hello` takes over. A fallback whose polls
+//!   failed too (the server was unreachable, not only its WebSocket: a restart) probes at
+//!   once when a poll gets through again.
 //!
 //! The glue keeps at most one socket (an attempt, the live socket, or a probe while polling)
 //! and delivers only that socket's events: it drops a socket's handle (unsetting its handlers)
@@ -298,6 +301,10 @@ struct Fallback {
     live: bool,
     /// Failed polls in a row.
     failures: u32,
+    /// The last wait after a failed poll (the next one grows from it).
+    last_delay: Option<u64>,
+    /// A poll failed since the fallback began or last went live: the server was unreachable.
+    unreachable: bool,
     poll: PollStep,
     probe: Option<Attempt>,
     next_probe_at: Option<f64>,
@@ -344,8 +351,10 @@ pub struct Machine {
     visible: bool,
     /// Failed WebSocket attempts since the last `hello`.
     failures: u32,
-    /// Retries scheduled since the last `hello` (the backoff exponent).
+    /// Retries scheduled since the last `hello`.
     retries: u32,
+    /// The last backoff wait since the last `hello` (the next one grows from it).
+    last_delay: Option<u64>,
     reported: LinkState,
     scheduled: Option<f64>,
 }
@@ -360,6 +369,7 @@ impl Machine {
             visible: true,
             failures: 0,
             retries: 0,
+            last_delay: None,
             reported: LinkState::Disconnected,
             scheduled: None,
         }
@@ -436,6 +446,7 @@ impl Machine {
                 if matches!(self.phase, Phase::Idle) {
                     self.failures = 0;
                     self.retries = 0;
+                    self.last_delay = None;
                     if self.online {
                         self.open(now, out);
                     } else {
@@ -478,9 +489,16 @@ impl Machine {
                 // (ignoring `Poll`) works too, as long as it reports every answer.
                 if let Phase::Polling(f) = &mut self.phase {
                     f.failures = 0;
+                    f.last_delay = None;
                     if !f.live {
                         f.live = true;
                         out.push(Action::TransportReady(Transport::Polling));
+                        // The polls failed too: the server was away, not only its WebSocket
+                        // (a restart). Now that it answers, try the WebSocket at once.
+                        if f.unreachable && !f.forced && f.probe.is_none() {
+                            f.next_probe_at = Some(now);
+                        }
+                        f.unreachable = false;
                     }
                     out.push(Action::Poll { timeout_ms: timeout });
                     f.poll = PollStep::InFlight { deadline: now + (timeout + grace) as f64 };
@@ -513,6 +531,7 @@ impl Machine {
     fn connected(&mut self, now: f64, heartbeat_ms: u64, out: &mut Vec<Action>) {
         self.failures = 0;
         self.retries = 0;
+        self.last_delay = None;
         let mut link = Link {
             since: now,
             heartbeat_ms,
@@ -555,6 +574,13 @@ impl Machine {
                 self.enter_polling(now, false, out);
             }
             Phase::Opening(_) => self.attempt_failed(now, false, out),
+            // The server is restarting: back after a short random wait, not a failure.
+            Phase::Connected(_) if code == backoff::SERVICE_RESTART && self.online => {
+                self.retries += 1;
+                let delay = backoff::restart_delay_ms(self.rng.unit());
+                self.last_delay = Some(delay);
+                self.phase = Phase::Waiting { retry_at: now + delay as f64 };
+            }
             Phase::Connected(_) => self.lose(now, None, false, out),
             Phase::Polling(f) if f.probe.is_some() => {
                 f.probe = None;
@@ -606,6 +632,7 @@ impl Machine {
             Phase::Idle => {
                 self.failures = 0;
                 self.retries = 0;
+                self.last_delay = None;
                 self.open(now, out);
             }
             // The user insists: try even if the browser says offline (it can be wrong, and a
@@ -658,6 +685,7 @@ impl Machine {
             Phase::Idle => {
                 self.failures = 0;
                 self.retries = 0;
+                self.last_delay = None;
                 self.enter_polling(now, true, out);
             }
             Phase::Waiting { .. } | Phase::Offline => self.enter_polling(now, true, out),
@@ -714,7 +742,8 @@ impl Machine {
     }
 
     fn wait_retry(&mut self, now: f64) {
-        let delay = backoff::delay_ms(self.retries, self.rng.unit());
+        let delay = backoff::next_delay_ms(self.last_delay, self.retries, self.rng.unit());
+        self.last_delay = Some(delay);
         self.phase = Phase::Waiting { retry_at: now + delay as f64 };
     }
 
@@ -728,7 +757,16 @@ impl Machine {
             PollStep::Parked
         };
         let next_probe_at = (!forced).then_some(now + self.config.probe_interval_ms as f64);
-        self.phase = Phase::Polling(Fallback { forced, live: false, failures: 0, poll, probe: None, next_probe_at });
+        self.phase = Phase::Polling(Fallback {
+            forced,
+            live: false,
+            failures: 0,
+            last_delay: None,
+            unreachable: false,
+            poll,
+            probe: None,
+            next_probe_at,
+        });
     }
 
     fn poll_now(&mut self, now: f64, out: &mut Vec<Action>) {
@@ -746,7 +784,9 @@ impl Machine {
             f.live = false;
             if online {
                 f.failures += 1;
-                let delay = backoff::delay_ms(f.failures, self.rng.unit());
+                f.unreachable = true;
+                let delay = backoff::next_delay_ms(f.last_delay, f.failures, self.rng.unit());
+                f.last_delay = Some(delay);
                 f.poll = PollStep::RetryAt(now + delay as f64);
             } else {
                 f.poll = PollStep::Parked;
@@ -1075,45 +1115,157 @@ mod tests {
         out
     }
 
-    #[test]
-    fn backoff_delays_stay_within_the_exponential_bound_capped_at_30s() {
-        for seed in 0..300 {
-            for (i, d) in delays(seed, 9).into_iter().enumerate() {
-                let bound = backoff::bound_ms(i as u32 + 1) as f64;
-                assert!((0.0..bound).contains(&d), "seed {seed} attempt {}: {d} not in [0, {bound})", i + 1);
+    /// The bounds of a retry's delay given the previous one (decorrelated jitter).
+    fn delay_range(previous: Option<f64>, retry: u32) -> (f64, f64) {
+        match previous {
+            None => (0.0, backoff::FIRST_MS as f64),
+            Some(p) => {
+                let base = backoff::BASE_MS as f64;
+                (base, (p.max(base) * backoff::growth(retry)).min(backoff::CAP_MS as f64))
             }
         }
-        assert_eq!(backoff::bound_ms(6), 30_000);
     }
 
     #[test]
-    fn backoff_is_full_jitter_spread_over_the_whole_range() {
-        let seeds = 2_000;
-        let per_attempt: Vec<Vec<f64>> = {
-            let mut v = vec![Vec::new(); 7];
-            for seed in 0..seeds {
-                for (i, d) in delays(seed, 7).into_iter().enumerate() {
-                    v[i].push(d);
-                }
+    fn backoff_delays_stay_within_the_decorrelated_bounds_capped_at_30s() {
+        for seed in 0..300 {
+            let mut previous = None;
+            for (i, d) in delays(seed, 12).into_iter().enumerate() {
+                let (low, high) = delay_range(previous, i as u32 + 1);
+                assert!((low..high).contains(&d), "seed {seed} attempt {}: {d} not in [{low}, {high})", i + 1);
+                assert!(d < backoff::CAP_MS as f64);
+                previous = Some(d);
             }
-            v
-        };
-        for (i, ds) in per_attempt.iter().enumerate() {
-            let bound = backoff::bound_ms(i as u32 + 1) as f64;
-            let mean = ds.iter().sum::<f64>() / ds.len() as f64;
-            assert!(
-                (mean - bound / 2.0).abs() < bound * 0.04,
-                "attempt {}: mean {mean} far from {}",
-                i + 1,
-                bound / 2.0
-            );
-            let min = ds.iter().cloned().fold(f64::MAX, f64::min);
-            let max = ds.iter().cloned().fold(0.0, f64::max);
-            assert!(min < bound * 0.02 && max > bound * 0.98, "attempt {}: range [{min}, {max}] of {bound}", i + 1);
-            // Not all the same: clients do not come back together.
-            let low_half = ds.iter().filter(|&&d| d < bound / 2.0).count() as f64 / ds.len() as f64;
+        }
+        let first: Vec<f64> = (0..300).map(|seed| delays(seed, 1)[0]).collect();
+        assert!(first.iter().all(|&d| d < 250.0), "the first retry within 250 ms");
+    }
+
+    #[test]
+    fn backoff_is_jitter_spread_over_each_range() {
+        // For each attempt, where each delay falls within its own range (0 = low end, 1 = high
+        // end): spread evenly, so clients do not come back together.
+        let seeds = 2_000;
+        let mut per_attempt: Vec<Vec<f64>> = vec![Vec::new(); 7];
+        for seed in 0..seeds {
+            let mut previous = None;
+            for (i, d) in delays(seed, 7).into_iter().enumerate() {
+                let (low, high) = delay_range(previous, i as u32 + 1);
+                per_attempt[i].push((d - low) / (high - low));
+                previous = Some(d);
+            }
+        }
+        for (i, xs) in per_attempt.iter().enumerate() {
+            let mean = xs.iter().sum::<f64>() / xs.len() as f64;
+            assert!((mean - 0.5).abs() < 0.04, "attempt {}: mean position {mean}", i + 1);
+            let min = xs.iter().cloned().fold(f64::MAX, f64::min);
+            let max = xs.iter().cloned().fold(0.0, f64::max);
+            assert!(min < 0.02 && max > 0.98, "attempt {}: positions in [{min}, {max}]", i + 1);
+            let low_half = xs.iter().filter(|&&x| x < 0.5).count() as f64 / xs.len() as f64;
             assert!((0.45..0.55).contains(&low_half), "attempt {}: {low_half} below half", i + 1);
         }
+    }
+
+    /// `n` clients connected to a server that goes away at t=0 (each socket closed with
+    /// `code`) and is back at `back_ms`: attempts before that are refused at once (1 ms),
+    /// after it they get `hello` 5 ms later; polls likewise. Returns each client's time of
+    /// `hello` and how many fell back to polling on the way.
+    fn herd(n: u64, code: u16, back_ms: f64) -> (Vec<f64>, usize) {
+        use std::cmp::Reverse;
+        use std::collections::BinaryHeap;
+        // (time in µs, client, what): the earliest first.
+        let mut queue: BinaryHeap<Reverse<(u64, usize, u8)>> = BinaryHeap::new();
+        const TICK: u8 = 0;
+        const CLOSED: u8 = 1;
+        const HELLO: u8 = 2;
+        const POLL_OK: u8 = 3;
+        const POLL_FAILED: u8 = 4;
+        let at = |t: f64| (t * 1_000.0).round() as u64;
+        let mut machines = Vec::new();
+        for i in 0..n as usize {
+            let mut m = machine(1_000 + i as u64 * 7_919);
+            m.handle(-1_000.0, Event::Start);
+            m.handle(-1_000.0, Event::Hello { heartbeat_ms: None });
+            machines.push(m);
+            queue.push(Reverse((0, i, CLOSED)));
+        }
+        let mut arrived = vec![None; n as usize];
+        let mut polled = vec![false; n as usize];
+        let mut first_close = vec![true; n as usize];
+        while let Some(Reverse((micros, i, what))) = queue.pop() {
+            let t = micros as f64 / 1_000.0;
+            if arrived[i].is_some() || t > 300_000.0 {
+                continue;
+            }
+            let event = match what {
+                CLOSED if std::mem::take(&mut first_close[i]) => Event::SocketClosed { code },
+                CLOSED => Event::SocketClosed { code: 1006 },
+                HELLO => Event::Hello { heartbeat_ms: None },
+                POLL_OK => Event::PollSucceeded,
+                POLL_FAILED => Event::PollFailed,
+                _ => Event::Tick,
+            };
+            for action in machines[i].handle(t, event) {
+                match action {
+                    Action::OpenSocket { .. } if t < back_ms => queue.push(Reverse((at(t + 1.0), i, CLOSED))),
+                    Action::OpenSocket { .. } => queue.push(Reverse((at(t + 5.0), i, HELLO))),
+                    Action::Poll { timeout_ms: 0 } if t < back_ms => queue.push(Reverse((at(t + 1.0), i, POLL_FAILED))),
+                    Action::Poll { timeout_ms: 0 } => queue.push(Reverse((at(t + 5.0), i, POLL_OK))),
+                    Action::StartPolling => polled[i] = true,
+                    Action::ScheduleWake { at_ms } => queue.push(Reverse((at(at_ms.max(t)), i, TICK))),
+                    _ => {}
+                }
+            }
+            if matches!(machines[i].state(), LinkState::Connected { .. }) {
+                arrived[i] = Some(t);
+            }
+        }
+        let times: Vec<f64> = arrived.iter().map(|a| a.expect("every client came back")).collect();
+        (times, polled.iter().filter(|&&p| p).count())
+    }
+
+    /// Prints the arrivals after the server's return in 100 ms buckets; answers the busiest
+    /// bucket's count, the median and the worst time after the return.
+    fn histogram(title: &str, times: &[f64], back_ms: f64) -> (usize, f64, f64) {
+        let mut after: Vec<f64> = times.iter().map(|t| t - back_ms).collect();
+        after.sort_by(f64::total_cmp);
+        let buckets = (after.last().unwrap() / 100.0) as usize + 1;
+        let mut counts = vec![0usize; buckets];
+        for t in &after {
+            counts[(t / 100.0) as usize] += 1;
+        }
+        println!("{title}: {} clients, arrivals after the server is back (100 ms buckets)", after.len());
+        for (b, c) in counts.iter().enumerate() {
+            println!("  {:>6} ms  {:>4}  {}", b * 100, c, "#".repeat(c.div_ceil(5)));
+        }
+        let median = after[after.len() / 2];
+        let worst = *after.last().unwrap();
+        println!("  median {median:.0} ms, worst {worst:.0} ms, busiest bucket {}", counts.iter().max().unwrap());
+        (*counts.iter().max().unwrap(), median, worst)
+    }
+
+    #[test]
+    fn a_thousand_clients_after_a_crash_come_back_spread_out() {
+        // Killed: sockets end without a close frame (1006); back 2.3 s later, as in bench-app.
+        let back = 2_300.0;
+        let (times, polled) = herd(1_000, 1006, back);
+        let (busiest, median, _) = histogram("crash", &times, back);
+        println!("  {polled} of them fell back to polling on the way");
+        assert!(times.iter().all(|&t| t >= back), "nobody connects to a server that is away");
+        assert!(busiest <= 150, "the busiest 100 ms holds {busiest} of 1000 clients");
+        assert!(median <= 1_000.0, "median {median} ms");
+        assert!(polled <= 100, "{polled} fell back to polling");
+    }
+
+    #[test]
+    fn a_thousand_clients_after_a_clean_restart_come_back_spread_out() {
+        // The server closes every socket with 1012 and is back 0.8 s later.
+        let back = 800.0;
+        let (times, polled) = herd(1_000, backoff::SERVICE_RESTART, back);
+        let (busiest, median, worst) = histogram("restart (1012)", &times, back);
+        assert!(busiest <= 150, "the busiest 100 ms holds {busiest} of 1000 clients");
+        assert!(median <= 1_000.0 && worst <= 2_500.0, "median {median} ms, worst {worst} ms");
+        assert_eq!(polled, 0, "a restart is no reason to poll");
     }
 
     #[test]
@@ -1353,7 +1505,8 @@ mod tests {
 
     #[test]
     fn visible_while_waiting_skips_the_backoff() {
-        // A seed whose first delay is long enough to see it skipped.
+        // A seed whose first delay is long enough to see it skipped (the first retry comes
+        // within 250 ms now: 150 ms is long enough).
         let (mut m, retry_at) = (0..100)
             .find_map(|seed| {
                 let mut m = machine(seed);
@@ -1361,7 +1514,7 @@ mod tests {
                 m.handle(0.0, Event::Hidden);
                 m.handle(10.0, Event::SocketClosed { code: 1006 });
                 match m.state().clone() {
-                    LinkState::Reconnecting { attempt: 1, retry_at_ms } if retry_at_ms > 500.0 => {
+                    LinkState::Reconnecting { attempt: 1, retry_at_ms } if retry_at_ms > 150.0 => {
                         Some((m, retry_at_ms))
                     }
                     _ => None,
@@ -1481,6 +1634,41 @@ mod tests {
             ]
         );
         assert_eq!(m.transport(), Some(Transport::Polling));
+    }
+
+    #[test]
+    fn a_fallback_whose_polls_failed_too_probes_at_once_when_the_server_answers_again() {
+        // An outage longer than five attempts (a restart): the WebSocket fails, then the polls.
+        let mut m = machine(11);
+        let (t, a) = fail_attempts(&mut m, 5);
+        assert!(a.contains(&Action::StartPolling));
+        let mut now = t + 1.0;
+        let mut a = m.handle(now, Event::PollFailed);
+        while !a.contains(&Action::Poll { timeout_ms: 0 }) {
+            now = m.next_wake().unwrap();
+            a = m.handle(now, Event::Tick);
+        }
+        assert!(now - t < 300.0, "the first poll retry within 250 ms");
+        // The server is back: the poll gets through, and the WebSocket is tried at once rather
+        // than a probe interval later.
+        let a = m.handle(now + 5.0, Event::PollSucceeded);
+        assert!(a.contains(&Action::TransportReady(Transport::Polling)));
+        assert!(a.contains(&Action::OpenSocket { probe: true }), "{a:?}");
+        let a = m.handle(now + 10.0, Event::Hello { heartbeat_ms: None });
+        assert_eq!(a[0], Action::StopPolling);
+        assert!(matches!(m.state(), LinkState::Connected { .. }));
+    }
+
+    #[test]
+    fn a_clean_restart_comes_back_after_a_short_random_wait_without_counting_a_failure() {
+        let mut m = connected();
+        let a = m.handle(1_000.0, Event::SocketClosed { code: backoff::SERVICE_RESTART });
+        assert_eq!(opens(&a), 0);
+        let LinkState::Reconnecting { attempt: 1, retry_at_ms } = m.state().clone() else { panic!("{a:?}") };
+        let wait = retry_at_ms - 1_000.0;
+        assert!((backoff::RESTART_MIN_MS as f64..backoff::RESTART_MAX_MS as f64).contains(&wait), "{wait}");
+        assert_eq!(m.failures(), 0);
+        assert_eq!(opens(&m.handle(retry_at_ms, Event::Tick)), 1);
     }
 
     #[test]

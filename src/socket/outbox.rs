@@ -227,8 +227,7 @@ impl Outbox {
             .iter_mut()
             .find(|i| i.client_id == client_id && matches!(i.status, OutStatus::InFlight { .. }))?;
         item.unsent += 1;
-        let exp = (item.unsent - 1).min(16);
-        let wait = config.unsent_base_ms.saturating_mul(1 << exp).min(config.unsent_cap_ms);
+        let wait = super::backoff::doubling_ms(config.unsent_base_ms, config.unsent_cap_ms, item.unsent);
         let retry_at = now + wait as f64;
         item.status = OutStatus::Unsent { retry_at };
         Some(retry_at)
@@ -259,8 +258,8 @@ impl Outbox {
         let item = self.items.iter_mut().find(|i| i.client_id == client_id)?;
         if code == ErrorCode::RateLimited {
             item.rate_limited += 1;
-            let exp = (item.rate_limited - 1).min(16);
-            let wait = config.rate_limit_base_ms.saturating_mul(1 << exp).min(config.rate_limit_cap_ms);
+            let wait =
+                super::backoff::doubling_ms(config.rate_limit_base_ms, config.rate_limit_cap_ms, item.rate_limited);
             let retry_at = now + wait as f64;
             item.status = OutStatus::RateLimited { retry_at };
             Some(Refusal::RetryAt(retry_at))

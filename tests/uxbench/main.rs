@@ -179,7 +179,7 @@ async fn wait_connected(client: &Client, who: &str) -> TestResult {
 }
 
 async fn active(client: &Client) -> Option<String> {
-    app_state(client).await?.get("active")?.as_str().map(str::to_owned)
+    app_state(client).await.ok()?.get("active")?.as_str().map(str::to_owned)
 }
 
 /// Opens a conversation by in-app navigation to /c/{id}; answers whether that worked (else it
@@ -287,8 +287,8 @@ fn size(rows: &mut Vec<Row>) -> TestResult {
         rows,
         "size: total transfer (brotli)",
         format!("{:.1} KB brotli ({:.1} KB gzip, {:.1} KB raw)", br_kb, n[1] as f64 / 1000.0, n[0] as f64 / 1000.0),
-        "<= 250 KB",
-        Some(br_kb <= 250.0),
+        "<= 200 KB",
+        Some(br_kb <= 200.0),
     );
     Ok(())
 }
@@ -466,7 +466,7 @@ async fn crosstab_same_user(driver: &Driver, o: &Opts, rows: &mut Vec<Row>) -> T
         a.switch_to_window(follower.clone()).await.map_err(e)?;
         a.goto(&format!("{}/", server.base)).await.map_err(e)?;
         eventually(STEP, "the second tab to be connected, following", || async {
-            let state = app_state(&a).await?;
+            let state = app_state(&a).await.ok()?;
             (state["link"].as_str()? == "connected"
                 && state["tab"]["role"].as_str()? == "follower"
                 && state["active"].is_string())
@@ -575,7 +575,7 @@ async fn history(driver: &Driver, o: &Opts, rows: &mut Vec<Row>) -> TestResult {
         let how = if in_app { "opened in the app" } else { "loaded at / (no in-app navigation)" };
         row(rows, &format!("history: {} messages {how}, newest painted", o.history), format!("{:.0} ms", painted - t0), "<= 300 ms", Some(painted - t0 <= 300.0));
         tokio::time::sleep(Duration::from_secs(1)).await;
-        let held = app_state(&client).await.and_then(|s| s["conversations"][&room].as_array().map(Vec::len)).unwrap_or(0);
+        let held = app_state(&client).await.ok().and_then(|s| s["conversations"][&room].as_array().map(Vec::len)).unwrap_or(0);
         let rendered = client.execute("return document.querySelectorAll('li.message').length;", vec![]).await.map_err(e)?;
         let heap = client
             .execute("return [performance.memory ? performance.memory.usedJSHeapSize : null, window.__wasm && window.__wasm.memory ? window.__wasm.memory.buffer.byteLength : null];", vec![])
@@ -816,8 +816,8 @@ async fn recovery(driver: &Driver, o: &Opts, rows: &mut Vec<Row>) -> TestResult 
         }
         let med = median(&times);
         let max = times.iter().cloned().fold(0.0, f64::max);
-        row(rows, &format!("recovery: server back to every window caught up, median of {}", times.len()), format!("{med:.0} ms"), "<= 2000 ms", Some(med <= 2000.0));
-        row(rows, "recovery: worst", format!("{max:.0} ms"), "<= 2000 ms", Some(max <= 2000.0));
+        row(rows, &format!("recovery: server back to every window caught up, median of {}", times.len()), format!("{med:.0} ms"), "<= 1000 ms", Some(med <= 1000.0));
+        row(rows, "recovery: worst", format!("{max:.0} ms"), "<= 2500 ms", Some(max <= 2500.0));
         row(rows, "recovery: to every window Connected, median", format!("{:.0} ms", median(&reconnects)), "", None);
         Ok(())
     }

@@ -154,7 +154,8 @@ fn add_cors(response: &mut Response<Body>, origin: &str) {
 }
 
 /// Hashed asset names (Trunk's `name-0123456789abcdef.ext`) never change: cache them for a
-/// year. Everything else of the app (index.html, the route fallback) is revalidated.
+/// year. Everything else of the app (index.html, the route fallback) is revalidated. Every
+/// app file varies by Accept-Encoding.
 pub async fn cache_headers(request: Request, next: Next) -> Response {
     let path = request.uri().path().to_owned();
     let mut response = next.run(request).await;
@@ -166,7 +167,17 @@ pub async fn cache_headers(request: Request, next: Next) -> Response {
     } else {
         "no-cache"
     };
-    response.headers_mut().insert(header::CACHE_CONTROL, HeaderValue::from_static(value));
+    let h = response.headers_mut();
+    h.insert(header::CACHE_CONTROL, HeaderValue::from_static(value));
+    // The same URL is sent as brotli, gzip or plain (precompressed files): caches must key on
+    // Accept-Encoding, also when the compression layer left the response alone.
+    let varies = h
+        .get_all(header::VARY)
+        .iter()
+        .any(|v| v.to_str().is_ok_and(|v| v.to_ascii_lowercase().contains("accept-encoding")));
+    if !varies {
+        h.append(header::VARY, HeaderValue::from_static("accept-encoding"));
+    }
     response
 }
 

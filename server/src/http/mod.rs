@@ -18,8 +18,14 @@ use crate::AppState;
 
 pub fn router(state: AppState) -> Router {
     let index = state.config.static_dir.join("index.html");
-    // Unknown paths get index.html, so the app's own routes survive a reload.
-    let app_files = ServeDir::new(&state.config.static_dir).fallback(ServeFile::new(index));
+    // Unknown paths get index.html, so the app's own routes survive a reload. The build
+    // (scripts/build-app.sh) leaves a brotli (q11) and a gzip copy beside each file: they are
+    // sent as they are to clients that accept them; the compression layer below then leaves
+    // them alone (it only compresses what is not encoded yet: the API, files without a copy).
+    let app_files = ServeDir::new(&state.config.static_dir)
+        .precompressed_br()
+        .precompressed_gzip()
+        .fallback(ServeFile::new(index).precompressed_br().precompressed_gzip());
     // The API and the socket, behind the Origin check.
     let api = Router::new()
         .route("/api/users", get(conversations::users).post(session::sign_up))
