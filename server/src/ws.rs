@@ -360,9 +360,9 @@ async fn join(
             // Live from here, with the replies in progress resumed (no message can be stored
             // meanwhile: the store's lock is held).
             shared.personas.join_with_replies(&shared.hub, conn, &conversation_id);
-            if let Some(version) = store.mark_read(&conversation_id, &user_id, last_seq)? {
-                crate::list::read_moved(store, shared, &conversation_id, &user_id, version, Some(conn))?;
-            }
+            // A join does not move the read mark: a socket also joins conversations nobody
+            // looks at (rejoins after a reconnect, a hidden tab). The app reports what the user
+            // saw with `POST /api/conversations/{id}/read`.
             Ok(Ok(rest))
         })
         .await??;

@@ -525,11 +525,6 @@ impl World {
     }
 
     fn read(&mut self, user: usize, id: &str, seq: i64) {
-        self.read_except(user, id, seq, None);
-    }
-
-    /// The read mark moves; the user's connections but `except` are told.
-    fn read_except(&mut self, user: usize, id: &str, seq: i64, except: Option<usize>) {
         if !self.server.conversations[id].members.contains(&user) {
             return;
         }
@@ -542,14 +537,7 @@ impl World {
         let version = self.server.bump();
         let users = BTreeSet::from([user]);
         self.touch_entries(&users, id, version);
-        let summary = self.server.summary(user, id);
-        let frame =
-            ServerFrame::ConversationUpserted { conversation: Box::new(summary), version, timestamp: String::new() };
-        for (i, c) in self.clients.iter_mut().enumerate() {
-            if c.user == user && c.link.is_some() && Some(i) != except {
-                c.inbox.push_back(frame.clone());
-            }
-        }
+        self.upsert_to(&users, id, version);
     }
 
     /// A client's request reaches the server.
@@ -593,14 +581,8 @@ impl World {
                     self.clients[c].http.push(Http::Fill { conversation_id, messages });
                     return;
                 }
-                let last_seq = conv.messages.last().map_or(0, |m| m.seq);
                 let client = &mut self.clients[c];
                 client.link.as_mut().unwrap().joined.insert(conversation_id.clone());
-                client.inbox.push_back(ServerFrame::ConversationJoined {
-                    conversation_id: conversation_id.clone(),
-                    last_seq,
-                    timestamp: String::new(),
-                });
                 for m in messages {
                     client.inbox.push_back(ServerFrame::NewMessage {
                         conversation_id: conversation_id.clone(),
@@ -621,8 +603,6 @@ impl World {
                         text: r.full[..r.sent].iter().collect(),
                     });
                 }
-                // Joining moves the read mark; the user's other connections are told.
-                self.read_except(user, &conversation_id, last_seq, Some(c));
             }
             Action::Send(_) => {}
             other => self.http_request(c, other),

@@ -574,15 +574,6 @@ impl ChatState {
                     }
                 }
             }
-            ServerFrame::ConversationJoined { conversation_id, last_seq, .. } => {
-                // A join moves the user's read mark to the conversation's last seq (the server
-                // tells the user's other connections, not this one, which other tabs share).
-                if let Some(c) = self.conversations.iter_mut().find(|c| c.id == conversation_id) {
-                    if c.last_seq <= last_seq {
-                        c.unread_count = 0;
-                    }
-                }
-            }
             ServerFrame::ConversationUpserted { conversation, version, .. } => {
                 out.stale = !self.upsert(*conversation, version);
             }
