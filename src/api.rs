@@ -282,7 +282,7 @@ pub async fn add_members(
 }
 
 pub async fn search_users(base: &str, token: &str, prefix: &str) -> Result<Vec<User>, ApiFailure> {
-    let q = js_sys::encode_uri_component(prefix);
+    let q = crate::config::encode_query_value(prefix);
     read(get(&format!("{base}/api/users?q={q}"), token)?).await
 }
 

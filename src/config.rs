@@ -91,7 +91,9 @@ pub fn socket_url(base: &str, token: &str) -> String {
     format!("{ws_base}/ws?token={}", encode_query_value(token))
 }
 
-fn encode_query_value(s: &str) -> String {
+/// Percent-encodes a query value (all but RFC 3986's unreserved characters): the app's one
+/// encoder, plain Rust so it is tested natively.
+pub fn encode_query_value(s: &str) -> String {
     s.bytes()
         .map(|b| match b {
             b'A'..=b'Z' | b'a'..=b'z' | b'0'..=b'9' | b'-' | b'_' | b'.' | b'~' => (b as char).to_string(),
@@ -105,6 +107,13 @@ mod tests {
     use super::*;
 
     const ORIGIN: &str = "http://127.0.0.1:8080";
+
+    #[test]
+    fn query_values_keep_only_unreserved_characters() {
+        assert_eq!(encode_query_value("Ada-._~09"), "Ada-._~09");
+        assert_eq!(encode_query_value("a b&c=d/é#"), "a%20b%26c%3Dd%2F%C3%A9%23");
+        assert_eq!(encode_query_value("+%"), "%2B%25");
+    }
 
     fn base(asked: Option<&str>, meta: Option<&str>) -> (String, bool) {
         let c = choose_server(asked, meta, ORIGIN);

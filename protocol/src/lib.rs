@@ -21,6 +21,31 @@ pub const MAX_CONTENT_CHARS: usize = 5000;
 pub const MAX_FRAME_BYTES: usize = 64 * 1024;
 /// Heartbeat interval the server announces unless configured otherwise.
 pub const DEFAULT_HEARTBEAT_MS: u64 = 30_000;
+/// Typing indicators, the one home of their timings (both sides read these).
+pub mod typing {
+    /// A client typing sends `typing_start` at most this often while the draft changes.
+    pub const START_EVERY_MS: u64 = 3_000;
+    /// A client whose draft is unchanged this long sends `typing_stop`.
+    pub const IDLE_STOP_MS: u64 = 2_000;
+    /// The server drops a typist (and says `is_typing: false`) after this long without a
+    /// `typing_start`: longer than [`START_EVERY_MS`], so a steady typist never flickers.
+    pub const TIMEOUT_MS: u64 = 5_000;
+    /// The server relays a typist's `typing_start` at most this often per conversation; the
+    /// ones between only keep the state alive.
+    pub const RELAY_EVERY_MS: u64 = 2_500;
+    /// A client shows an incoming typist this long after their last typing frame even if no
+    /// stop arrives: longer than [`RELAY_EVERY_MS`] and [`TIMEOUT_MS`], so the server's stop
+    /// normally comes first.
+    pub const SHOWN_FOR_MS: u64 = 6_000;
+
+    // How they fit together, checked when the crate compiles: a steady typist's starts arrive
+    // before the server drops them; the others hear a relayed start before their display of
+    // the last one runs out; the server's stop normally comes before a client gives up.
+    const _: () = assert!(START_EVERY_MS < TIMEOUT_MS);
+    const _: () = assert!(RELAY_EVERY_MS < SHOWN_FOR_MS);
+    const _: () = assert!(TIMEOUT_MS < SHOWN_FOR_MS);
+}
+
 /// Close code of a socket whose session was signed out (`DELETE /api/session` or
 /// `DELETE /api/sessions`): the app goes back to the sign-in page and does not reconnect.
 pub const CLOSE_SIGNED_OUT: u16 = 4001;

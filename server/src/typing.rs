@@ -7,10 +7,10 @@ use std::time::{Duration, Instant};
 
 use crate::hub::ConnId;
 
-pub const TYPING_TIMEOUT: Duration = Duration::from_secs(5);
+pub const TYPING_TIMEOUT: Duration = Duration::from_millis(persona_chat_protocol::typing::TIMEOUT_MS);
 /// A typing_start is relayed at most this often per user and conversation; those in between
 /// only keep the state alive.
-pub const TYPING_RELAY_EVERY: Duration = Duration::from_millis(2_500);
+pub const TYPING_RELAY_EVERY: Duration = Duration::from_millis(persona_chat_protocol::typing::RELAY_EVERY_MS);
 
 struct Typist {
     username: String,

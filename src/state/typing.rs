@@ -3,7 +3,8 @@
 //! Outgoing: `typing_start` at most once every 3 s while the draft changes (the server drops a
 //! typist after 5 s without one), `typing_stop` after 2 s without a change, on send, and on
 //! leaving the conversation. Incoming: a typist disappears 6 s after their last typing frame
-//! even if no stop arrives. Each call says what to send and when to be woken next.
+//! even if no stop arrives. Each call says what to send and when to be woken next. The
+//! timings live in `persona_chat_protocol::typing`, shared with the server.
 
 use std::collections::BTreeMap;
 
@@ -19,7 +20,8 @@ pub struct TypingConfig {
 
 impl Default for TypingConfig {
     fn default() -> Self {
-        TypingConfig { start_every_ms: 3_000, idle_stop_ms: 2_000, incoming_ttl_ms: 6_000 }
+        use persona_chat_protocol::typing::{IDLE_STOP_MS, SHOWN_FOR_MS, START_EVERY_MS};
+        TypingConfig { start_every_ms: START_EVERY_MS, idle_stop_ms: IDLE_STOP_MS, incoming_ttl_ms: SHOWN_FOR_MS }
     }
 }
 
