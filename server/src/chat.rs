@@ -1,41 +1,14 @@
 //! What a user can do in a conversation, shared by the WebSocket and HTTP front doors so
 //! both behave the same.
 
-use persona_chat_protocol::{validate_content, Ack, ErrorCode, LastMessage, Message, ServerFrame, User};
+use persona_chat_protocol::{validate_content, Ack, ErrorCode, ServerFrame, User};
 
 use crate::clock::now_rfc3339;
+use crate::fanout::publish_message;
 use crate::hub::ConnId;
-use crate::store::{Inserted, StoreError};
+use crate::refusal::Refusal;
+use crate::store::Inserted;
 use crate::AppState;
-
-/// A refusal with the protocol's code, for an `error` frame or an HTTP error body.
-#[derive(Debug, Clone, PartialEq)]
-pub struct Refusal {
-    pub code: ErrorCode,
-    pub message: String,
-}
-
-impl Refusal {
-    pub fn new(code: ErrorCode, message: impl Into<String>) -> Self {
-        Refusal { code, message: message.into() }
-    }
-
-    pub fn not_member() -> Self {
-        Self::new(ErrorCode::NotMember, "you are not a member of this conversation")
-    }
-}
-
-impl From<StoreError> for Refusal {
-    fn from(e: StoreError) -> Self {
-        match e {
-            StoreError::NotFound => Self::new(ErrorCode::NotFound, "not found"),
-            StoreError::Sqlite(e) => {
-                tracing::error!("database error: {e}");
-                Self::new(ErrorCode::Internal, "internal error")
-            }
-        }
-    }
-}
 
 /// Stores a message (at most once per sender and client_id) and fans it out: the ack to the
 /// sending socket first (if it came over one), `new_message` to every joined socket, and
@@ -121,40 +94,6 @@ pub async fn send_message(
         crate::personas::on_user_message(app, &ack.conversation_id, &message, persona_id);
     }
     Ok(ack)
-}
-
-/// Fans a stored message out: `new_message` to joined sockets, `conversation_update` (with the
-/// list version the message took) to members. Called under the store's lock, right after the
-/// insert.
-pub fn publish_message(
-    store: &crate::store::Store,
-    shared: &crate::Shared,
-    conversation_id: &str,
-    message: &Message,
-    members: &[String],
-) -> Result<(), StoreError> {
-    let version = store.conversation_version(conversation_id)?;
-    let now = now_rfc3339();
-    shared.hub.send_to_joined(
-        conversation_id,
-        &ServerFrame::NewMessage {
-            conversation_id: conversation_id.to_owned(),
-            message: message.clone(),
-            timestamp: now.clone(),
-        },
-        None,
-    );
-    let _ = members; // the hub's cached set, the same people, is shared by the event log
-    shared.hub.send_to_members(
-        conversation_id,
-        &ServerFrame::ConversationUpdate {
-            conversation_id: conversation_id.to_owned(),
-            last_message: LastMessage::from(message),
-            version,
-            timestamp: now,
-        },
-    );
-    Ok(())
 }
 
 /// A user starts or stops typing (over a socket, `conn`, or HTTP). The other members' joined

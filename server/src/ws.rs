@@ -13,10 +13,11 @@ use persona_chat_protocol::{ClientFrame, ErrorCode, ServerFrame, User, MAX_FRAME
 use serde::Deserialize;
 use tokio::sync::mpsc;
 
-use crate::chat::{self, Refusal};
+use crate::chat;
 use crate::clock::now_rfc3339;
 use crate::http::error::HttpError;
 use crate::hub::{ConnId, Kick, Outbound, KICK_SLOW, SOCKET_QUEUE};
+use crate::refusal::Refusal;
 use crate::AppState;
 
 /// Close codes (RFC 6455 and its IANA registry).

@@ -90,9 +90,9 @@ pub fn stop_response(
     user: &persona_chat_protocol::User,
     conversation_id: &str,
     message_id: &str,
-) -> Result<(), crate::chat::Refusal> {
+) -> Result<(), crate::refusal::Refusal> {
     if !app.hub.is_member(conversation_id, &user.id) {
-        return Err(crate::chat::Refusal::not_member());
+        return Err(crate::refusal::Refusal::not_member());
     }
     app.personas.stop(conversation_id, message_id)
 }

@@ -35,9 +35,9 @@ use super::builtin::Builtin;
 use super::openai::OpenAi;
 use super::responder::{Chunks, ReplyRequest, Responder};
 use super::{addressed, PersonaInfo};
-use crate::chat::Refusal;
 use crate::clock::now_rfc3339;
 use crate::config::Config;
+use crate::refusal::Refusal;
 use crate::store::{Inserted, Store};
 use crate::{AppState, Shared};
 
@@ -702,7 +702,7 @@ async fn reply(app: AppState, persona: PersonaInfo, job: Job) {
             }
             crate::metrics::inc(&shared.metrics.messages_stored);
             let members = store.user_members(&id)?;
-            crate::chat::publish_message(store, shared, &id, &message, &members)?;
+            crate::fanout::publish_message(store, shared, &id, &message, &members)?;
             shared.personas.finish(&mid);
             store.delete_draft(&mid)?;
             store.set_persona_last_seen(&persona_id, &message.timestamp)?;
