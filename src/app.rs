@@ -6,21 +6,11 @@ use leptos_router::path;
 use wasm_bindgen::closure::Closure;
 use wasm_bindgen::JsCast;
 
+use crate::clock::Clock;
 use crate::pages::chat::ChatPage;
 use crate::pages::diagnostics::DiagnosticsPage;
 use crate::pages::login::LoginPage;
 use crate::state::Engine;
-
-/// Wall-clock time (ms since the epoch), ticking every second: countdowns and "last seen 5
-/// min ago" follow it.
-#[derive(Clone, Copy)]
-pub struct Clock(pub RwSignal<f64>);
-
-impl Clock {
-    pub fn expect() -> Self {
-        expect_context::<Clock>()
-    }
-}
 
 #[component]
 pub fn App() -> impl IntoView {

@@ -4,7 +4,7 @@
 #![cfg(target_arch = "wasm32")]
 
 use leptos::prelude::*;
-use persona_chat::app::Clock;
+use persona_chat::clock::Clock;
 use persona_chat::components::avatar::Avatar;
 use persona_chat::components::connection_status::ConnectionStatus;
 use persona_chat::components::message_list::MessageList;

@@ -27,7 +27,7 @@ pub fn last_seen_text(last_seen_ms: i64, now_ms: i64) -> String {
 
 /// A persona's status line: the status in words, or when it was last seen if offline.
 pub fn status_line(status: PersonaState, last_seen: Option<&str>, now_ms: i64) -> String {
-    match (status, last_seen.and_then(crate::state::reducer::timestamp_ms)) {
+    match (status, last_seen.and_then(crate::clock::timestamp_ms)) {
         (PersonaState::Offline, Some(at)) => format!("Offline · {}", last_seen_text(at, now_ms)),
         (PersonaState::Responding, _) => "Responding…".to_owned(),
         (s, _) => status_words(s).to_owned(),
@@ -97,7 +97,7 @@ mod tests {
     #[test]
     fn status_lines_and_initials() {
         let at = "2026-11-21T10:00:00.000Z";
-        let now = crate::state::reducer::timestamp_ms(at).unwrap() + 5 * 60_000;
+        let now = crate::clock::timestamp_ms(at).unwrap() + 5 * 60_000;
         assert_eq!(status_line(PersonaState::Offline, Some(at), now), "Offline · last seen 5 min ago");
         assert_eq!(status_line(PersonaState::Offline, None, now), "Offline");
         assert_eq!(status_line(PersonaState::Responding, None, now), "Responding…");

@@ -4,7 +4,7 @@
 use leptos::prelude::*;
 
 use super::icons::{Icon, CONNECTED, DISCONNECTED, POLLING};
-use crate::app::Clock;
+use crate::clock::Clock;
 use crate::socket::{now_ms, LinkState};
 use crate::state::contexts::ConnectionCtx;
 

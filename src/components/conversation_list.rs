@@ -6,7 +6,7 @@ use persona_chat_protocol::http::{ConversationKind, ConversationSummary};
 
 use super::avatar::{status_line, Avatar};
 use super::time::short_time;
-use crate::app::Clock;
+use crate::clock::Clock;
 use crate::state::contexts::{ChatCtx, ConnectionCtx};
 
 /// The preview line: "bob: see you", "You: see you" for own messages.

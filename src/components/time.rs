@@ -2,7 +2,7 @@
 
 /// "14:05" today, "Mon" this week, "21 Nov" before.
 pub fn short_time(timestamp: &str, now_ms: f64) -> String {
-    let Some(ms) = crate::state::reducer::timestamp_ms(timestamp) else { return String::new() };
+    let Some(ms) = crate::clock::timestamp_ms(timestamp) else { return String::new() };
     let date = js_sys::Date::new(&wasm_bindgen::JsValue::from_f64(ms as f64));
     let now = js_sys::Date::new(&wasm_bindgen::JsValue::from_f64(now_ms));
     let same_day = date.get_full_year() == now.get_full_year()
@@ -22,7 +22,7 @@ pub fn short_time(timestamp: &str, now_ms: f64) -> String {
 
 /// "14:05" in local time.
 pub fn clock_time(timestamp: &str) -> String {
-    let Some(ms) = crate::state::reducer::timestamp_ms(timestamp) else { return String::new() };
+    let Some(ms) = crate::clock::timestamp_ms(timestamp) else { return String::new() };
     clock(&js_sys::Date::new(&wasm_bindgen::JsValue::from_f64(ms as f64)))
 }
 

@@ -6,7 +6,7 @@ use leptos::task::spawn_local;
 use leptos_router::hooks::{use_navigate, use_params_map};
 use persona_chat_protocol::http::ConversationKind;
 
-use crate::app::Clock;
+use crate::clock::Clock;
 use crate::components::avatar::{status_line, Avatar};
 use crate::components::composer::Composer;
 use crate::components::connection_status::{ConnectionStatus, Toast};

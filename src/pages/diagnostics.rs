@@ -5,7 +5,7 @@
 use leptos::prelude::*;
 use leptos_router::hooks::use_navigate;
 
-use crate::app::Clock;
+use crate::clock::Clock;
 use crate::components::connection_status::ConnectionStatus;
 use crate::socket::{now_ms, LinkState};
 use crate::state::contexts::{ChatCtx, ConnectionCtx, DiagnosticsCtx, SessionCtx};
