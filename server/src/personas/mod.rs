@@ -15,6 +15,7 @@ pub mod builtin;
 pub mod openai;
 pub mod responder;
 pub mod runtime;
+mod voices;
 
 pub use runtime::Runtime;
 
