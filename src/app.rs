@@ -1,7 +1,7 @@
 //! The root: provides the contexts and a clock, restores the session and routes.
 
 use leptos::prelude::*;
-use leptos_router::components::{Route, Router, Routes};
+use leptos_router::components::{ProtectedRoute, Route, Router, Routes};
 use leptos_router::path;
 use wasm_bindgen::closure::Closure;
 use wasm_bindgen::JsCast;
@@ -31,12 +31,22 @@ pub fn App() -> impl IntoView {
     });
     listen_visibility(ctx);
     install_state_hook(ctx);
+    // The pages but the sign-in page need a session: without one (never signed in, signed out
+    // here or in another tab, the session refused) they go to /login. A memo, so a refreshed
+    // token (a new session value) does not build the page again.
+    let signed_in = Memo::new(move |_| ctx.session.with(Option::is_some));
+    let signed_in = move || Some(signed_in.get());
     view! {
         <Router>
             <Routes fallback=|| view! { <p class="notice">"Page not found." <a href="/">"Back to the chats"</a></p> }>
-                <Route path=path!("/") view=ChatPage />
-                <Route path=path!("/c/:id") view=ChatPage />
-                <Route path=path!("/diagnostics") view=DiagnosticsPage />
+                <ProtectedRoute path=path!("/") view=ChatPage condition=signed_in redirect_path=|| "/login" />
+                <ProtectedRoute path=path!("/c/:id") view=ChatPage condition=signed_in redirect_path=|| "/login" />
+                <ProtectedRoute
+                    path=path!("/diagnostics")
+                    view=DiagnosticsPage
+                    condition=signed_in
+                    redirect_path=|| "/login"
+                />
                 <Route path=path!("/login") view=LoginPage />
             </Routes>
         </Router>

@@ -23,15 +23,6 @@ pub fn ChatPage() -> impl IntoView {
     let ctx = ChatCtx::expect();
     let session = SessionCtx::expect();
     let navigate = use_navigate();
-    // Not signed in: go to the sign-in page.
-    {
-        let navigate = navigate.clone();
-        Effect::new(move |_| {
-            if session.session.with(Option::is_none) {
-                navigate("/login", Default::default());
-            }
-        });
-    }
     let params = use_params_map();
     let route_id = Memo::new(move |_| params.with(|p| p.get("id")));
     // The route names the conversation: open it (reload keeps you where you were).

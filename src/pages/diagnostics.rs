@@ -3,7 +3,6 @@
 //! buttons to force a disconnect, simulate offline, switch to polling and clear the outbox.
 
 use leptos::prelude::*;
-use leptos_router::hooks::use_navigate;
 
 use crate::clock::Clock;
 use crate::components::connection_status::ConnectionStatus;
@@ -36,12 +35,6 @@ pub fn DiagnosticsPage() -> impl IntoView {
     let chat = ChatCtx::expect();
     let connection = ConnectionCtx::expect();
     let clock = Clock::expect();
-    let navigate = use_navigate();
-    Effect::new(move |_| {
-        if session.session.with(Option::is_none) {
-            navigate("/login", Default::default());
-        }
-    });
     let simulated_offline = RwSignal::new(false);
     let outbox = Memo::new(move |_| {
         // The outbox changes with the chat state's pending lines.
