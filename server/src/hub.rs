@@ -443,18 +443,6 @@ impl Hub {
         self.events.append(Audience::Users(user_ids), text);
     }
 
-    /// To every socket of one user but `except`, and to their polls.
-    pub fn send_to_user_except(&self, user_id: &str, except: Option<ConnId>, frame: &ServerFrame) {
-        let text: Utf8Bytes = frame.to_json().into();
-        let inner = self.lock();
-        for id in inner.by_user.get(user_id).into_iter().flatten().filter(|id| Some(**id) != except) {
-            if let Some(conn) = inner.conns.get(id) {
-                deliver(conn, &text);
-            }
-        }
-        self.events.append(Audience::Users(vec![user_id.to_owned()]), text);
-    }
-
     /// To every socket and poll of a conversation's members, joined or not.
     pub fn send_to_members(&self, conversation_id: &str, frame: &ServerFrame) {
         let text: Utf8Bytes = frame.to_json().into();

@@ -9,7 +9,6 @@
 use persona_chat_protocol::{RemovalReason, ServerFrame, SyncState, User};
 
 use crate::clock::now_rfc3339;
-use crate::hub::ConnId;
 use crate::store::{Result, Store};
 use crate::Shared;
 
@@ -24,18 +23,11 @@ pub fn upsert(store: &Store, shared: &Shared, conversation_id: &str, user_ids: &
     Ok(())
 }
 
-/// A user's read mark moved: their other sockets (not `except`, the one that read) and their
-/// polls get the conversation again, so its unread count drops in every tab.
-pub fn read_moved(
-    store: &Store,
-    shared: &Shared,
-    conversation_id: &str,
-    user_id: &str,
-    version: u64,
-    except: Option<ConnId>,
-) -> Result<()> {
+/// A user's read mark moved: every socket and poll of theirs gets the conversation again, so
+/// its unread count drops in every tab.
+pub fn read_moved(store: &Store, shared: &Shared, conversation_id: &str, user_id: &str, version: u64) -> Result<()> {
     if let Some(frame) = upserted_frame(store, shared, conversation_id, user_id, version)? {
-        shared.hub.send_to_user_except(user_id, except, &frame);
+        shared.hub.send_to_users([user_id], &frame);
     }
     Ok(())
 }

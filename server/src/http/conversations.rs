@@ -397,7 +397,7 @@ pub async fn mark_read(
     app.db(move |store, shared| {
         let last = store.last_seq(&id)?;
         if let Some(version) = store.mark_read(&id, &user.id, req.seq.min(last))? {
-            crate::list::read_moved(store, shared, &id, &user.id, version, None)?;
+            crate::list::read_moved(store, shared, &id, &user.id, version)?;
         }
         Ok(())
     })
